@@ -1,0 +1,174 @@
+"""Sacred experiment and every configuration of mamol.
+
+The Sacred layer lives here and in ``run.py`` only: the package (``mamol``) takes the resolved config as a
+plain dict. Keys and meanings follow DCP/MMP so their command lines keep working; MaMOL's own keys follow.
+``python run.py print_config with remote`` shows the resolved values; unknown keys are refused by Sacred.
+"""
+from __future__ import annotations
+
+from sacred import Experiment
+
+ex = Experiment("MaMOL", save_git_info=False)
+
+
+@ex.config
+def config():
+    # ---------------------------------------------------------------- run
+    exp_name = "mamol"  # run folder name: <log_dir>/<exp_name>/version_<n>/
+    seed = 0  # seeds Lightning (seed_everything(seed, workers=True)), hence init and shuffling
+    datasets = ["houston2013"]  # task names; Arrow files <name>_{train,val,test}.arrow under data_root
+    loss_names = {}  # task -> loss weight; an absent task weighs 1 (DCP style: {"mmimdb": 1})
+    log_dir = "result"  # root of run folders (checkpoints, CSV logs, test_results.json)
+    fast_dev_run = False  # Lightning smoke run: one train/val/test batch, no checkpoints or logs
+
+    # ---------------------------------------------------------------- data
+    data_root = ""  # folder holding the Arrow files written by datasets/make_arrow.py
+    num_workers = 2  # DataLoader workers per device (each memory-maps the Arrow files itself)
+    modalities = None  # remote: modalities to use, e.g. ["hsi", "lidar", "sar"]; None = hsi + lidar
+    image_size = 224  # natural data: CLIP input side (pixels)
+    max_text_len = 77  # natural data: CLIP context length (tokens); longer texts are truncated
+    mmimdb_class_num = 23  # MM-IMDb genres (multi-label)
+    hatememes_class_num = 2  # Hateful Memes outputs (2-way softmax)
+    food101_class_num = 101  # Food-101 classes
+
+    # ---------------------------------------------------------------- missing modalities (SPEC §4)
+    missing_ratio = {"train": 0.7, "val": 0.7, "test": 0.7}  # fraction of samples with a modality missing
+    missing_type = {"train": "both", "val": "both", "test": "both"}  # modality name, both, or 3-modality pair
+    both_ratio = 0.5  # with "both": fraction of the missing samples that lose the second modality
+    missing_ratio_2 = 0.0  # 3-modality pair types (e.g. HS_SAR): fraction that also loses the second one
+    missing_table_root = None  # where missing tables are stored and reused; None = datasets/missing_tables
+    missing_seed = 0  # seed of the dedicated generator that draws missing tables
+    test_ratio = None  # overrides missing_ratio of val and test (e.g. 0.7); None keeps missing_ratio
+    test_type = None  # overrides missing_type of val and test (e.g. "both", "HS", "lidar"); None keeps it
+    simulate_missing = False  # redraw a random missing pattern for complete training samples at each access
+    missing_fill = "ones"  # input substituted for a missing modality: "ones" (release) or "zeros"
+
+    # ---------------------------------------------------------------- backbone (SPEC §5.1)
+    vit = "ViT-B/16"  # CLIP backbone: "ViT-B/16" (OpenAI layout, QuickGELU) or "tiny" (tests, demo)
+    clip_weights = None  # local CLIP weights: OpenAI JIT .pt or open_clip .bin/.pt/.safetensors
+    clip_random_init = False  # random backbone weights; only for tests and the demo
+    prompt_type = "input"  # accepted for DCP command lines; MaMOL has no prompts, so it is inert
+
+    # ---------------------------------------------------------------- MaMOL adapter (SPEC §5.3)
+    adapter_layers = [6, 7, 8, 9, 10, 11]  # blocks of the (vision) encoder that get an adapter
+    adapter_layers_text = [10, 11]  # natural data: blocks of the text encoder that get an adapter
+    adapter_rank = 8  # LoRA rank r of every expert
+    num_dynamic_experts = 2  # pattern-conditioned experts chosen per token by the router
+    top_k = 1  # dynamic experts kept per token (gates not renormalised)
+    num_shared_experts = 1  # static experts applied to every sample
+    pattern_dim = 8  # size of the missing-pattern embedding e
+    adapter_scale = 1.0  # multiplies the adapter output Δ (natural data: 0.2)
+    router_hidden = None  # router hidden width; None = D // 2
+    tokenizer_dim = 256  # remote tokenizers: width of the 3x3 conv before the 1x1 conv to D
+    head_init_std = 0.02  # std of the classification head's weight init (bias 0)
+    skip_missing = True  # skip the encoder pass of missing modalities (exact; faster)
+    sparse_experts = True  # compute only the selected dynamic experts per token (exact; faster)
+    load_balance_weight = 0.0  # optional router load-balancing loss weight (0 = the paper's method)
+
+    # ---------------------------------------------------------------- optimisation (SPEC §6)
+    optim_type = "adamw"  # AdamW, betas (0.9, 0.98), eps 1e-8
+    learning_rate = 1e-4  # peak learning rate
+    weight_decay = 0.02  # AdamW decay; never applied to biases, norms and embeddings of patterns
+    lr_mult = 1  # learning-rate multiplier of the classification head(s)
+    warmup_steps = 0.1  # linear warm-up: steps (int) or fraction of all optimiser steps (float < 1)
+    decay_power = 1  # polynomial decay power after warm-up (1 = linear), or "cosine"
+    end_lr = 0  # learning rate reached at the last step
+    grad_clip = 1.0  # gradient-norm clipping (0 = off)
+    max_epoch = 201  # training epochs
+    max_steps = None  # optimiser steps; None = limited by max_epoch only
+    batch_size = 128  # effective batch; accumulation = batch_size // (per_gpu_batchsize * gpus * nodes)
+    per_gpu_batchsize = 0  # batch per device and step; 0 = batch_size split over the devices
+    val_check_interval = 1.0  # validate every fraction of an epoch (float) or every N batches (int > 1)
+    check_val_every_n_epoch = 1  # validate every N epochs (the release: 20 on remote data)
+
+    # ---------------------------------------------------------------- hardware
+    num_gpus = 1  # GPUs per node; 0 (or no GPU present) = CPU
+    num_nodes = 1  # nodes; more than one device in total runs DDP
+    precision = 16  # 16 = fp16 mixed on GPU, "bf16" = bf16 mixed on GPU, 32 = full; the CPU always uses 32
+
+    # ---------------------------------------------------------------- checkpoints and evaluation
+    load_path = ""  # weights to start from or to test: Lightning .ckpt or plain state-dict .pt
+    resume_from = ""  # Lightning .ckpt to resume training from (optimizer, schedule, epoch)
+    test_only = False  # evaluate load_path on the test split and write test_results.json
+
+
+@ex.named_config
+def remote():
+    """The paper's remote-sensing settings (Houston2013 HSI + LiDAR; SPEC §5.3, §6)."""
+    datasets = ["houston2013"]
+    modalities = None
+    missing_ratio = {"train": 0.7, "val": 0.7, "test": 0.7}
+    missing_type = {"train": "both", "val": "both", "test": "both"}
+    both_ratio = 0.5
+    adapter_layers = [6, 7, 8, 9, 10, 11]
+    adapter_rank = 8
+    num_dynamic_experts = 2
+    top_k = 1
+    num_shared_experts = 1
+    adapter_scale = 1.0
+    learning_rate = 1e-4
+    weight_decay = 0.02
+    warmup_steps = 0.1
+    decay_power = 1
+    end_lr = 0
+    grad_clip = 1.0
+    max_epoch = 201
+    batch_size = 128
+    check_val_every_n_epoch = 20
+    val_check_interval = 1.0
+
+
+@ex.named_config
+def remote_3modality():
+    """Three modalities (Augsburg HSI + LiDAR/DSM + SAR), each sample missing a random non-full pattern."""
+    datasets = ["augsburg"]
+    modalities = ["hsi", "lidar", "sar"]
+    missing_ratio = {"train": 0.7, "val": 0.7, "test": 0.7}
+    missing_type = {"train": "HS_SAR_Lidar", "val": "HS_SAR_Lidar", "test": "HS_SAR_Lidar"}
+    adapter_layers = [6, 7, 8, 9, 10, 11]
+    adapter_rank = 8
+    num_dynamic_experts = 2
+    top_k = 1
+    num_shared_experts = 1
+    adapter_scale = 1.0
+    learning_rate = 1e-4
+    weight_decay = 0.02
+    warmup_steps = 0.1
+    grad_clip = 1.0
+    max_epoch = 201
+    batch_size = 128
+    check_val_every_n_epoch = 20
+
+
+def _natural(task: str, val_check: float) -> dict:
+    """DCP's fine-tuning values for one image-text task with MaMOL's natural-data adapter."""
+    return dict(
+        datasets=[task],
+        loss_names={task: 1},
+        missing_ratio={"train": 0.7, "val": 0.7, "test": 0.7},
+        missing_type={"train": "both", "val": "both", "test": "both"},
+        both_ratio=0.5,
+        adapter_layers=[10, 11],
+        adapter_layers_text=[10, 11],
+        adapter_rank=16,
+        num_dynamic_experts=4,
+        top_k=2,
+        num_shared_experts=1,
+        adapter_scale=0.2,
+        learning_rate=1e-2,
+        weight_decay=0.02,
+        warmup_steps=0.1,
+        decay_power=1,
+        end_lr=0,
+        grad_clip=0,
+        max_epoch=20,
+        max_steps=None,
+        batch_size=256,
+        val_check_interval=val_check,
+        check_val_every_n_epoch=1,
+    )
+
+
+ex.add_named_config("task_finetune_mmimdb", _natural("mmimdb", 0.2))
+ex.add_named_config("task_finetune_food101", _natural("food101", 0.2))
+ex.add_named_config("task_finetune_hatememes", _natural("hatememes", 0.11))

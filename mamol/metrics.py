@@ -1,0 +1,108 @@
+"""Evaluation metrics of each task, on torchmetrics (SPEC §6).
+
+Remote scenes: OA (overall accuracy), AA (mean per-class recall), Cohen's kappa and per-class accuracy.
+MM-IMDb: F1 micro / macro / weighted / samples (the_metric = macro). Food-101: accuracy. Hateful Memes:
+AUROC (the_metric) and accuracy. Values are fractions in [0, 1]; reports multiply by 100.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torchmetrics import Metric, MetricCollection
+from torchmetrics.classification import (
+    BinaryAUROC,
+    MulticlassAccuracy,
+    MulticlassCohenKappa,
+    MultilabelF1Score,
+)
+
+
+class SamplesF1(Metric):
+    """Multi-label F1 averaged over samples (sklearn's ``average="samples"``), which torchmetrics lacks.
+
+    Per sample: F1 = 2 |pred ∩ true| / (|pred| + |true|); a sample with no true and no predicted label scores 0
+    (sklearn's default ``zero_division``).
+    """
+
+    full_state_update = False
+
+    def __init__(self, threshold: float = 0.5) -> None:
+        super().__init__()
+        self.threshold = threshold
+        self.add_state("f1_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, probs: Tensor, target: Tensor) -> None:  # (B, L) probabilities, (B, L) {0, 1}
+        pred = probs >= self.threshold
+        true = target > 0.5
+        overlap = (pred & true).sum(dim=1).double()
+        denom = (pred.sum(dim=1) + true.sum(dim=1)).double()
+        f1 = torch.where(denom > 0, 2.0 * overlap / denom.clamp(min=1), torch.zeros_like(denom))
+        self.f1_sum += f1.sum()
+        self.count += pred.shape[0]
+
+    def compute(self) -> Tensor:
+        return (self.f1_sum / self.count.clamp(min=1)).float()
+
+
+class TaskMetrics(nn.Module):
+    """The metrics of one task: ``update(logits, labels)``, ``compute() -> {name: value}``, ``reset()``."""
+
+    def __init__(self, kind: str, name: str, num_classes: int) -> None:
+        super().__init__()
+        self.kind, self.name, self.num_classes = kind, name, num_classes
+        self.updated = False  # whether any batch was seen since the last reset
+        if kind == "remote":
+            self.metrics = MetricCollection({
+                "OA": MulticlassAccuracy(num_classes, average="micro"),
+                "AA": MulticlassAccuracy(num_classes, average="macro"),
+                "kappa": MulticlassCohenKappa(num_classes),
+                "class_acc": MulticlassAccuracy(num_classes, average=None),
+            })
+            self.the_metric = "OA"
+        elif name == "mmimdb":
+            self.metrics = MetricCollection({
+                "F1_micro": MultilabelF1Score(num_classes, average="micro"),
+                "F1_macro": MultilabelF1Score(num_classes, average="macro"),
+                "F1_weighted": MultilabelF1Score(num_classes, average="weighted"),
+                "F1_samples": SamplesF1(),
+            })
+            self.the_metric = "F1_macro"
+        elif name == "hatememes":
+            self.metrics = MetricCollection({
+                "AUROC": BinaryAUROC(),
+                "accuracy": MulticlassAccuracy(num_classes, average="micro"),
+            }, compute_groups=False)  # updated one by one (AUROC takes p(hateful), accuracy the logits)
+            self.the_metric = "AUROC"
+        else:
+            self.metrics = MetricCollection({"accuracy": MulticlassAccuracy(num_classes, average="micro")})
+            self.the_metric = "accuracy"
+
+    @torch.no_grad()
+    def update(self, logits: Tensor, labels: Tensor) -> None:
+        self.updated = True
+        logits = logits.float()
+        if self.name == "mmimdb" and self.kind == "natural":
+            self.metrics.update(torch.sigmoid(logits), labels.long())
+        elif self.name == "hatememes":
+            probs = logits.softmax(dim=-1)
+            self.metrics["AUROC"].update(probs[:, 1], labels)
+            self.metrics["accuracy"].update(probs, labels)
+        else:
+            self.metrics.update(logits, labels)
+
+    def compute(self) -> dict[str, Tensor]:
+        """Scalars by name; remote ``class_acc`` is expanded to ``acc_<class index>``."""
+        values = self.metrics.compute()
+        out: dict[str, Tensor] = {}
+        for key, value in values.items():
+            if key == "class_acc":
+                out.update({f"acc_{i}": v for i, v in enumerate(value)})
+            else:
+                out[key] = value
+        out["the_metric"] = values[self.the_metric]
+        return out
+
+    def reset(self) -> None:
+        self.updated = False
+        self.metrics.reset()

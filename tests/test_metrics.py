@@ -1,0 +1,69 @@
+"""Metrics against hand-computed values."""
+import numpy as np
+import pytest
+import torch
+
+from mamol.metrics import SamplesF1, TaskMetrics
+
+
+def _logits(pred: list[int], num_classes: int) -> torch.Tensor:
+    return torch.nn.functional.one_hot(torch.tensor(pred), num_classes).float() * 5.0
+
+
+def test_remote_metrics_match_hand_computed_confusion_matrix():
+    target = [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
+    pred = [0, 0, 1, 2, 1, 1, 0, 2, 2, 2]
+    # confusion (rows = truth): [[2,1,1],[1,2,0],[0,0,3]]
+    cm = np.array([[2, 1, 1], [1, 2, 0], [0, 0, 3]], dtype=float)
+    n = cm.sum()
+    oa = np.trace(cm) / n
+    recalls = np.diag(cm) / cm.sum(axis=1)
+    pe = (cm.sum(axis=0) * cm.sum(axis=1)).sum() / n**2
+    kappa = (oa - pe) / (1 - pe)
+
+    metrics = TaskMetrics("remote", "scene", 3)
+    metrics.update(_logits(pred[:6], 3), torch.tensor(target[:6]))  # two batches accumulate
+    metrics.update(_logits(pred[6:], 3), torch.tensor(target[6:]))
+    out = metrics.compute()
+    assert out["OA"].item() == pytest.approx(oa)
+    assert out["AA"].item() == pytest.approx(recalls.mean())
+    assert out["kappa"].item() == pytest.approx(kappa)
+    for i in range(3):
+        assert out[f"acc_{i}"].item() == pytest.approx(recalls[i])
+    assert out["the_metric"].item() == pytest.approx(oa)
+    metrics.reset()
+    assert not metrics.updated
+
+
+def test_samples_f1_matches_per_sample_definition():
+    target = torch.tensor([[1, 0, 1, 0], [0, 1, 0, 0], [1, 1, 1, 0], [0, 0, 0, 1]])
+    probs = torch.tensor([[0.9, 0.1, 0.2, 0.0], [0.1, 0.8, 0.7, 0.0], [0.6, 0.6, 0.6, 0.6], [0.1, 0.1, 0.1, 0.2]])
+    # per sample: 2*1/(1+2)=2/3, 2*1/(2+1)=2/3, 2*3/(4+3)=6/7, no prediction -> 0
+    expected = (2 / 3 + 2 / 3 + 6 / 7 + 0.0) / 4
+    metric = SamplesF1()
+    metric.update(probs[:2], target[:2])
+    metric.update(probs[2:], target[2:])
+    assert metric.compute().item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_mmimdb_metrics_names_and_macro_is_the_metric():
+    metrics = TaskMetrics("natural", "mmimdb", 4)
+    target = torch.tensor([[1, 0, 1, 0], [0, 1, 0, 0]])
+    logits = torch.tensor([[3.0, -3.0, 3.0, -3.0], [-3.0, 3.0, -3.0, -3.0]])
+    metrics.update(logits, target.float())
+    out = metrics.compute()
+    assert set(out) == {"F1_micro", "F1_macro", "F1_weighted", "F1_samples", "the_metric"}
+    assert out["F1_samples"].item() == pytest.approx(1.0)
+    assert out["F1_micro"].item() == pytest.approx(1.0)
+    assert out["the_metric"] == out["F1_macro"]
+
+
+def test_hatememes_auroc_and_accuracy():
+    metrics = TaskMetrics("natural", "hatememes", 2)
+    labels = torch.tensor([0, 0, 1, 1])
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.0, 0.5], [0.0, 3.0]])  # p1 ranks: 0.12, 0.73, 0.62, 0.95
+    metrics.update(logits, labels)
+    out = metrics.compute()
+    assert out["AUROC"].item() == pytest.approx(0.75)  # pairs (pos > neg): 3 of 4
+    assert out["accuracy"].item() == pytest.approx(0.75)
+    assert out["the_metric"] == out["AUROC"]
