@@ -6,8 +6,14 @@ plain dict. Keys and meanings follow DCP/MMP so their command lines keep working
 """
 from __future__ import annotations
 
-from sacred import Experiment
+import warnings
 
+# sacred 0.8.7 imports pkg_resources (hence setuptools<81 in requirements.txt), which warns on import.
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+
+from sacred import SETTINGS, Experiment  # noqa: E402
+
+SETTINGS.CAPTURE_MODE = "no"  # no observers record output; keep Lightning's progress bar untouched
 ex = Experiment("MaMOL", save_git_info=False)
 
 
@@ -17,7 +23,7 @@ def config():
     exp_name = "mamol"  # run folder name: <log_dir>/<exp_name>/version_<n>/
     seed = 0  # seeds Lightning (seed_everything(seed, workers=True)), hence init and shuffling
     datasets = ["houston2013"]  # task names; Arrow files <name>_{train,val,test}.arrow under data_root
-    loss_names = {}  # task -> loss weight; an absent task weighs 1 (DCP style: {"mmimdb": 1})
+    loss_names = {"remote": 1, "mmimdb": 0, "food101": 0, "hatememes": 0}  # loss weight per task (DCP); remote = any scene
     log_dir = "result"  # root of run folders (checkpoints, CSV logs, test_results.json)
     fast_dev_run = False  # Lightning smoke run: one train/val/test batch, no checkpoints or logs
 
@@ -38,6 +44,7 @@ def config():
     missing_ratio_2 = 0.0  # 3-modality pair types (e.g. HS_SAR): fraction that also loses the second one
     missing_table_root = None  # where missing tables are stored and reused; None = datasets/missing_tables
     missing_seed = 0  # seed of the dedicated generator that draws missing tables
+    missing_table_on_mismatch = "regenerate"  # a stored table made with other parameters: "regenerate" or "refuse"
     test_ratio = None  # overrides missing_ratio of val and test (e.g. 0.7); None keeps missing_ratio
     test_type = None  # overrides missing_type of val and test (e.g. "both", "HS", "lidar"); None keeps it
     simulate_missing = False  # redraw a random missing pattern for complete training samples at each access
@@ -94,7 +101,7 @@ def config():
 
 @ex.named_config
 def remote():
-    """The paper's remote-sensing settings (Houston2013 HSI + LiDAR; SPEC §5.3, §6)."""
+    # The paper's remote-sensing settings (Houston2013 HSI + LiDAR; SPEC §5.3, §6).
     datasets = ["houston2013"]
     modalities = None
     missing_ratio = {"train": 0.7, "val": 0.7, "test": 0.7}
@@ -120,7 +127,7 @@ def remote():
 
 @ex.named_config
 def remote_3modality():
-    """Three modalities (Augsburg HSI + LiDAR/DSM + SAR), each sample missing a random non-full pattern."""
+    # Three modalities (Augsburg HSI + LiDAR/DSM + SAR); missing samples draw one of the six partial patterns.
     datasets = ["augsburg"]
     modalities = ["hsi", "lidar", "sar"]
     missing_ratio = {"train": 0.7, "val": 0.7, "test": 0.7}

@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MISSING_TABLE_ROOT = REPO_ROOT / "datasets" / "missing_tables"
 SPLITS = ("train", "val", "test")
+NATURAL_TASKS = ("mmimdb", "food101", "hatememes")  # loss_names keys; every other dataset is a remote scene
 
 
 class ConfigError(ValueError):
@@ -98,9 +99,14 @@ def resolve(config: dict) -> dict:
         cfg["missing_table_root"] = str(DEFAULT_MISSING_TABLE_ROOT)
 
     loss_names = dict(cfg.get("loss_names") or {})
-    unknown = sorted(set(loss_names) - set(cfg["datasets"]))
-    _require(not unknown, f"loss_names names tasks not in datasets={cfg['datasets']}: {unknown}")
-    cfg["loss_names"] = {task: float(loss_names.get(task, 1.0)) for task in cfg["datasets"]}
+    weights = {}
+    for task in cfg["datasets"]:
+        key = task if task in NATURAL_TASKS else "remote"
+        weight = float(loss_names.get(key, 1.0 if key == "remote" else 0.0))
+        _require(weight > 0, f"loss_names['{key}'] is {weight}: the loss of dataset {task!r} would be off; "
+                             f"set loss_names.{key}=1 (or use the task_finetune_{task} named config)")
+        weights[task] = weight
+    cfg["loss_names"] = weights
 
     _require(int(cfg.get("top_k", 1)) <= int(cfg.get("num_dynamic_experts", 1)),
              f"top_k={cfg.get('top_k')} exceeds num_dynamic_experts={cfg.get('num_dynamic_experts')}")

@@ -1,0 +1,102 @@
+"""Convert raw datasets to Arrow files (thin entry point; the work is in mamol.data).
+
+Remote scenes (SPEC §3.1)::
+
+    python datasets/make_arrow.py --dataset houston2013 --root data_2013 --target ARROW_ROOT
+    cd datasets && python make_arrow.py      # converts each of data_2013/, data_trento/, data_augsburg/ here
+
+Any other ``--dataset NAME`` converts a custom scene folder (classes named class_1..K).
+Natural image-text data (SPEC §3.2): ``--dataset {mmimdb,food101,hateful_memes} --root RAW``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
+
+from mamol.data.remote_prepare import (  # noqa: E402
+    KNOWN_SCENES, NAN_POLICIES, NORMALIZATIONS, default_scene_jobs, human_bytes, prepare_remote,
+)
+
+NATURAL = ("mmimdb", "food101", "hateful_memes", "hatememes")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", help=f"{', '.join(KNOWN_SCENES)}, a custom scene name, or {', '.join(NATURAL[:3])}; "
+                                     "omitted: convert every known scene folder in the current directory")
+    p.add_argument("--root", type=Path, help="raw data folder (default for known scenes: ./data_2013 etc.)")
+    p.add_argument("--target", type=Path, default=Path("."), help="output folder for the .arrow files (default .)")
+    g = p.add_argument_group("remote scenes")
+    g.add_argument("--normalize", choices=NORMALIZATIONS, default="minmax", help="per-band normalisation")
+    g.add_argument("--split", choices=("random", "fixed"), default="random",
+                   help="random: disjoint seeded per-class draws; fixed: TRLabel/TSLabel rasters (val from TR)")
+    g.add_argument("--train-per-class", type=int, default=100, help="-1 = all remaining")
+    g.add_argument("--val-per-class", type=int, default=50, help="-1 = all remaining")
+    g.add_argument("--test-per-class", type=int, default=300, help="-1 = all remaining")
+    g.add_argument("--seed", type=int, default=0, help="seed of the split draw")
+    g.add_argument("--patch-size", type=int, default=14, help="patch side in pixels (14 fits ViT-B/16)")
+    g.add_argument("--nan", choices=NAN_POLICIES, default="refuse",
+                   help="NaN/Inf in a cube: refuse (default) or fill with the band mean (warns)")
+    g.add_argument("--modalities", nargs="+", help="store only these (default: every modality found)")
+    g.add_argument("--no-scene", action="store_true", help="skip <scene>_scene.arrow (needed for full-scene maps)")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings only, no progress bars")
+    return p.parse_args(argv)
+
+
+def convert_remote(args: argparse.Namespace, dataset: str, root: Path) -> dict[str, Path]:
+    """Run the remote conversion of one scene with the CLI options."""
+    return prepare_remote(
+        dataset, root, args.target, modalities=args.modalities, patch_size=args.patch_size,
+        normalize=args.normalize, split=args.split, train_per_class=args.train_per_class,
+        val_per_class=args.val_per_class, test_per_class=args.test_per_class, seed=args.seed, nan=args.nan,
+        write_scene=not args.no_scene, progress=not args.quiet,
+    )
+
+
+def convert_natural(args: argparse.Namespace, dataset: str, root: Path) -> dict[str, Path]:
+    """Natural image-text datasets (implemented in mamol.data.natural_prepare)."""
+    from mamol.data.natural_prepare import prepare_natural
+
+    written = prepare_natural(dataset, root, args.target, progress=not args.quiet)
+    return {path.stem.rsplit("_", 1)[1]: path for path in written}  # mmimdb_dev.arrow -> "dev"
+
+
+def jobs(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """(dataset, raw folder) pairs to convert."""
+    if args.dataset is None:
+        found = default_scene_jobs(Path.cwd())
+        if not found:
+            folders = ", ".join(f"{s.folder}/" for s in KNOWN_SCENES.values())
+            raise FileNotFoundError(f"none of {folders} found in {Path.cwd()}; pass --dataset and --root")
+        return found
+    dataset = args.dataset.lower()
+    if args.root is not None:
+        return [(dataset, args.root)]
+    if dataset in KNOWN_SCENES:
+        return [(dataset, Path.cwd() / KNOWN_SCENES[dataset].folder)]
+    raise ValueError(f"--root is required for dataset {args.dataset!r}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        for dataset, root in jobs(args):
+            convert = convert_natural if dataset in NATURAL else convert_remote
+            written = convert(args, dataset, root)
+            for split, path in written.items():
+                print(f"{dataset:>12} {split:>5}: {path} ({human_bytes(path.stat().st_size)})")
+    except (FileNotFoundError, ValueError) as err:
+        print(f"make_arrow: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

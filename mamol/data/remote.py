@@ -1,0 +1,242 @@
+"""Remote-sensing datasets: sampled pixels (RemoteDataset) and every pixel of a scene (SceneWindows).
+
+Both read memory-mapped Arrow files written by :mod:`mamol.data.remote_prepare` through zero-copy numpy
+views; a sample copies only its own patch. Sample dict (one pixel)::
+
+    {<modality>: float32 (C, P, P) for each selected modality (the fill where missing),
+     "label": int64 (0..K-1; SceneWindows: -1 for unlabelled pixels), "row", "col": int64 pixel position,
+     "missing_type": int64 code (mamol.missing), "index": int64, "task": str}
+
+Selected modalities (``cfg["modalities"]``; None = HSI + LiDAR when stored, else HSI + the next stored one)
+are kept in the canonical order hsi, lidar, sar, msi, which is the missing-type code order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+from numpy.lib.stride_tricks import sliding_window_view
+from torch.utils.data import Dataset
+
+from mamol.data.arrow import column_views, fixed_list_view, open_arrow, read_metadata
+from mamol.data.base import BaseArrowDataset, MISSING_FILLS, collate_samples, missing_arrow_error
+from mamol.data.datamodule import TaskInfo
+from mamol.data.remote_prepare import FORMAT, FORMAT_VERSION, MODALITY_ORDER
+from mamol.missing import MODALITY_ALIASES
+
+logger = logging.getLogger(__name__)
+
+
+def select_modalities(stored: Sequence[str], requested: Sequence[str] | str | None, source: str = "") -> tuple[str, ...]:
+    """The modalities a run uses, in code order: ``requested`` (validated) or the default pair."""
+    stored = [m for m in MODALITY_ORDER if m in stored] + [m for m in stored if m not in MODALITY_ORDER]
+    if requested is None:
+        if "hsi" in stored and "lidar" in stored:
+            return ("hsi", "lidar")
+        first = "hsi" if "hsi" in stored else stored[0]
+        rest = [m for m in stored if m != first]
+        return (first, rest[0]) if rest else (first,)
+    if isinstance(requested, str):
+        requested = [t for t in requested.replace("+", ",").split(",") if t.strip()]
+    wanted = [MODALITY_ALIASES.get(m.strip().lower(), m.strip().lower()) for m in requested]  # 'DSM' -> lidar
+    absent = [m for m in wanted if m not in stored]
+    if absent or not wanted or len(set(wanted)) != len(wanted):
+        raise ValueError(
+            f"modalities={list(requested)!r}: {source or 'the data'} stores {stored}; "
+            f"choose distinct names among them (or None for the default)"
+        )
+    ordered = tuple(m for m in stored if m in wanted)
+    if list(ordered) != wanted:
+        logger.info("modalities %s used in code order %s", wanted, ordered)
+    return ordered
+
+
+def _check_remote_metadata(metadata: dict, path: Path) -> None:
+    if metadata.get("format") != FORMAT or metadata.get("kind") != "remote":
+        raise ValueError(
+            f"{path}: not a remote scene file written by datasets/make_arrow.py (metadata format="
+            f"{metadata.get('format')!r}, kind={metadata.get('kind')!r}; expected {FORMAT!r}, 'remote')"
+        )
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: format_version {metadata.get('format_version')!r}, this code reads {FORMAT_VERSION}; "
+            f"re-create it with datasets/make_arrow.py"
+        )
+
+
+class RemoteDataset(BaseArrowDataset):
+    """One split (``<name>_<split>.arrow``) of a converted remote scene."""
+
+    kind = "remote"
+
+    @classmethod
+    def build_task_info(cls, cfg: dict, name: str, metadata: dict) -> TaskInfo:
+        path = Path(cfg["data_root"]) / f"{cls.arrow_stem(name, 'train')}.arrow"
+        _check_remote_metadata(metadata, path)
+        modalities = select_modalities(metadata["modalities"], cfg.get("modalities"), str(path))
+        return TaskInfo(
+            name=name,
+            kind="remote",
+            modalities=modalities,
+            bands={m: int(metadata["bands"][m]) for m in modalities},
+            num_classes=int(metadata["num_classes"]),
+            class_names=tuple(metadata["class_names"]),
+            loss="ce",
+            patch_size=int(metadata["patch_size"]),
+            metadata=metadata,
+        )
+
+    def __init__(self, cfg: dict, name: str, split: str) -> None:
+        super().__init__(cfg, name, split)
+        _check_remote_metadata(self.metadata, self.path)
+        for key in ("bands", "class_names", "patch_size", "normalize", "scene_shape"):
+            if self.metadata.get(key) != self.info.metadata.get(key):
+                raise ValueError(
+                    f"{self.path}: {key}={self.metadata.get(key)!r} differs from the train file's "
+                    f"{self.info.metadata.get(key)!r}; the splits come from different conversions, re-run "
+                    f"datasets/make_arrow.py"
+                )
+        p = self.info.patch_size
+        self.shapes = {m: (self.info.bands[m], p, p) for m in self.modalities}
+        self._views: dict[str, list[np.ndarray]] | None = None
+        self._starts: np.ndarray | None = None
+        self._columns: dict[str, np.ndarray] | None = None
+
+    def process_state_keys(self) -> tuple[str, ...]:
+        return ("_views", "_starts", "_columns")
+
+    def on_open(self, table: pa.Table) -> None:
+        self._views = {m: column_views(table, m, self.shapes[m]) for m in self.modalities}  # per chunk (n, C, P, P)
+        lengths = [len(c) for c in table.column(self.modalities[0]).chunks]
+        self._starts = np.cumsum([0, *lengths])[:-1]
+        self._columns = {c: table.column(c).to_numpy() for c in ("label", "row", "col")}
+
+    def get_sample(self, index: int, missing_type: int) -> dict:
+        chunk = int(np.searchsorted(self._starts, index, side="right")) - 1
+        offset = index - int(self._starts[chunk])
+        sample: dict = {}
+        for bit, m in enumerate(self.modalities):
+            if missing_type >> bit & 1:
+                sample[m] = self.fill(self.shapes[m])  # (C, P, P)
+            else:
+                sample[m] = torch.from_numpy(np.array(self._views[m][chunk][offset]))  # (C, P, P) copy
+        for key in ("label", "row", "col"):
+            sample[key] = torch.tensor(int(self._columns[key][index]), dtype=torch.int64)
+        return sample
+
+    def labels(self) -> np.ndarray:
+        """All labels of the split (0..K-1), e.g. for class weights."""
+        self.table  # noqa: B018 - open in this process
+        return self._columns["label"].copy()
+
+
+class SceneWindows(Dataset):
+    """Every pixel of a scene (row-major), each with its window cut on the fly from ``<name>_scene.arrow``.
+
+    Never materialises all patches: the padded scene is memory-mapped and each sample copies one window.
+    ``missing_type`` is applied to every pixel (for maps with a modality missing); ``labelled_only`` keeps
+    only pixels with a label.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        modalities: Sequence[str] | str | None = None,
+        missing_type: int = 0,
+        missing_fill: str = "ones",
+        labelled_only: bool = False,
+        task: str | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.metadata = read_metadata(self.path)
+        _check_remote_metadata(self.metadata, self.path)
+        if self.metadata.get("split") != "scene":
+            raise ValueError(f"{self.path}: holds split {self.metadata.get('split')!r}, expected a scene file")
+        self.modalities = select_modalities(self.metadata["modalities"], modalities, str(self.path))
+        if not 0 <= missing_type < 2 ** len(self.modalities) - 1:
+            raise ValueError(
+                f"missing_type {missing_type} is not a code for {len(self.modalities)} modalities "
+                f"{self.modalities} (expected 0 .. {2 ** len(self.modalities) - 2})"
+            )
+        if missing_fill not in MISSING_FILLS:
+            raise ValueError(f"missing_fill must be one of {MISSING_FILLS}, got {missing_fill!r}")
+        self.missing_type = int(missing_type)
+        self.missing_fill = missing_fill
+        self.task = task or self.metadata["dataset"]
+        self.height, self.width = self.metadata["scene_shape"]
+        self.patch_size = int(self.metadata["patch_size"])
+        self.bands = {m: int(self.metadata["bands"][m]) for m in self.modalities}
+        self._pixels: np.ndarray | None = None  # flat indices when labelled_only
+        self.labelled_only = labelled_only
+        self._windows: dict[str, np.ndarray] | None = None
+        self._labels: np.ndarray | None = None
+        self._pid: int | None = None
+        if labelled_only:
+            self._open()
+            self._pixels = np.flatnonzero(self._labels.ravel() > 0)
+            self._windows = None  # reopened lazily in each process
+
+    @classmethod
+    def from_config(cls, cfg: dict, name: str, missing_type: int = 0, labelled_only: bool = False) -> SceneWindows:
+        """Scene of dataset ``name`` in ``cfg["data_root"]`` with the run's modalities and fill."""
+        path = Path(cfg["data_root"]) / f"{name}_scene.arrow"
+        if not path.is_file():
+            raise missing_arrow_error(Path(cfg["data_root"]), name, [path.name])
+        return cls(path, cfg.get("modalities"), missing_type, cfg.get("missing_fill", "ones"), labelled_only, name)
+
+    def _open(self) -> None:
+        if self._windows is not None and self._pid == os.getpid():
+            return
+        table = open_arrow(self.path)
+        hp, wp = self.metadata["padded_shape"]
+        p = self.patch_size
+        self._windows = {}
+        for m in self.modalities:
+            chunks = table.column(m).chunks
+            if len(chunks) != 1:
+                raise ValueError(f"{self.path}: column {m!r} has {len(chunks)} chunks, expected 1")
+            padded = fixed_list_view(chunks[0], (wp, self.bands[m]))  # (Hp, Wp, C) zero-copy
+            self._windows[m] = sliding_window_view(padded, (p, p), axis=(0, 1))  # (H, W, C, P, P) view
+        before = p // 2
+        labels = fixed_list_view(table.column("label").chunks[0], (wp,))  # (Hp, Wp)
+        self._labels = labels[before:before + self.height, before:before + self.width]
+        self._pid = os.getpid()
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_windows"], state["_labels"], state["_pid"] = None, None, None
+        return state
+
+    def __len__(self) -> int:
+        return len(self._pixels) if self._pixels is not None else self.height * self.width
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {self.path.name} with {len(self)} pixels")
+        self._open()
+        flat = int(self._pixels[index]) if self._pixels is not None else index
+        row, col = divmod(flat, self.width)
+        sample: dict = {}
+        for bit, m in enumerate(self.modalities):
+            shape = (self.bands[m], self.patch_size, self.patch_size)
+            if self.missing_type >> bit & 1:
+                sample[m] = torch.ones(shape) if self.missing_fill == "ones" else torch.zeros(shape)
+            else:
+                sample[m] = torch.from_numpy(np.array(self._windows[m][row, col]))  # (C, P, P) copy
+        sample["label"] = torch.tensor(int(self._labels[row, col]) - 1, dtype=torch.int64)
+        sample["row"] = torch.tensor(row, dtype=torch.int64)
+        sample["col"] = torch.tensor(col, dtype=torch.int64)
+        sample["missing_type"] = torch.tensor(self.missing_type, dtype=torch.int64)
+        sample["index"] = torch.tensor(index, dtype=torch.int64)
+        sample["task"] = self.task
+        return sample
+
+    def collate(self, samples: list[dict]) -> dict:
+        """Batch dict (see :func:`mamol.data.base.collate_samples`)."""
+        return collate_samples(samples)

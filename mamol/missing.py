@@ -1,0 +1,362 @@
+"""Missing-modality codes and missing tables (SPEC §4) — the one place that defines them.
+
+A dataset has an ordered tuple of modality names, its *code order*. The per-sample ``missing_type`` is a
+bitmask over that order: bit ``i`` set <=> modality ``i`` is missing. ``0`` = complete; the all-missing
+code ``2**M - 1`` never occurs.
+
+* remote, 2 modalities ``(hsi, lidar)`` or ``(hsi, sar)``: 0 complete, 1 HSI missing, 2 second missing;
+* remote, 3 modalities ``(hsi, lidar, sar)``: 1 HSI, 2 LiDAR, 4 SAR; 3/5/6 = two missing;
+* natural data, code order ``("text", "image")``: 0 complete, 1 text missing, 2 image missing.
+
+Missing *types* (what a split simulates) are parsed by :func:`parse_missing_type` into a canonical string:
+
+* a single modality name (``"hsi"``, ``"lidar"``, ``"text"``, ...): every chosen sample loses it;
+* ``"both"`` (two-modality data only): chosen samples lose the first modality, a ``both_ratio`` fraction of
+  them loses the second instead (never both at once);
+* a pair ``"<a>_<b>"`` (three or more modalities): ``missing_ratio`` of the samples lose ``a`` and an
+  independent ``missing_ratio_2`` of them lose ``b`` (overlaps allowed: then both are missing);
+* all modality names joined in code order (e.g. ``"hsi_lidar_sar"``, written ``HS_SAR_Lidar`` in the
+  paper's scripts; three or more modalities): ``missing_ratio`` of the samples each draw a pattern
+  uniformly from the non-empty, non-full patterns;
+* ``"none"``: every sample complete.
+
+Tables are drawn with a dedicated ``numpy.random.default_rng(seed)`` (never the global random state), saved
+with the parameters that made them and reused (:func:`load_or_make_missing_table`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+logger = logging.getLogger(__name__)
+
+COMPLETE = 0
+"""Code of a complete sample (no modality missing)."""
+
+# Natural data (code order ("text", "image")).
+TEXT_MISSING = 1
+IMAGE_MISSING = 2
+# Remote data (code order (hsi, second[, third])).
+FIRST_MISSING = 1
+SECOND_MISSING = 2
+THIRD_MISSING = 4
+
+DEFAULT_MISSING_TABLE_ROOT = Path(__file__).resolve().parents[1] / "datasets" / "missing_tables"
+"""Where tables go when ``missing_table_root`` is None: ``<repo>/datasets/missing_tables``."""
+
+TABLE_FORMAT_VERSION = 1
+
+# Spellings accepted for each modality (case-insensitive), mapped to the canonical lower-case name.
+MODALITY_ALIASES: dict[str, str] = {
+    "hsi": "hsi", "hs": "hsi", "hyperspectral": "hsi",
+    "lidar": "lidar", "dsm": "lidar",
+    "sar": "sar",
+    "msi": "msi", "ms": "msi", "multispectral": "msi",
+    "text": "text", "txt": "text",
+    "image": "image", "img": "image",
+}
+
+_SEPARATORS = ("+", "-", " ", ",", "/")
+
+
+def missing_code(missing: Sequence[str], modalities: Sequence[str]) -> int:
+    """Bitmask code for the set ``missing`` of modality names under the code order ``modalities``."""
+    code = 0
+    for name in missing:
+        if name not in modalities:
+            raise ValueError(f"modality {name!r} is not one of the code order {tuple(modalities)}")
+        code |= 1 << list(modalities).index(name)
+    return code
+
+
+def missing_names(code: int, modalities: Sequence[str]) -> tuple[str, ...]:
+    """Names of the modalities that ``code`` marks missing (inverse of :func:`missing_code`)."""
+    return tuple(m for i, m in enumerate(modalities) if code >> i & 1)
+
+
+def valid_codes(n_modalities: int) -> tuple[int, ...]:
+    """All codes that can occur with ``n_modalities``: 0 .. 2**M - 2 (never all missing)."""
+    if n_modalities < 1:
+        raise ValueError(f"n_modalities must be >= 1, got {n_modalities}")
+    return tuple(range(2**n_modalities - 1))
+
+
+def present_mask(missing_type: Tensor, n_modalities: int) -> Tensor:
+    """(B,) int codes -> (B, M) bool, True where modality ``m`` is present."""
+    bits = torch.arange(n_modalities, device=missing_type.device)  # (M,)
+    return ((missing_type.long().unsqueeze(-1) >> bits) & 1) == 0  # (B, M)
+
+
+def _canonical_modality(token: str, modalities: Sequence[str], name: str) -> str:
+    low = token.strip().lower()
+    canon = MODALITY_ALIASES.get(low, low)
+    if canon not in modalities:
+        raise ValueError(
+            f"missing_type {name!r}: {token!r} is not a modality of this dataset; expected one of "
+            f"{tuple(modalities)} (or 'both' / a pair like 'HS_Lidar' / 'none')"
+        )
+    return canon
+
+
+def parse_missing_type(name: str, modalities: Sequence[str]) -> str:
+    """Canonical missing-type string for ``name`` under the code order ``modalities`` (case-insensitive).
+
+    ``'HS'`` -> ``'hsi'``, ``'LiDAR'`` -> ``'lidar'``, ``'Both'`` -> ``'both'``, ``'HS_Lidar'`` ->
+    ``'hsi_lidar'``, ``'HS_SAR_Lidar'`` -> ``'hsi_lidar_sar'`` (all modalities: code order). Raises a
+    ValueError naming the value and what is accepted otherwise.
+    """
+    modalities = tuple(modalities)
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"missing_type must be a non-empty string, got {name!r}")
+    low = name.strip().lower()
+    if low in ("none", "complete"):
+        return "none"
+    if low == "both":
+        if len(modalities) != 2:
+            raise ValueError(
+                f"missing_type 'both' needs exactly two modalities, this dataset has {modalities}; "
+                f"use a pair like '{modalities[0]}_{modalities[1]}' or all of them "
+                f"'{'_'.join(modalities)}'"
+            )
+        return "both"
+    for sep in _SEPARATORS:
+        low = low.replace(sep, "_")
+    tokens = [t for t in low.split("_") if t]
+    names = [_canonical_modality(t, modalities, name) for t in tokens]
+    if len(set(names)) != len(names):
+        raise ValueError(f"missing_type {name!r} names a modality twice ({names})")
+    if len(names) == 1:
+        return names[0]
+    if len(names) == len(modalities):
+        if len(modalities) == 2:
+            raise ValueError(
+                f"missing_type {name!r} names both modalities of {modalities}; use 'both' (a mix of "
+                f"single-missing samples, controlled by both_ratio)"
+            )
+        return "_".join(modalities)  # uniform mix over all non-full patterns: order-free, code order
+    if len(names) == 2:
+        return "_".join(names)  # pair: order matters (first uses missing_ratio, second missing_ratio_2)
+    raise ValueError(
+        f"missing_type {name!r} names {len(names)} of the {len(modalities)} modalities {modalities}; "
+        f"expected one modality, a pair, all of them, 'both' (two modalities) or 'none'"
+    )
+
+
+def _floor_count(ratio: float, n: int) -> int:
+    # floor(ratio * n) with a small tolerance so decimal ratios count as written (0.29 * 100 -> 29, not 28).
+    return int(math.floor(ratio * n + 1e-9))
+
+
+def _check_ratio(key: str, value: float) -> float:
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{key} must be in [0, 1], got {value}")
+    return value
+
+
+def make_missing_table(
+    n: int,
+    modalities: Sequence[str],
+    missing_ratio: float,
+    missing_type: str,
+    both_ratio: float = 0.5,
+    missing_ratio_2: float = 0.0,
+    seed: int = 0,
+) -> Tensor:
+    """Draw a (n,) int64 table of missing-type codes with a dedicated generator seeded by ``seed``.
+
+    Exact counts with N = ``n``, r = ``missing_ratio``, b = ``both_ratio``, r2 = ``missing_ratio_2`` and
+    ``floor`` = floor(x + 1e-9) (the tolerance keeps decimal ratios exact):
+
+    * single modality m: floor(r*N) distinct samples lose m;
+    * ``both``: n_missing = floor(r*N) distinct samples; of those n_second = floor(b*n_missing) lose the
+      second modality (code 2), the other n_missing - n_second lose the first (code 1).
+      0.7 / both / 0.5 on N=1000 -> 300 complete, 350 code 1, 350 code 2;
+    * pair ``a_b``: floor(r*N) distinct samples lose a, independently floor(r2*N) distinct samples lose b;
+    * all modalities (``hsi_lidar_sar``): floor(r*N) distinct samples each draw a code uniformly from
+      1 .. 2**M - 2;
+    * ``none``: all zeros.
+    """
+    modalities = tuple(modalities)
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if len(modalities) < 1:
+        raise ValueError("modalities must name at least one modality")
+    r = _check_ratio("missing_ratio", missing_ratio)
+    b = _check_ratio("both_ratio", both_ratio)
+    r2 = _check_ratio("missing_ratio_2", missing_ratio_2)
+    kind = parse_missing_type(missing_type, modalities)
+    rng = np.random.default_rng(seed)
+    table = np.zeros(n, dtype=np.int64)
+    if kind == "none":
+        pass
+    elif kind == "both":
+        n_missing = _floor_count(r, n)
+        chosen = rng.permutation(n)[:n_missing]
+        n_second = _floor_count(b, n_missing)
+        table[chosen[:n_second]] = SECOND_MISSING
+        table[chosen[n_second:]] = FIRST_MISSING
+    elif kind in modalities:
+        if len(modalities) == 1:
+            raise ValueError(f"missing_type {missing_type!r} would remove the only modality {modalities}")
+        chosen = rng.choice(n, size=_floor_count(r, n), replace=False)
+        table[chosen] = missing_code([kind], modalities)
+    elif kind == "_".join(modalities):
+        chosen = rng.choice(n, size=_floor_count(r, n), replace=False)
+        table[chosen] = rng.integers(1, 2 ** len(modalities) - 1, size=len(chosen))
+    else:  # pair a_b
+        first, second = kind.split("_")
+        lose_first = rng.choice(n, size=_floor_count(r, n), replace=False)
+        lose_second = rng.choice(n, size=_floor_count(r2, n), replace=False)
+        table[lose_first] |= missing_code([first], modalities)
+        table[lose_second] |= missing_code([second], modalities)
+    return torch.from_numpy(table)
+
+
+def simulate_missing(
+    n_modalities: int, generator: np.random.Generator | torch.Generator, include_complete: bool = False
+) -> int:
+    """Draw a random code for a complete training sample (``simulate_missing=True``).
+
+    Uniform over the non-complete codes 1 .. 2**M - 2 (``include_complete`` adds 0, as DCP did).
+    ``generator`` is the caller's dedicated numpy or torch generator.
+    """
+    low = 0 if include_complete else 1
+    high = 2**n_modalities - 1  # exclusive: never all missing
+    if high <= low:
+        raise ValueError(f"cannot simulate a missing modality with {n_modalities} modality")
+    if isinstance(generator, torch.Generator):
+        return int(torch.randint(low, high, (1,), generator=generator).item())
+    return int(generator.integers(low, high))
+
+
+def _ratio_tag(ratio: float) -> str:
+    text = np.format_float_positional(float(ratio), trim="0")  # 0.7 -> "0.7", 1.0 -> "1.0", 0.05 -> "0.05"
+    return text.replace(".", "")
+
+
+def missing_table_path(root: str | os.PathLike | None, arrow_name: str, missing_type: str, ratio: float) -> Path:
+    """``<root>/<arrowname>_missing_<type>_<ratio without its dot>.pt`` (0.7 -> ``07``, 1.0 -> ``10``).
+
+    ``arrow_name`` may carry the ``.arrow`` suffix; ``root`` None means :data:`DEFAULT_MISSING_TABLE_ROOT`.
+    """
+    root = DEFAULT_MISSING_TABLE_ROOT if root is None else Path(root)
+    stem = arrow_name[: -len(".arrow")] if arrow_name.endswith(".arrow") else arrow_name
+    kind = missing_type.strip().lower().replace(" ", "_").replace("/", "_")
+    return Path(root) / f"{stem}_missing_{kind}_{_ratio_tag(ratio)}.pt"
+
+
+def table_params(
+    n: int,
+    modalities: Sequence[str],
+    missing_ratio: float,
+    missing_type: str,
+    both_ratio: float,
+    missing_ratio_2: float,
+    seed: int,
+) -> dict:
+    """The parameters that determine a table (irrelevant ones set to None, so they never cause a mismatch)."""
+    modalities = tuple(modalities)
+    kind = parse_missing_type(missing_type, modalities)
+    is_pair = kind not in ("none", "both", "_".join(modalities)) and kind not in modalities
+    return {
+        "format_version": TABLE_FORMAT_VERSION,
+        "n": int(n),
+        "modalities": list(modalities),
+        "missing_type": kind,
+        "missing_ratio": None if kind == "none" else float(missing_ratio),
+        "both_ratio": float(both_ratio) if kind == "both" else None,
+        "missing_ratio_2": float(missing_ratio_2) if is_pair else None,
+        "seed": int(seed),
+    }
+
+
+def _save_table(path: Path, table: Tensor, params: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save({"table": table.clone(), "params": params}, fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_table(path: Path) -> tuple[Tensor | None, dict | None, str]:
+    """(table, params, problem) of a stored table file; problem is '' when it reads fine."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # any unreadable file is reported, never silently used
+        return None, None, f"cannot be read ({type(err).__name__}: {err})"
+    if not isinstance(obj, dict) or "table" not in obj or "params" not in obj:
+        return None, None, "is not a missing table saved by mamol (no 'table'/'params' entries)"
+    table, params = obj["table"], obj["params"]
+    if not isinstance(table, Tensor) or table.ndim != 1 or not isinstance(params, dict):
+        return None, None, "holds a malformed table"
+    return table.long(), params, ""
+
+
+def load_or_make_missing_table(
+    root: str | os.PathLike | None,
+    arrow_name: str,
+    n: int,
+    modalities: Sequence[str],
+    missing_ratio: float,
+    missing_type: str,
+    both_ratio: float = 0.5,
+    missing_ratio_2: float = 0.0,
+    seed: int = 0,
+    on_mismatch: str = "regenerate",
+) -> Tensor:
+    """Load the stored table for these parameters, or draw and save it (atomically) when absent.
+
+    A stored table made with other parameters (or another length, or unreadable) is regenerated with a
+    logged warning (``on_mismatch="regenerate"``) or refused with a ValueError naming the file and each
+    mismatching parameter (``on_mismatch="refuse"``).
+    """
+    if on_mismatch not in ("regenerate", "refuse"):
+        raise ValueError(f"on_mismatch must be 'regenerate' or 'refuse', got {on_mismatch!r}")
+    params = table_params(n, modalities, missing_ratio, missing_type, both_ratio, missing_ratio_2, seed)
+    path = missing_table_path(root, arrow_name, params["missing_type"], missing_ratio)
+    if path.exists():
+        table, stored, problem = _read_table(path)
+        if not problem:
+            diffs = [
+                f"{key}: stored {stored.get(key)!r}, requested {value!r}"
+                for key, value in params.items()
+                if stored.get(key) != value
+            ]
+            if not diffs and len(table) != n:
+                diffs = [f"table length: stored {len(table)}, requested {n}"]
+            if not diffs and not bool(((table >= 0) & (table < 2 ** len(params["modalities"]) - 1)).all()):
+                diffs = ["codes: stored table holds codes outside 0 .. 2**M - 2"]
+            if not diffs:
+                logger.debug("missing table %s reused", path)
+                return table
+            problem = "was made with other parameters (" + "; ".join(diffs) + ")"
+        if on_mismatch == "refuse":
+            raise ValueError(
+                f"missing table {path} {problem}; delete it, or allow regeneration "
+                f"(on_mismatch='regenerate'), or point missing_table_root elsewhere"
+            )
+        logger.warning("missing table %s %s: regenerating it", path, problem)
+    table = make_missing_table(n, modalities, missing_ratio, missing_type, both_ratio, missing_ratio_2, seed)
+    _save_table(path, table, params)
+    logger.info("missing table %s written (%s)", path, params)
+    return table
+
+
+def describe_table(table: Tensor, modalities: Sequence[str]) -> dict[str, int]:
+    """Counts per pattern, keyed 'complete' or '+'.join(missing names) (for logs and tests)."""
+    counts = torch.bincount(table.long(), minlength=2 ** len(modalities) - 1).tolist()
+    return {("+".join(missing_names(code, modalities)) or "complete"): int(c) for code, c in enumerate(counts)}

@@ -1,0 +1,122 @@
+"""MaMOLDataModule, TaskInfo, the registry and TaskBatchSampler (mamol.data.datamodule)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mamol.data.datamodule import REGISTRY, MaMOLDataModule, TaskBatchSampler, TaskInfo, dataset_class
+from mamol.data.remote import RemoteDataset
+from mamol.data.remote_prepare import prepare_remote
+from mamol.data.synthetic import generate_scene, write_scene
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    """Two tiny converted scenes: 'synthetic' (hsi+lidar, 4 classes) and 'trento' (hsi+lidar+sar, 6 classes)."""
+    tmp = tmp_path_factory.mktemp("dm")
+    for name, classes, modalities, seed in (("synthetic", 4, ("hsi", "lidar"), 0),
+                                             ("trento", 6, ("hsi", "lidar", "sar"), 1)):
+        scene = generate_scene(height=16, width=20, hsi_bands=4, n_classes=classes, modalities=modalities,
+                               sar_bands=2, seed=seed, unlabelled_fraction=0.0)
+        write_scene(scene, tmp / name)
+        prepare_remote(name, tmp / name, tmp / "arrow", train_per_class=5, val_per_class=2, test_per_class=4,
+                       progress=False)
+    return tmp / "arrow"
+
+
+def _cfg(root: Path, tmp_path: Path, **kw) -> dict:
+    return {
+        "datasets": ["synthetic"], "data_root": str(root), "per_gpu_batchsize": 6, "num_workers": 0,
+        "num_gpus": 0, "seed": 0, "missing_table_root": str(tmp_path / "tables"),
+        "missing_ratio": {"train": 0.7, "val": 0.7, "test": 0.7},
+        "missing_type": {"train": "both", "val": "both", "test": "both"}, "both_ratio": 0.5,
+        "test_ratio": None, "test_type": None, "simulate_missing": False, "missing_fill": "ones",
+        "modalities": None,
+    } | kw
+
+
+def test_infos_right_after_init(data_root, tmp_path) -> None:
+    dm = MaMOLDataModule(_cfg(data_root, tmp_path, datasets=["synthetic", "trento"]))
+    assert not dm.datasets and not (tmp_path / "tables").exists()  # cheap: nothing built yet
+    syn, trento = dm.infos
+    assert isinstance(syn, TaskInfo)
+    assert (syn.name, syn.kind, syn.modalities, syn.bands, syn.num_classes, syn.loss, syn.patch_size) == (
+        "synthetic", "remote", ("hsi", "lidar"), {"hsi": 4, "lidar": 1}, 4, "ce", 14)
+    assert trento.class_names[0] == "Apple trees" and trento.num_classes == 6
+    assert trento.metadata["modalities"] == ["hsi", "lidar", "sar"]
+    assert dm.pin_memory is False
+
+
+def test_loaders_shuffle_train_only(data_root, tmp_path) -> None:
+    dm = MaMOLDataModule(_cfg(data_root, tmp_path))
+    dm.setup("fit")
+    torch.manual_seed(0)
+    train = [b["index"] for b in dm.train_dataloader()]
+    assert sorted(torch.cat(train).tolist()) == list(range(20))
+    assert torch.cat(train).tolist() != list(range(20))
+    val = dm.val_dataloader()
+    batches = list(val)
+    assert torch.cat([b["index"] for b in batches]).tolist() == list(range(8))
+    assert batches[0]["hsi"].shape == (6, 4, 14, 14) and batches[0]["task"] == "synthetic"
+    assert dm.test_dataloader().dataset.split == "test"
+    assert (tmp_path / "tables" / "synthetic_val_missing_both_07.pt").is_file()
+
+
+def test_several_datasets_never_mix(data_root, tmp_path) -> None:
+    dm = MaMOLDataModule(_cfg(data_root, tmp_path, datasets=["synthetic", "trento"]))
+    dm.setup("fit")
+    tasks, sizes = [], {"synthetic": 0, "trento": 0}
+    for batch in dm.train_dataloader():
+        tasks.append(batch["task"])
+        sizes[batch["task"]] += len(batch["label"])
+        assert batch["hsi"].shape[1:] == (4, 14, 14)
+    assert sizes == {"synthetic": 20, "trento": 30}
+    assert set(tasks) == {"synthetic", "trento"}
+    vals = dm.val_dataloader()
+    assert isinstance(vals, list) and [v.dataset.name for v in vals] == ["synthetic", "trento"]
+
+
+def test_task_batch_sampler() -> None:
+    sampler = TaskBatchSampler([5, 7], batch_size=3, shuffle=True, seed=1)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 5
+    assert all(max(b) < 5 or min(b) >= 5 for b in batches)
+    assert sorted(i for b in batches for i in b) == list(range(12))
+    sampler.set_epoch(1)
+    assert list(sampler) != batches
+    ranks = [list(TaskBatchSampler([5, 7], 3, True, 1, num_replicas=2, rank=r)) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 3
+    assert list(TaskBatchSampler([4], 3, shuffle=False, drop_last=True)) == [[0, 1, 2]]
+
+
+def test_missing_arrow_files_listed(data_root, tmp_path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"no Arrow data for dataset 'houston2013' in data_root .*: "
+                                                r"expected houston2013_train.arrow, houston2013_val.arrow, "
+                                                r"houston2013_test.arrow; found synthetic_scene.arrow"):
+        MaMOLDataModule(_cfg(data_root, tmp_path, datasets=["houston2013"]))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match=r"expected myscene_train.arrow, .*; found no .arrow files"):
+        MaMOLDataModule(_cfg(empty, tmp_path, datasets=["myscene"]))
+    with pytest.raises(FileNotFoundError, match="data_root .*absent does not exist"):
+        MaMOLDataModule(_cfg(tmp_path / "absent", tmp_path, datasets=["trento"]))
+    with pytest.raises(ValueError, match="cfg\\['datasets'\\] is empty"):
+        MaMOLDataModule(_cfg(data_root, tmp_path, datasets=[]))
+
+
+def test_registry(data_root) -> None:
+    assert dataset_class("synthetic", data_root) is RemoteDataset  # unregistered, remote by its metadata
+    assert dataset_class("Trento", data_root) is RemoteDataset
+    assert REGISTRY["mmimdb"] == "mamol.data.natural:MMIMDbDataset"
+    assert REGISTRY["hatememes"].endswith(":HatefulMemesDataset")
+
+
+def test_scene_dataloader(data_root, tmp_path) -> None:
+    dm = MaMOLDataModule(_cfg(data_root, tmp_path))
+    loader = dm.scene_dataloader("synthetic", missing_type=1)
+    assert len(loader.dataset) == 16 * 20
+    batch = next(iter(loader))
+    assert torch.equal(batch["hsi"], torch.ones(6, 4, 14, 14)) and batch["missing_type"].tolist() == [1] * 6

@@ -1,0 +1,188 @@
+"""RemoteDataset and SceneWindows (mamol.data.remote) on a tiny converted scene."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from mamol.data.arrow import ArrowFileError, column_views, open_arrow
+from mamol.data.remote import RemoteDataset, SceneWindows, select_modalities
+from mamol.data.remote_prepare import prepare_remote
+from mamol.data.synthetic import generate_scene, write_scene
+
+H, W, BANDS = 16, 20, 5
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory) -> tuple[Path, object]:
+    """A 3-modality scene converted to Arrow: (data_root, generated scene)."""
+    tmp = tmp_path_factory.mktemp("remote")
+    scene = generate_scene(height=H, width=W, hsi_bands=BANDS, n_classes=4, modalities=("hsi", "lidar", "sar"),
+                           sar_bands=2, seed=0)
+    write_scene(scene, tmp / "raw")
+    prepare_remote("synthetic", tmp / "raw", tmp / "arrow", train_per_class=6, val_per_class=3,
+                   test_per_class=8, progress=False)
+    return tmp / "arrow", scene
+
+
+def _cfg(root: Path, tmp_path: Path, **kw) -> dict:
+    return {
+        "data_root": str(root), "missing_table_root": str(tmp_path / "tables"), "missing_seed": 0,
+        "missing_ratio": {"train": 0.0, "val": 0.0, "test": 0.0},
+        "missing_type": {"train": "both", "val": "both", "test": "both"}, "both_ratio": 0.5,
+        "test_ratio": None, "test_type": None, "simulate_missing": False, "missing_fill": "ones",
+        "modalities": None, "missing_ratio_2": 0.0,
+    } | kw
+
+
+def test_sample_keys_shapes_and_values(converted, tmp_path) -> None:
+    root, _ = converted
+    ds = RemoteDataset(_cfg(root, tmp_path), "synthetic", "train")
+    assert len(ds) == 24 and ds.modalities == ("hsi", "lidar")
+    assert ds.info.bands == {"hsi": BANDS, "lidar": 1} and ds.info.num_classes == 4 and ds.info.patch_size == 14
+    sample = ds[5]
+    assert set(sample) == {"hsi", "lidar", "label", "row", "col", "missing_type", "index", "task"}
+    assert sample["hsi"].shape == (BANDS, 14, 14) and sample["hsi"].dtype == torch.float32
+    assert sample["lidar"].shape == (1, 14, 14)
+    for key in ("label", "row", "col", "missing_type", "index"):
+        assert sample[key].dtype == torch.int64 and sample[key].ndim == 0
+    assert sample["task"] == "synthetic" and int(sample["index"]) == 5 and int(sample["missing_type"]) == 0
+    table = open_arrow(root / "synthetic_train.arrow")
+    (view,) = column_views(table, "hsi", (BANDS, 14, 14))
+    np.testing.assert_array_equal(sample["hsi"].numpy(), view[5])
+    assert int(sample["row"]) == table.column("row")[5].as_py()
+    sample["hsi"] += 1  # a sample owns its data: the mapped file is untouched
+    np.testing.assert_array_equal(ds[5]["hsi"].numpy(), view[5])
+
+
+def test_modality_selection(converted, tmp_path) -> None:
+    root, _ = converted
+    assert select_modalities(["hsi", "sar"], None) == ("hsi", "sar")
+    assert select_modalities(["hsi", "lidar", "sar"], None) == ("hsi", "lidar")
+    assert select_modalities(["hsi", "lidar", "sar"], ["SAR", "hs"]) == ("hsi", "sar")
+    assert select_modalities(["hsi", "lidar"], "hsi,DSM") == ("hsi", "lidar")
+    ds = RemoteDataset(_cfg(root, tmp_path, modalities=["sar", "lidar", "hsi"]), "synthetic", "val")
+    assert ds.modalities == ("hsi", "lidar", "sar") and set(ds[0]) >= {"hsi", "lidar", "sar"}
+    assert ds[0]["sar"].shape == (2, 14, 14)
+    with pytest.raises(ValueError, match=r"modalities=\['hsi', 'msi'\].*stores \['hsi', 'lidar', 'sar'\]"):
+        RemoteDataset(_cfg(root, tmp_path, modalities=["hsi", "msi"]), "synthetic", "train")
+
+
+@pytest.mark.parametrize("fill", ["ones", "zeros"])
+def test_missing_fill_and_table(converted, tmp_path, fill: str) -> None:
+    root, _ = converted
+    cfg = _cfg(root, tmp_path, missing_fill=fill, missing_ratio={"train": 1.0, "val": 0.0, "test": 0.0},
+               missing_type={"train": "HS", "val": "both", "test": "both"})
+    ds = RemoteDataset(cfg, "synthetic", "train")
+    assert (tmp_path / "tables" / "synthetic_train_missing_hsi_10.pt").is_file()
+    sample = ds[3]
+    assert int(sample["missing_type"]) == 1
+    assert torch.equal(sample["hsi"], torch.full((BANDS, 14, 14), 1.0 if fill == "ones" else 0.0))
+    assert not torch.equal(sample["lidar"], torch.full((1, 14, 14), 1.0))
+    with pytest.raises(ValueError, match="missing_fill must be one of"):
+        RemoteDataset(_cfg(root, tmp_path, missing_fill="nan"), "synthetic", "train")
+
+
+def test_three_modality_codes_and_overrides(converted, tmp_path) -> None:
+    root, _ = converted
+    cfg = _cfg(root, tmp_path, modalities=["hsi", "lidar", "sar"],
+               missing_ratio={"train": 0.5, "val": 0.0, "test": 0.0},
+               missing_type={"train": "HS_SAR_Lidar", "val": "hsi", "test": "hsi"},
+               test_ratio=1.0, test_type="SAR")
+    train = RemoteDataset(cfg, "synthetic", "train")
+    assert int((train.missing_table > 0).sum()) == 12 and int(train.missing_table.max()) <= 6
+    for split in ("val", "test"):  # test_ratio / test_type override val and test
+        ds = RemoteDataset(cfg, "synthetic", split)
+        assert (ds.missing_type, ds.missing_ratio) == ("SAR", 1.0)
+        assert bool((ds.missing_table == 4).all())
+        sample = ds[0]
+        assert torch.equal(sample["sar"], torch.ones(2, 14, 14)) and int(sample["missing_type"]) == 4
+
+
+def test_simulate_missing_only_in_training(converted, tmp_path) -> None:
+    root, _ = converted
+    cfg = _cfg(root, tmp_path, simulate_missing=True)
+    train = RemoteDataset(cfg, "synthetic", "train")
+    codes = {int(train[i]["missing_type"]) for i in range(len(train)) for _ in range(3)}
+    assert codes == {1, 2}
+    val = RemoteDataset(cfg, "synthetic", "val")
+    assert {int(val[i]["missing_type"]) for i in range(len(val))} == {0}
+
+
+def test_pickle_and_workers(converted, tmp_path) -> None:
+    root, _ = converted
+    ds = RemoteDataset(_cfg(root, tmp_path), "synthetic", "test")
+    ds[0]  # open in this process
+    clone = pickle.loads(pickle.dumps(ds))
+    assert clone._table is None and clone._views is None  # the mapped data never travels
+    torch.testing.assert_close(clone[7]["hsi"], ds[7]["hsi"])
+    serial = [b["hsi"] for b in DataLoader(ds, batch_size=8, collate_fn=ds.collate)]
+    parallel = [b["hsi"] for b in DataLoader(ds, batch_size=8, collate_fn=ds.collate, num_workers=2)]
+    assert all(torch.equal(a, b) for a, b in zip(serial, parallel)) and len(serial) == 4
+
+
+def test_collate(converted, tmp_path) -> None:
+    root, _ = converted
+    ds = RemoteDataset(_cfg(root, tmp_path), "synthetic", "val")
+    batch = ds.collate([ds[i] for i in range(4)])
+    assert batch["hsi"].shape == (4, BANDS, 14, 14) and batch["label"].shape == (4,)
+    assert batch["task"] == "synthetic"
+    other = dict(ds[0], task="other")
+    with pytest.raises(ValueError, match="mixes tasks"):
+        ds.collate([ds[1], other])
+
+
+def test_corrupt_or_mismatched_files(converted, tmp_path) -> None:
+    root, scene = converted
+    bad = tmp_path / "bad"
+    shutil.copytree(root, bad)
+    data = (bad / "synthetic_val.arrow").read_bytes()
+    (bad / "synthetic_val.arrow").write_bytes(data[: len(data) // 3])
+    with pytest.raises(ArrowFileError, match=r"synthetic_val\.arrow is not a readable Arrow IPC file"):
+        RemoteDataset(_cfg(bad, tmp_path), "synthetic", "val")
+    # A split converted with other settings is refused.
+    write_scene(scene, tmp_path / "raw")
+    other = prepare_remote("synthetic", tmp_path / "raw", tmp_path / "other", normalize="zscore",
+                           train_per_class=6, val_per_class=3, test_per_class=8, progress=False)
+    shutil.copy(other["test"], bad / "synthetic_test.arrow")
+    with pytest.raises(ValueError, match=r"synthetic_test\.arrow: normalize='zscore' differs from the train file"):
+        RemoteDataset(_cfg(bad, tmp_path), "synthetic", "test")
+
+
+def test_scene_windows(converted, tmp_path) -> None:
+    root, scene = converted
+    windows = SceneWindows.from_config(_cfg(root, tmp_path), "synthetic")
+    assert len(windows) == H * W and windows.modalities == ("hsi", "lidar")
+    test = RemoteDataset(_cfg(root, tmp_path), "synthetic", "test")
+    for i in (0, 5, len(test) - 1):
+        sample = test[i]
+        r, c = int(sample["row"]), int(sample["col"])
+        window = windows[r * W + c]
+        assert (int(window["row"]), int(window["col"])) == (r, c)
+        assert torch.equal(window["hsi"], sample["hsi"]) and torch.equal(window["lidar"], sample["lidar"])
+        assert int(window["label"]) == int(sample["label"])
+    corner = windows[H * W - 1]
+    assert (int(corner["row"]), int(corner["col"])) == (H - 1, W - 1)
+    labels = np.array([int(windows[i]["label"]) for i in range(len(windows))]).reshape(H, W)
+    np.testing.assert_array_equal(labels, scene.labels.astype(int) - 1)  # -1 = unlabelled
+    labelled = SceneWindows(root / "synthetic_scene.arrow", labelled_only=True)
+    assert len(labelled) == int((scene.labels > 0).sum())
+    assert all(int(labelled[i]["label"]) >= 0 for i in range(0, len(labelled), 17))
+    missing = SceneWindows(root / "synthetic_scene.arrow", ["hsi", "sar"], missing_type=2, missing_fill="zeros")
+    assert torch.equal(missing[3]["sar"], torch.zeros(2, 14, 14)) and int(missing[3]["missing_type"]) == 2
+    batch = windows.collate([windows[i] for i in range(3)])
+    assert batch["hsi"].shape == (3, BANDS, 14, 14)
+    clone = pickle.loads(pickle.dumps(windows))
+    assert clone._windows is None and torch.equal(clone[10]["hsi"], windows[10]["hsi"])
+    with pytest.raises(ValueError, match="missing_type 3 is not a code for 2 modalities"):
+        SceneWindows(root / "synthetic_scene.arrow", missing_type=3)
+    with pytest.raises(ValueError, match="holds split 'train', expected a scene file"):
+        SceneWindows(root / "synthetic_train.arrow")
+    with pytest.raises(FileNotFoundError, match="expected synthetic_scene.arrow"):
+        SceneWindows.from_config(_cfg(tmp_path, tmp_path), "synthetic")
