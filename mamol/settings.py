@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 
+from mamol.missing import DEFAULT_MISSING_TABLE_ROOT
+
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_MISSING_TABLE_ROOT = REPO_ROOT / "datasets" / "missing_tables"
 SPLITS = ("train", "val", "test")
 NATURAL_TASKS = ("mmimdb", "food101", "hatememes")  # loss_names keys; every other dataset is a remote scene
 

@@ -1,0 +1,268 @@
+"""Model benchmarks, measured side by side in one process: ``python -m mamol.bench [--vit ViT-B/16|tiny|both]``.
+
+Batch 16, two modalities (HSI 144 bands + LiDAR 1, 14×14 patches, 15 classes: the Houston 2013 shapes),
+missing codes drawn for the batch at the training setting 0.7 / both (5 complete, 6 HSI-missing, 5
+LiDAR-missing), random backbone weights. Variants run interleaved with a rotating order and medians are
+reported:
+
+a. a MaMOL training step vs the same step with the adapters removed (tokenizers and head still train);
+b. skipping missing modalities' encoder passes vs encoding everything and zeroing;
+c. sparse top-k dynamic experts vs the dense masked formula — whole training step, and the dynamic experts
+   alone (forward + backward) next to a per-expert dense layout like the release's;
+d. trainable parameters (by part) and the peak memory of one training step (CUDA: max allocated; CPU: peak
+   resident set growth during the step).
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import re
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from mamol.data.datamodule import TaskInfo
+from mamol.missing import make_missing_table
+from mamol.models.adapter import MaMOLAdapter
+from mamol.models.remote import RemoteMaMOL
+
+MODALITIES = ("hsi", "lidar")
+BANDS = (144, 1)
+CLASSES = 15
+PATCH = 14
+RELEASE_PARAMS = 6.45e6  # trainable parameters the release reports for Houston 2013
+
+
+def houston_info() -> TaskInfo:
+    return TaskInfo(name="houston2013-shapes", kind="remote", modalities=MODALITIES, bands=dict(zip(MODALITIES, BANDS)),
+                    num_classes=CLASSES, class_names=tuple(f"c{i}" for i in range(CLASSES)), loss="ce",
+                    patch_size=PATCH, metadata={})
+
+
+def make_batch(batch_size: int, device: torch.device, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    batch = {m: torch.rand(batch_size, c, PATCH, PATCH, generator=g) for m, c in zip(MODALITIES, BANDS)}
+    batch["missing_type"] = make_missing_table(batch_size, MODALITIES, 0.7, "both", 0.5, seed=seed)
+    for m, code in zip(MODALITIES, (1, 2)):  # the fill of a missing modality (ones), as the data pipeline does
+        batch[m][batch["missing_type"] == code] = 1.0
+    batch["label"] = torch.randint(0, CLASSES, (batch_size,), generator=g)
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def train_step_fn(model: RemoteMaMOL, batch: dict) -> Callable[[], None]:
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def step() -> None:
+        loss = F.cross_entropy(model(batch), batch["label"])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def interleaved(fns: dict[str, Callable[[], None]], reps: int,
+                device: torch.device) -> tuple[dict[str, float], dict[str, float]]:
+    """Median wall-clock and process-CPU seconds per call of each function after one warm-up call each.
+
+    Calls are interleaved, the order rotating each round (A B C, B C A, C A B, ...), so slow drifts of the machine
+    and after-effects of one variant on the next fall on all alike. CPU time is less sensitive to other
+    processes sharing the cores.
+    """
+    wall: dict[str, list[float]] = {name: [] for name in fns}
+    cpu: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
+    for fn in fns.values():
+        fn()
+    for rep in range(reps):
+        for name in names[rep % len(names):] + names[:rep % len(names)]:  # rotate to cancel order effects
+            fn = fns[name]
+            sync(device)
+            start, start_cpu = time.perf_counter(), time.process_time()
+            fn()
+            sync(device)
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    med = statistics.median
+    return {n: med(t) for n, t in wall.items()}, {n: med(t) for n, t in cpu.items()}
+
+
+def _status_kb(key: str) -> int:
+    with open("/proc/self/status") as f:
+        return int(re.search(rf"{key}:\s+(\d+) kB", f.read()).group(1))
+
+
+def peak_memory(fn: Callable[[], None], device: torch.device) -> tuple[float, str]:
+    """Peak memory (MiB) one call of ``fn`` adds on top of what is allocated before it, and how it was measured."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20, "CUDA max_memory_allocated"
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # hand freed heap back so the baseline is what is live
+        before = _status_kb("VmRSS")
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # reset the peak RSS (VmHWM) to the current RSS
+        fn()
+        return (_status_kb("VmHWM") - before) / 1024, "peak RSS growth during the step"
+    except (OSError, AttributeError):
+        return float("nan"), "unavailable on this system"
+
+
+def release_style_dynamic(adapter: MaMOLAdapter, z: torch.Tensor, gate_val: torch.Tensor,
+                          gate_idx: torch.Tensor) -> torch.Tensor:
+    """Per-expert dense layout: every expert's full (N, L, D) output on every token, then masked and summed."""
+    gates = torch.zeros(*z.shape[:-1], adapter.num_dynamic, dtype=z.dtype, device=z.device)
+    gates = gates.scatter(-1, gate_idx, gate_val)  # (N, L, E)
+    outs = torch.stack([(z @ adapter.dyn_A[e]) @ adapter.dyn_B[e] for e in range(adapter.num_dynamic)], dim=-1)
+    return (outs * gates.unsqueeze(-2)).sum(-1)  # (N, L, D)
+
+
+def dynamic_expert_bench(adapter: MaMOLAdapter, rows: int, tokens: int, reps: int,
+                         device: torch.device) -> dict[str, float]:
+    """Forward + backward of the dynamic experts alone on (rows, tokens, D) activations, seconds (median)."""
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(rows, tokens, adapter.dim, generator=g).to(device).requires_grad_(True)
+    pattern = torch.randn(rows, adapter.router_in.in_features - adapter.dim, generator=g).to(device)
+    with torch.no_grad():
+        gate_val, gate_idx = adapter.route(z, pattern).topk(adapter.top_k, dim=-1)
+    grad = torch.randn(z.shape, generator=g).to(device)
+
+    def run(fn: Callable) -> Callable[[], None]:
+        def call() -> None:
+            fn(adapter, z, gate_val, gate_idx).backward(grad)
+        return call
+
+    return interleaved({"sparse": run(MaMOLAdapter.dynamic_sparse), "dense": run(MaMOLAdapter.dynamic_dense),
+                        "per-expert": run(release_style_dynamic)}, reps, device)[0]
+
+
+def parameter_breakdown(model: RemoteMaMOL) -> dict[str, int]:
+    parts = {"tokenizers": 0, "adapters: LoRA experts": 0, "adapters: routers": 0, "adapters: output proj": 0,
+             "pattern embedding": 0, "head": 0}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name.startswith("tokenizers."):
+            key = "tokenizers"
+        elif ".adapter.router" in name:
+            key = "adapters: routers"
+        elif ".adapter.out." in name:
+            key = "adapters: output proj"
+        elif ".adapter." in name:
+            key = "adapters: LoRA experts"
+        elif name.startswith("pattern."):
+            key = "pattern embedding"
+        else:
+            key = "head"
+        parts[key] += p.numel()
+    return parts
+
+
+def _set_sparse(model: RemoteMaMOL, sparse: bool) -> None:
+    for m in model.modules():
+        if isinstance(m, MaMOLAdapter):
+            m.sparse = sparse
+
+
+def bench(vit: str, steps: int, batch_size: int, device: torch.device) -> None:
+    """Run and print the four benchmark figures for one backbone."""
+    torch.manual_seed(0)
+    cfg = {"vit": vit, "clip_random_init": True}
+    mamol = RemoteMaMOL(cfg, houston_info()).to(device)
+    plain = RemoteMaMOL({**cfg, "adapter_layers": []}, houston_info()).to(device)
+    batch = make_batch(batch_size, device)
+    codes = batch["missing_type"].tolist()
+    rows = sum(len(MODALITIES) - bin(c).count("1") for c in codes)
+    adapters = [m for m in mamol.modules() if isinstance(m, MaMOLAdapter)]
+    a0 = adapters[0]
+    threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
+    print(f"\n=== vit={vit} (random weights), device={device}{threads}, batch {batch_size}, "
+          f"{'+'.join(f'{m}({c})' for m, c in zip(MODALITIES, BANDS))}, {PATCH}x{PATCH} patches ===")
+    print(f"train missing 0.7/both: {codes.count(0)} complete, {codes.count(1)} HSI-missing, {codes.count(2)} "
+          f"LiDAR-missing -> {rows} of {len(MODALITIES) * batch_size} (sample, modality) encoder rows")
+    print(f"adapters in blocks {[i for i, b in enumerate(mamol.visual.transformer.resblocks) if hasattr(b.mlp, 'adapter')]}"
+          f": D={a0.dim}, r={a0.rank}, {a0.num_dynamic} dynamic top-{a0.top_k}, {a0.num_shared} shared, "
+          f"{a0.n_modalities} modality experts, router hidden {a0.router_in.out_features}")
+
+    mamol_step, plain_step = train_step_fn(mamol, batch), train_step_fn(plain, batch)
+
+    def with_setting(skip: bool, sparse: bool) -> Callable[[], None]:
+        def call() -> None:
+            mamol.skip_missing = skip
+            _set_sparse(mamol, sparse)
+            mamol_step()
+            mamol.skip_missing = True
+            _set_sparse(mamol, True)
+        return call
+
+    variants = {"mamol": with_setting(True, True), "no adapters": plain_step,
+                "encode all + zero": with_setting(False, True), "dense experts": with_setting(True, False)}
+    t, c = interleaved(variants, steps, device)
+    on_cpu = device.type == "cpu"
+    width = max(map(len, t))
+    print(f"\ntraining step (forward, loss, backward, AdamW), median of {steps} interleaved repetitions"
+          + (" (wall clock | process CPU time):" if on_cpu else ":"))
+    for name in t:
+        print(f"  {name:<{width}}  {t[name] * 1e3:9.1f} ms" + (f"  | {c[name] * 1e3:9.1f} ms" if on_cpu else ""))
+
+    def ratio(a: str, b: str) -> str:
+        text = f"{t[a] / t[b]:.3f}x"
+        return text + (f" (CPU time {c[a] / c[b]:.3f}x)" if on_cpu else "")
+
+    ra, rb = t["mamol"] / t["no adapters"], t["encode all + zero"] / t["mamol"]
+    print(f"(a) MaMOL / adapters removed           = {ratio('mamol', 'no adapters')}   "
+          f"goal <= 1.15x: {'met' if ra <= 1.15 else 'MISSED'}")
+    print(f"(b) encode-all-and-zero / skip-missing = {ratio('encode all + zero', 'mamol')} faster with skipping   "
+          f"goal >= 1.4x: {'met' if rb >= 1.4 else 'MISSED'} (row count alone: "
+          f"{len(MODALITIES) * batch_size / rows:.2f}x)")
+    print(f"(c) step with sparse / dense experts   = {ratio('mamol', 'dense experts')}")
+    dyn = dynamic_expert_bench(a0, rows, PATCH * PATCH + 1, max(steps, 5), device)
+    print(f"    dynamic experts alone, fwd+bwd on ({rows}, {PATCH * PATCH + 1}, {a0.dim}): sparse "
+          f"{dyn['sparse'] * 1e3:.1f} ms, dense masked {dyn['dense'] * 1e3:.1f} ms, per-expert dense (release "
+          f"layout) {dyn['per-expert'] * 1e3:.1f} ms -> sparse/dense {dyn['sparse'] / dyn['dense']:.2f}x, "
+          f"sparse/per-expert {dyn['sparse'] / dyn['per-expert']:.2f}x")
+
+    parts = parameter_breakdown(mamol)
+    total = sum(parts.values())
+    print(f"(d) trainable parameters: {total:,} ({total / 1e6:.2f} M; the release reports about "
+          f"{RELEASE_PARAMS / 1e6:.2f} M for Houston 2013)")
+    for name, n in parts.items():
+        print(f"      {name:<24} {n:>11,}")
+    frozen = sum(p.numel() for p in mamol.parameters() if not p.requires_grad)
+    print(f"      frozen backbone (image tower) {frozen:,}")
+    for name in ("mamol", "no adapters", "encode all + zero"):
+        mib, how = peak_memory(variants[name], device)
+        print(f"    peak memory of one training step, {name:<18} {mib:9.1f} MiB ({how})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mamol.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--vit", choices=["ViT-B/16", "tiny", "both"], default="both")
+    parser.add_argument("--steps", type=int, default=10,
+                        help="timed repetitions per variant (after one warm-up); use 3 for ViT-B/16 on a CPU")
+    parser.add_argument("--batch", type=int, default=16, help="batch size (samples)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    for vit in (["tiny", "ViT-B/16"] if args.vit == "both" else [args.vit]):
+        bench(vit, args.steps, args.batch, device)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

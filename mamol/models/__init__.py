@@ -1,0 +1,1 @@
+"""MaMOL models: frozen CLIP backbone, MaMOL adapter, modality tokenizers, remote and image-text classifiers."""

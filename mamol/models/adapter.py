@@ -1,0 +1,315 @@
+"""The MaMOL adapter (SPEC §5.3): missing-aware mixture of LoRA experts beside the frozen MLP of a CLIP block.
+
+A frozen open_clip block computes ``h = x + attn(ln_1(x)); out = h + mlp(ln_2(h))``. We replace ``block.mlp``
+by :class:`MLPWithAdapter`, which returns ``mlp(z) + Δ(z, e)`` for ``z = ln_2(h)``, so the block becomes
+``out = h + MLP(z) + Δ(z, e)`` without copying open_clip's code. The frozen MLP keeps its own activation
+(QuickGELU for CLIP) and its parameter names (``...resblocks.6.mlp.c_fc.weight`` stays as in open_clip);
+the adapter lives under ``...resblocks.6.mlp.adapter``.
+
+Δ for a token ``z`` (D) of a row whose sample has missing-pattern embedding ``e`` (p) and presence ``π`` (M):
+
+* LoRA expert ``E(z) = (z A) B`` with ``A`` (D, r) and ``B`` (r, D), both N(0, 0.02²), no α/r scaling;
+* dynamic experts: router ``g = softmax(W2 · GELU(W1 [z ; e]))`` over ``N_dyn`` experts, per token; the top-k
+  gates are kept as they are (not renormalised): ``dyn = Σ_{k ∈ topk} g_k E_k(z)``;
+* static experts: ``num_shared`` shared experts always on, plus one expert per modality, on iff that
+  modality is present in the row's sample: ``spec = Σ_m π_m E_m(z)``;
+* ``Δ = scale · (W_o · GELU(dyn + shared + spec) + b_o)``.
+
+The per-row conditioning (``e`` and ``π``) is held by an :class:`AdapterContext` shared by the adapters of
+one encoder and set around each encoder call (``with context.rows(e, presence): encoder(x)``), because
+open_clip's blocks only pass the token tensor down to the MLP. (So open_clip's gradient checkpointing, which
+re-runs blocks during backward after the context is cleared, is not supported.)
+
+Where SPEC is silent: the router (W1, W2) and output projection (W_o, b_o) use PyTorch's default Linear init.
+Sparse and dense dynamic experts are the same function (tests check outputs and gradients). At LoRA ranks an
+expert's work per token (2·D·r multiply-adds) is small next to moving the token's D values to its expert, so
+the dense masked formula — one matmul pair over all experts' stacked A/B — is often faster per layer than the
+sparse gather/scatter; the difference is under 1 % of a ViT-B/16 training step (``python -m mamol.bench``, c).
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class PatternEmbedding(nn.Module):
+    """Missing-pattern embedding ``e = Linear(code features -> dim)``, one per encoder.
+
+    Two modalities: a one-hot over the three codes {0 complete, 1 first missing, 2 second missing}.
+    Three or more: the M-bit missing vector (bit i = modality i missing), as the paper does for 3 modalities.
+    """
+
+    def __init__(self, n_modalities: int, dim: int = 8) -> None:
+        super().__init__()
+        if n_modalities < 2:
+            raise ValueError(f"PatternEmbedding needs at least 2 modalities, found {n_modalities}")
+        self.n_modalities = n_modalities
+        in_features = 2 ** n_modalities - 1 if n_modalities == 2 else n_modalities
+        self.proj = nn.Linear(in_features, dim)
+
+    def features(self, missing_type: Tensor) -> Tensor:
+        """(B,) int codes -> (B, in_features) float: one-hot (2 modalities) or missing bits (3+)."""
+        code = missing_type.long()
+        if self.n_modalities == 2:
+            return F.one_hot(code, 3).to(self.proj.weight.dtype)  # (B, 3)
+        bits = torch.arange(self.n_modalities, device=code.device)
+        return ((code.unsqueeze(-1) >> bits) & 1).to(self.proj.weight.dtype)  # (B, M)
+
+    def forward(self, missing_type: Tensor) -> Tensor:
+        """(B,) int codes -> (B, dim)."""
+        return self.proj(self.features(missing_type))
+
+
+class AdapterContext:
+    """Per-row conditioning for the adapters of one encoder: pattern embedding (N, p) and presence (N, M).
+
+    Row ``n`` of the tensors belongs to row ``n`` of the token batch the encoder is called on. Not a module:
+    it holds no parameters, only the tensors of the current call.
+    """
+
+    def __init__(self) -> None:
+        self.pattern: Tensor | None = None  # (N, p)
+        self.presence: Tensor | None = None  # (N, M) float, 1 = modality present in the row's sample
+
+    @contextlib.contextmanager
+    def rows(self, pattern: Tensor, presence: Tensor) -> Iterator[None]:
+        """Set the conditioning for one encoder call; cleared afterwards."""
+        if pattern.ndim != 2 or presence.ndim != 2 or pattern.shape[0] != presence.shape[0]:
+            raise ValueError(f"AdapterContext.rows expects pattern (N, p) and presence (N, M), "
+                             f"found {tuple(pattern.shape)} and {tuple(presence.shape)}")
+        self.pattern, self.presence = pattern, presence
+        try:
+            yield
+        finally:
+            self.pattern = self.presence = None
+
+
+class MaMOLAdapter(nn.Module):
+    """Δ(z, e): dynamic top-k LoRA experts + shared + presence-gated modality experts + output projection.
+
+    Args:
+        dim: token width D of the block.
+        n_modalities: M, number of modality-specific experts (code order of the dataset).
+        rank: LoRA rank r.
+        num_dynamic: N_dyn, routed experts.
+        top_k: experts kept per token (gates not renormalised).
+        num_shared: always-on experts.
+        pattern_dim: p, width of the missing-pattern embedding.
+        router_hidden: hidden width of the router MLP (None -> D // 2).
+        scale: multiplies Δ (1.0 remote, 0.2 natural data).
+        sparse: compute each dynamic expert only on the tokens that selected it (True) or every expert on every
+            token, masked by the gates (False, the dense reference formula).
+        init_std: std of the LoRA matrices' normal init.
+    """
+
+    def __init__(self, dim: int, n_modalities: int, rank: int = 8, num_dynamic: int = 2, top_k: int = 1,
+                 num_shared: int = 1, pattern_dim: int = 8, router_hidden: int | None = None, scale: float = 1.0,
+                 sparse: bool = True, init_std: float = 0.02) -> None:
+        super().__init__()
+        if num_dynamic < 1 or not 1 <= top_k <= num_dynamic:
+            raise ValueError(f"need num_dynamic_experts >= 1 and 1 <= top_k <= num_dynamic_experts, "
+                             f"found num_dynamic_experts={num_dynamic}, top_k={top_k}")
+        if rank < 1 or num_shared < 0 or n_modalities < 1:
+            raise ValueError(f"need adapter_rank >= 1, num_shared_experts >= 0, n_modalities >= 1; found "
+                             f"{rank}, {num_shared}, {n_modalities}")
+        hidden = router_hidden or dim // 2
+        self.dim, self.rank, self.top_k, self.scale, self.sparse = dim, rank, top_k, float(scale), sparse
+        self.num_dynamic, self.num_shared, self.n_modalities = num_dynamic, num_shared, n_modalities
+
+        def lora(n: int, rows: int, cols: int) -> nn.Parameter:
+            return nn.Parameter(torch.randn(n, rows, cols) * init_std)
+
+        self.dyn_A, self.dyn_B = lora(num_dynamic, dim, rank), lora(num_dynamic, rank, dim)  # (E, D, r), (E, r, D)
+        self.shared_A, self.shared_B = lora(num_shared, dim, rank), lora(num_shared, rank, dim)  # (S, D, r), ...
+        self.mod_A, self.mod_B = lora(n_modalities, dim, rank), lora(n_modalities, rank, dim)  # (M, D, r), ...
+        self.router_in = nn.Linear(dim + pattern_dim, hidden)  # W1 over [z ; e]
+        self.router_out = nn.Linear(hidden, num_dynamic)  # W2
+        self.out = nn.Linear(dim, dim)  # W_o, b_o
+        self.balance = False  # compute the load-balancing statistic in training (set by the model)
+        self.aux_loss: Tensor | None = None  # load-balancing term of the last training forward
+
+    def extra_repr(self) -> str:
+        return (f"dim={self.dim}, rank={self.rank}, dynamic={self.num_dynamic}, top_k={self.top_k}, "
+                f"shared={self.num_shared}, modalities={self.n_modalities}, scale={self.scale}, sparse={self.sparse}")
+
+    # ---------------------------------------------------------------- pieces
+    def route(self, z: Tensor, pattern: Tensor) -> Tensor:
+        """Router probabilities (N, L, N_dyn) for tokens z (N, L, D) and row embeddings (N, p)."""
+        w1 = self.router_in.weight  # (H, D + p); W1 [z ; e] = W1_z z + W1_e e, without building [z ; e]
+        per_row = F.linear(pattern, w1[:, self.dim:], self.router_in.bias)  # (N, H)
+        hidden = F.linear(z, w1[:, :self.dim]) + per_row.unsqueeze(1)  # (N, L, H)
+        return self.router_out(F.gelu(hidden)).softmax(dim=-1)  # (N, L, E)
+
+    @staticmethod
+    def _gated_lora(z: Tensor, a: Tensor, b: Tensor, gates: Tensor) -> Tensor:
+        """Σ_j gates_j (z A_j) B_j for stacked experts a (K, D, r), b (K, r, D); gates broadcast to (N, L, K).
+
+        One matmul pair for all K experts: the gate of expert j scales its r columns of z·[A_1 … A_K].
+        """
+        k, d, r = a.shape
+        u = z @ a.permute(1, 0, 2).reshape(d, k * r)  # (N, L, K*r)
+        u = u * gates.repeat_interleave(r, dim=-1)  # (N|1, L|1, K*r) broadcast
+        return u @ b.reshape(k * r, -1)  # (N, L, D)
+
+    def static_experts(self, z: Tensor, presence: Tensor) -> Tensor:
+        """Σ shared + Σ_m π_m · modality expert m, for z (N, L, D), presence (N, M) -> (N, L, D)."""
+        gates = torch.cat([presence.new_ones(presence.shape[0], self.num_shared), presence], dim=1)  # (N, S+M)
+        a = torch.cat([self.shared_A, self.mod_A])  # (S+M, D, r)
+        b = torch.cat([self.shared_B, self.mod_B])  # (S+M, r, D)
+        return self._gated_lora(z, a, b, gates.unsqueeze(1))
+
+    def dynamic_dense(self, z: Tensor, gate_val: Tensor, gate_idx: Tensor) -> Tensor:
+        """Dense masked formula: every dynamic expert on every token, times its (top-k masked) gate."""
+        gates = torch.zeros(*z.shape[:-1], self.num_dynamic, dtype=z.dtype, device=z.device)
+        gates = gates.scatter(-1, gate_idx, gate_val.to(z.dtype))  # (N, L, E), zero outside the top-k
+        return self._gated_lora(z, self.dyn_A, self.dyn_B, gates)
+
+    def dynamic_sparse(self, z: Tensor, gate_val: Tensor, gate_idx: Tensor, base: Tensor | None = None) -> Tensor:
+        """Top-k experts computed only on the tokens that selected them; result added to ``base`` (N, L, D).
+
+        Assignments are sorted by expert, the selected tokens gathered once, each expert runs on its
+        contiguous block, and the weighted outputs are scattered back with one ``index_add``.
+        """
+        n, l, d = z.shape
+        flat = z.reshape(n * l, d)  # (T, D)
+        expert = gate_idx.reshape(-1)  # (T*k,) expert of each (token, slot) assignment
+        order = expert.argsort(stable=True)  # assignments grouped by expert
+        token = torch.div(order, self.top_k, rounding_mode="floor")  # (T*k,) token of each sorted assignment
+        gate = gate_val.reshape(-1)[order].to(z.dtype).unsqueeze(-1)  # (T*k, 1)
+        counts = torch.bincount(expert, minlength=self.num_dynamic).tolist()
+        picked = flat.index_select(0, token)  # (T*k, D)
+        outs = [((x @ self.dyn_A[e]) * g) @ self.dyn_B[e]  # (n_e, D), only the tokens routed to expert e
+                for e, (x, g) in enumerate(zip(picked.split(counts), gate.split(counts)))]
+        acc = flat.new_zeros(n * l, d) if base is None else base.reshape(n * l, d)
+        return acc.index_add(0, token, torch.cat(outs)).reshape(n, l, d)
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, z: Tensor, context: AdapterContext) -> Tensor:
+        """Δ for tokens z (N, L, D) whose rows are described by ``context`` -> (N, L, D)."""
+        if context.pattern is None or context.presence is None:
+            raise RuntimeError("MaMOLAdapter called outside an AdapterContext.rows(...) block: call the encoder "
+                               "through RemoteMaMOL / NaturalMaMOL, which set the per-row missing pattern")
+        if context.pattern.shape[0] != z.shape[0]:
+            raise RuntimeError(f"adapter context has {context.pattern.shape[0]} rows but the tokens have "
+                               f"{z.shape[0]}; the encoder must be batch-first")
+        presence = context.presence.to(z.dtype)  # (N, M)
+        probs = self.route(z, context.pattern.to(z.dtype))  # (N, L, E)
+        gate_val, gate_idx = probs.topk(self.top_k, dim=-1)  # (N, L, k)
+        mix = self.static_experts(z, presence)  # (N, L, D)
+        if self.sparse:
+            mix = self.dynamic_sparse(z, gate_val, gate_idx, base=mix)
+        else:
+            mix = mix + self.dynamic_dense(z, gate_val, gate_idx)
+        self.aux_loss = self._balance_loss(probs, gate_idx) if (self.balance and self.training) else None
+        return self.scale * self.out(F.gelu(mix))
+
+    def _balance_loss(self, probs: Tensor, gate_idx: Tensor) -> Tensor:
+        """Switch-style load balance ``N_dyn · Σ_e f_e · P_e`` (1 when uniform): f_e share of top-k assignments,
+        P_e mean router probability."""
+        frac = torch.bincount(gate_idx.reshape(-1), minlength=self.num_dynamic).to(probs.dtype)
+        frac = frac / gate_idx.numel()
+        mean_prob = probs.reshape(-1, self.num_dynamic).mean(dim=0)
+        return self.num_dynamic * (frac * mean_prob).sum()
+
+
+class MLPWithAdapter(nn.Module):
+    """``mlp(z) + adapter(z, context)``: replaces a frozen open_clip block's ``mlp``.
+
+    The frozen MLP's layers are re-registered under their own names (``c_fc``, ``gelu``, ``c_proj``), so the
+    backbone's state-dict keys are unchanged by the injection.
+    """
+
+    def __init__(self, mlp: nn.Sequential, adapter: MaMOLAdapter, context: AdapterContext) -> None:
+        super().__init__()
+        self._mlp_names = [name for name, _ in mlp.named_children()]
+        for name, layer in mlp.named_children():
+            self.add_module(name, layer)
+        self.adapter = adapter
+        self.context = context
+
+    def frozen_mlp(self, z: Tensor) -> Tensor:
+        """The original MLP, layer by layer in its order."""
+        for name in self._mlp_names:
+            z = getattr(self, name)(z)
+        return z
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.frozen_mlp(z) + self.adapter(z, self.context)
+
+
+def resolve_layers(layers: Sequence[int] | None, depth: int, key: str, default: Sequence[int]) -> list[int]:
+    """Block indices for config ``key`` in a transformer of ``depth`` blocks (negative indices count from the end).
+
+    ``None`` -> ``default``. Raises a ValueError naming the key for out-of-range or repeated indices.
+    """
+    values = list(default if layers is None else layers)
+    out = []
+    for i in values:
+        if not isinstance(i, int) or isinstance(i, bool) or not -depth <= i < depth:
+            raise ValueError(f"{key}={values}: block {i!r} does not exist in a {depth}-block encoder "
+                             f"(valid 0..{depth - 1} or -{depth}..-1); for this backbone e.g. {key}="
+                             f"{list(range(depth // 2, depth))} or {key}=None for the default")
+        out.append(i % depth)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{key}={values} names a block twice")
+    return sorted(out)
+
+
+def inject_adapters(transformer: nn.Module, layers: Sequence[int], make_adapter: Callable[[], MaMOLAdapter],
+                    context: AdapterContext) -> list[MaMOLAdapter]:
+    """Replace ``transformer.resblocks[i].mlp`` by :class:`MLPWithAdapter` for each ``i`` in ``layers``."""
+    if not getattr(transformer, "batch_first", False):
+        raise ValueError("MaMOL adapters need a batch-first open_clip Transformer (rows = samples)")
+    adapters = []
+    for i in layers:
+        block = transformer.resblocks[i]
+        if isinstance(block.mlp, MLPWithAdapter):
+            raise ValueError(f"block {i} already has an adapter")
+        if not isinstance(block.mlp, nn.Sequential):
+            raise ValueError(f"block {i}: expected open_clip's nn.Sequential MLP, found {type(block.mlp).__name__}")
+        adapter = make_adapter()
+        block.mlp = MLPWithAdapter(block.mlp, adapter, context)
+        adapters.append(adapter)
+    return adapters
+
+
+def adapter_settings(cfg: dict, defaults: dict) -> dict:
+    """MaMOLAdapter keyword arguments from the config keys (``None`` or absent -> ``defaults``)."""
+    def get(key: str):
+        value = cfg.get(key)
+        return defaults[key] if value is None else value
+
+    return dict(rank=int(get("adapter_rank")), num_dynamic=int(get("num_dynamic_experts")), top_k=int(get("top_k")),
+                num_shared=int(get("num_shared_experts")), pattern_dim=int(get("pattern_dim")),
+                router_hidden=cfg.get("router_hidden"), scale=float(get("adapter_scale")),
+                sparse=bool(get("sparse_experts")))
+
+
+def attach_adapters(transformer: nn.Module, cfg: dict, layers_key: str, default_layers: Sequence[int],
+                    n_modalities: int, defaults: dict) -> tuple[AdapterContext, list[MaMOLAdapter]]:
+    """Put MaMOL adapters (sized from ``cfg``) beside the MLPs of the blocks ``cfg[layers_key]`` of a tower.
+
+    Returns the tower's shared context and its adapters (in block order).
+    """
+    depth = len(transformer.resblocks)
+    layers = resolve_layers(cfg.get(layers_key), depth, layers_key, default_layers)
+    settings = adapter_settings(cfg, defaults)
+    width = transformer.width
+    context = AdapterContext()
+    adapters = inject_adapters(transformer, layers, lambda: MaMOLAdapter(width, n_modalities, **settings), context)
+    balance = float(cfg.get("load_balance_weight") or 0.0) > 0
+    for adapter in adapters:
+        adapter.balance = balance
+    return context, adapters
+
+
+def balance_loss(model: nn.Module, weight: float) -> Tensor | None:
+    """``weight`` × mean load-balancing term of the adapters in ``model`` (last training forward), or None."""
+    if weight <= 0:
+        return None
+    terms = [m.aux_loss for m in model.modules() if isinstance(m, MaMOLAdapter) and m.aux_loss is not None]
+    return weight * torch.stack(terms).mean() if terms else None

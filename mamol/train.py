@@ -1,0 +1,156 @@
+"""Turn a resolved config dict into a datamodule, a module and a trainer; then fit or test.
+
+``run(cfg)`` is what ``run.py`` calls. A run folder ``<log_dir>/<exp_name>/version_<n>/`` receives
+``config.json`` (resolved config and library versions), ``metrics.csv`` (Lightning's CSV logger),
+``checkpoints/{best-*.ckpt,last.ckpt}`` and, after testing, ``test_results.json``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger
+
+from mamol import settings
+from mamol.data.datamodule import MaMOLDataModule
+from mamol.module import MaMOLModule
+
+log = logging.getLogger(__name__)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as JSON atomically (temporary file in the same folder, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(obj, handle, indent=2, default=str)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries a result depends on."""
+    out = {"python": platform.python_version()}
+    for name in ("torch", "open_clip_torch", "pytorch-lightning", "torchmetrics", "pyarrow", "numpy", "mamol"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            if name == "mamol":
+                from mamol import __version__
+
+                out[name] = __version__
+    return out
+
+
+def build_trainer(cfg: dict, run_dir: Path, logger: CSVLogger | bool) -> tuple[pl.Trainer, ModelCheckpoint]:
+    hw = cfg["_derived"]
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:03d}-step{step}", monitor="val/the_metric",
+        mode="max", save_top_k=1, save_last=True, auto_insert_metric_name=False)
+    callbacks: list[pl.Callback] = [checkpoint]
+    if logger:
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    val_check = cfg.get("val_check_interval", 1.0)
+    val_check = float(val_check) if float(val_check) <= 1.0 else int(val_check)
+    trainer = pl.Trainer(
+        accelerator=hw["accelerator"], devices=hw["devices"], num_nodes=hw["num_nodes"],
+        strategy=hw["strategy"], precision=hw["precision"],
+        max_epochs=int(cfg["max_epoch"]), max_steps=int(cfg["max_steps"]) if cfg.get("max_steps") else -1,
+        accumulate_grad_batches=hw["accumulate"],
+        gradient_clip_val=float(cfg["grad_clip"]) if cfg.get("grad_clip") else None,
+        val_check_interval=val_check, check_val_every_n_epoch=int(cfg.get("check_val_every_n_epoch") or 1),
+        fast_dev_run=cfg.get("fast_dev_run", False), logger=logger, callbacks=callbacks,
+        log_every_n_steps=10, num_sanity_val_steps=0, default_root_dir=str(run_dir),
+        # several tasks: the datamodule's own batch sampler already splits task-pure batches across ranks
+        use_distributed_sampler=len(cfg["datasets"]) == 1,
+        enable_model_summary=True, enable_progress_bar=True,
+    )
+    return trainer, checkpoint
+
+
+def summarise(results: dict[str, float], class_names: list[list[str]], setting: str) -> str:
+    """A readable summary of test metrics (x100): headline metrics first, then per-class accuracies by name."""
+    headline = {k: v for k, v in results.items() if "/acc_" not in k and not k.endswith("the_metric")}
+    per_class = {k: v for k, v in results.items() if "/acc_" in k}
+    lines = [f"Test results ({setting}):"]
+    for key in sorted(headline, key=lambda k: (k.rsplit("/", 1)[-1] not in ("OA", "AA", "kappa"), k)):
+        lines.append(f"  {key.removeprefix('test/'):<30s} {100 * headline[key]:7.2f}")
+    names = class_names[0] if len(class_names) == 1 else []
+    for key, value in per_class.items():
+        index = int(key.rsplit("acc_", 1)[1])
+        label = names[index] if index < len(names) else key.removeprefix("test/")
+        lines.append(f"  accuracy of {label:<18s} {100 * value:7.2f}")
+    return "\n".join(lines)
+
+
+def missing_setting(cfg: dict, split: str = "test") -> dict[str, Any]:
+    """The missing-modality setting a split was evaluated under (after test_ratio/test_type overrides)."""
+    ratio = cfg["missing_ratio"][split] if cfg.get("test_ratio") is None else cfg["test_ratio"]
+    mtype = cfg["missing_type"][split] if cfg.get("test_type") is None else cfg["test_type"]
+    return {"missing_ratio": float(ratio), "missing_type": mtype, "both_ratio": cfg.get("both_ratio"),
+            "missing_ratio_2": cfg.get("missing_ratio_2"), "missing_fill": cfg.get("missing_fill"),
+            "missing_seed": cfg.get("missing_seed")}
+
+
+def run(config: dict) -> dict:
+    """Fit (then test the best checkpoint) or, with ``test_only``, test ``load_path``.
+
+    Returns the test report (as written to ``test_results.json``) plus ``summary``, a readable text.
+    """
+    cfg = settings.resolve(config)
+    hw = cfg["_derived"]
+    cfg["per_gpu_batchsize"] = hw["per_device_batch"]
+    pl.seed_everything(int(cfg["seed"]), workers=True)
+
+    datamodule = MaMOLDataModule(cfg)
+    module = MaMOLModule(cfg, datamodule.infos)
+    if cfg.get("load_path"):
+        module.load_weights(cfg["load_path"])
+
+    csv_logger = CSVLogger(save_dir=cfg["log_dir"], name=cfg["exp_name"])
+    run_dir = Path(csv_logger.log_dir)
+    trainer, checkpoint = build_trainer(cfg, run_dir, False if cfg.get("fast_dev_run") else csv_logger)
+    if trainer.is_global_zero:
+        csv_logger.experiment  # noqa: B018 - creates the run folder before anything else writes into it
+        write_json(run_dir / "config.json", {"config": cfg, "versions": versions()})
+        log.info("run folder: %s", run_dir)
+
+    tested_path = cfg.get("load_path") or None
+    if not cfg.get("test_only"):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("resume_from") or None)
+        if checkpoint.best_model_path and not cfg.get("fast_dev_run"):
+            module.load_weights(checkpoint.best_model_path)
+            tested_path = checkpoint.best_model_path
+        else:
+            tested_path = checkpoint.last_model_path or None
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    results = dict(module.test_results)
+    setting = missing_setting(cfg)
+    report: dict[str, Any] = {
+        "tasks": [i.name for i in datamodule.infos],
+        "metrics": {k.removeprefix("test/"): round(100.0 * v, 4) for k, v in results.items()},
+        "missing": setting,
+        "checkpoint": tested_path,
+        "class_names": {i.name: list(i.class_names) for i in datamodule.infos},
+        "dataset": {i.name: i.metadata for i in datamodule.infos},
+        "config": cfg,
+        "versions": versions(),
+    }
+    if trainer.is_global_zero:
+        write_json(run_dir / "test_results.json", report)
+    text = summarise(results, [list(i.class_names) for i in datamodule.infos],
+                     f"missing {setting['missing_type']} at {setting['missing_ratio']:g}")
+    report["summary"] = f"{text}\nwritten to {run_dir / 'test_results.json'}"
+    report["run_dir"] = str(run_dir)
+    return report
