@@ -6,7 +6,10 @@ Remote scenes (SPEC §3.1)::
     cd datasets && python make_arrow.py      # converts each of data_2013/, data_trento/, data_augsburg/ here
 
 Any other ``--dataset NAME`` converts a custom scene folder (classes named class_1..K).
-Natural image-text data (SPEC §3.2): ``--dataset {mmimdb,food101,hateful_memes} --root RAW``.
+Natural image-text data (SPEC §3.2): ``--dataset {mmimdb,food101,hateful_memes} --root RAW``, e.g.::
+
+    python datasets/make_arrow.py --dataset food101 --root UPMC_Food101 --split-file my_split.json \
+        --allow-missing-text
 """
 
 from __future__ import annotations
@@ -23,6 +26,13 @@ from mamol.data.remote_prepare import (  # noqa: E402
 )
 
 NATURAL = ("mmimdb", "food101", "hateful_memes", "hatememes")
+# Natural-data option (argparse dest = keyword of mamol.data.natural_prepare) -> the datasets it applies to.
+NATURAL_OPTIONS: dict[str, tuple[str, ...]] = {
+    "split_file": ("mmimdb", "food101"),
+    "class_idx_file": ("food101",),
+    "allow_missing_text": ("food101",),
+    "allow_missing_test": ("hateful_memes", "hatememes"),
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,8 +54,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="NaN/Inf in a cube: refuse (default) or fill with the band mean (warns)")
     g.add_argument("--modalities", nargs="+", help="store only these (default: every modality found)")
     g.add_argument("--no-scene", action="store_true", help="skip <scene>_scene.arrow (needed for full-scene maps)")
+    n = p.add_argument_group("natural image-text data")
+    n.add_argument("--split-file", type=Path,
+                   help="mmimdb, food101: split JSON (default: split.json in --root, else the one in datasets/)")
+    n.add_argument("--class-idx-file", type=Path,
+                   help="food101: class -> index JSON (default: class_idx.json in --root, else the shipped one)")
+    n.add_argument("--allow-missing-text", action="store_true",
+                   help="food101: skip (with a warning) images without a title instead of failing")
+    n.add_argument("--allow-missing-test", action="store_true",
+                   help="hateful_memes: without a labelled test file write only train and dev instead of failing")
     p.add_argument("-q", "--quiet", action="store_true", help="warnings only, no progress bars")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    dataset = (args.dataset or "").lower()
+    for dest, datasets in NATURAL_OPTIONS.items():
+        if getattr(args, dest) not in (None, False) and dataset not in datasets:
+            p.error(f"--{dest.replace('_', '-')} applies to --dataset {' or '.join(datasets)} only; "
+                    f"got --dataset {args.dataset or '(none)'}")
+    return args
 
 
 def convert_remote(args: argparse.Namespace, dataset: str, root: Path) -> dict[str, Path]:
@@ -62,7 +87,8 @@ def convert_natural(args: argparse.Namespace, dataset: str, root: Path) -> dict[
     """Natural image-text datasets (implemented in mamol.data.natural_prepare)."""
     from mamol.data.natural_prepare import prepare_natural
 
-    written = prepare_natural(dataset, root, args.target, progress=not args.quiet)
+    options = {dest: getattr(args, dest) for dest, datasets in NATURAL_OPTIONS.items() if dataset in datasets}
+    written = prepare_natural(dataset, root, args.target, progress=not args.quiet, **options)
     return {path.stem.rsplit("_", 1)[1]: path for path in written}  # mmimdb_dev.arrow -> "dev"
 
 

@@ -322,3 +322,41 @@ def test_make_arrow_cli(tmp_path: Path, capsys: pytest.CaptureFixture, dataset: 
     assert main(["--dataset", dataset, "--root", str(tmp_path / "absent"), "--target", str(tmp_path / "o2"),
                  "-q"]) == 2
     assert f"{tmp_path / 'absent'}: " in capsys.readouterr().err
+
+
+def test_make_arrow_cli_natural_options(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """--split-file / --allow-missing-text / --allow-missing-test reach the preparers."""
+    main = _make_arrow_main()
+    raw = make_food101_raw(tmp_path / "food", counts=(2, 2, 1))
+    split_file = tmp_path / "elsewhere" / "my_split.json"
+    split_file.parent.mkdir()
+    (raw.root / "split.json").rename(split_file)
+    titles = json.loads((raw.root / "text.json").read_text())
+    del titles[raw.ids["val"][0]]
+    (raw.root / "text.json").write_text(json.dumps(titles))
+    args = ["--dataset", "food101", "--root", str(raw.root), "--split-file", str(split_file), "-q"]
+    assert main(args + ["--target", str(tmp_path / "a")]) == 2
+    assert "no title" in capsys.readouterr().err
+    assert main(args + ["--target", str(tmp_path / "b"), "--allow-missing-text"]) == 0
+    assert open_arrow(tmp_path / "b" / "food101_val.arrow").num_rows == len(raw.ids["val"]) - 1
+    assert read_metadata(tmp_path / "b" / "food101_train.arrow")["source"]["split_file"] == str(split_file)
+
+    raw = make_hateful_memes_raw(tmp_path / "hm", test_name="test", unlabelled_test=True, counts=(2, 1, 1))
+    args = ["--dataset", "hatememes", "--root", str(raw.root), "--target", str(tmp_path / "c"), "-q"]
+    assert main(args) == 2
+    assert main(args + ["--allow-missing-test"]) == 0
+    assert sorted(p.name for p in (tmp_path / "c").glob("*.arrow")) == ["hatememes_dev.arrow",
+                                                                      "hatememes_train.arrow"]
+
+
+@pytest.mark.parametrize("dataset,flag", [("mmimdb", "--allow-missing-test"), ("hateful_memes", "--split-file"),
+                                          ("mmimdb", "--class-idx-file"), ("houston2013", "--allow-missing-text")])
+def test_make_arrow_cli_rejects_option_for_other_dataset(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                         dataset: str, flag: str) -> None:
+    value = [] if flag.startswith("--allow") else [str(tmp_path / "x.json")]
+    with pytest.raises(SystemExit) as exc:
+        _make_arrow_main()(["--dataset", dataset, "--root", str(tmp_path), flag, *value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert flag in err and f"--dataset {dataset}" in err
+    assert not list(tmp_path.glob("*.arrow"))

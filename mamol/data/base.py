@@ -2,10 +2,13 @@
 
 Shared by the remote and the natural datasets. A subclass says which file holds a split
 (:attr:`split_files`), how to build its :class:`TaskInfo` from the file's metadata
-(:meth:`build_task_info`), and how to read one sample (:meth:`get_sample`). The base class
+(:meth:`build_task_info`), and how to read one sample (:meth:`get_sample`). A split holds one sample per
+Arrow row unless the subclass maps samples to rows itself (:meth:`num_samples`, :meth:`row_of`; MM-IMDb
+has one sample per plot). The base class
 
 * reads ``data_root`` and the ``missing_*`` keys of the config (``test_ratio`` / ``test_type`` override the
-  val and test settings), and builds or loads the split's missing table (:mod:`mamol.missing`);
+  val and test settings), and builds or loads the split's missing table (:mod:`mamol.missing`), one entry
+  per Arrow row: samples sharing a row share its code;
 * opens the Arrow file memory-mapped lazily, once per process: DataLoader workers each map the same file
   and share the OS page cache, so no worker holds a copy of the data (the open table is never pickled);
 * redraws the code of complete training samples on every access when ``simulate_missing`` is set;
@@ -162,8 +165,16 @@ class BaseArrowDataset(Dataset):
         return ()
 
     # ---------------------------------------------------------------- samples
-    def __len__(self) -> int:
+    def num_samples(self) -> int:
+        """Samples in the split: one per Arrow row unless a subclass overrides this and :meth:`row_of`."""
         return self._n
+
+    def row_of(self, index: int) -> tuple[int, int]:
+        """(Arrow row, position within that row) of sample ``index``; one sample per row by default."""
+        return index, 0
+
+    def __len__(self) -> int:
+        return self.num_samples()
 
     @property
     def rng(self) -> np.random.Generator:
@@ -175,9 +186,9 @@ class BaseArrowDataset(Dataset):
             self._rng_pid = os.getpid()
         return self._rng
 
-    def sample_missing_type(self, index: int) -> int:
-        """The code used for sample ``index`` (the table's, or a fresh draw under ``simulate_missing``)."""
-        code = int(self.missing_table[index])
+    def sample_missing_type(self, row: int) -> int:
+        """The code used for Arrow row ``row`` (the table's, or a fresh draw under ``simulate_missing``)."""
+        code = int(self.missing_table[row])
         if self.simulate and code == 0:
             code = simulate_missing(len(self.modalities), self.rng)
         return code
@@ -187,14 +198,15 @@ class BaseArrowDataset(Dataset):
         return torch.ones(shape) if self.missing_fill == "ones" else torch.zeros(shape)
 
     def get_sample(self, index: int, missing_type: int) -> dict:
-        """Subclasses: the sample dict for row ``index`` with the modalities of ``missing_type`` filled."""
+        """Subclasses: the sample dict for sample ``index`` with the modalities of ``missing_type`` filled."""
         raise NotImplementedError
 
     def __getitem__(self, index: int) -> dict:
-        if not 0 <= index < self._n:
-            raise IndexError(f"index {index} out of range for {self.path.name} with {self._n} samples")
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {self.path.name} with {len(self)} samples")
         self.table  # noqa: B018 - make sure this process has the file open
-        code = self.sample_missing_type(index)
+        row, _ = self.row_of(index)
+        code = self.sample_missing_type(row)  # the missing table has one entry per row
         sample = self.get_sample(index, code)
         sample["missing_type"] = torch.tensor(code, dtype=torch.int64)
         sample["index"] = torch.tensor(index, dtype=torch.int64)

@@ -134,10 +134,6 @@ class NaturalArrowDataset(BaseArrowDataset):
         return ("_images", "_texts", "_labels")
 
     # ---------------------------------------------------------------- reading
-    def row_of(self, index: int) -> tuple[int, int]:
-        """(Arrow row, text position in that row's list) of sample ``index``."""
-        return index, 0
-
     def read_image(self, row: int) -> Tensor:
         """Decode row ``row``'s image bytes and apply the CLIP transform -> float32 (3, S, S)."""
         data = self._images[row].as_py()
@@ -199,23 +195,12 @@ class MMIMDbDataset(NaturalArrowDataset):
     def default_class_names(cls) -> tuple[str, ...]:
         return MMIMDB_GENRES
 
-    def __len__(self) -> int:
+    def num_samples(self) -> int:
         return len(self._rows)
 
     def row_of(self, index: int) -> tuple[int, int]:
+        """(movie row, plot position in its ``plots`` list) of sample ``index``."""
         return int(self._rows[index]), int(self._positions[index])
-
-    def __getitem__(self, index: int) -> dict:
-        # The base class indexes rows; here an index is a plot, and the missing table is per row (movie).
-        if not 0 <= index < len(self._rows):
-            raise IndexError(f"index {index} out of range for {self.path.name} with {len(self._rows)} samples")
-        self.table  # noqa: B018 - make sure this process has the file open
-        code = self.sample_missing_type(int(self._rows[index]))
-        sample = self.get_sample(index, code)
-        sample["missing_type"] = torch.tensor(code, dtype=torch.int64)
-        sample["index"] = torch.tensor(index, dtype=torch.int64)
-        sample["task"] = self.name
-        return sample
 
     def read_label(self, row: int) -> Tensor:
         label = self._labels[row].as_py()
