@@ -99,52 +99,42 @@ def config():
     test_only = False  # evaluate load_path on the test split and write test_results.json
 
 
-@ex.named_config
-def remote():
-    # The paper's remote-sensing settings (Houston2013 HSI + LiDAR; SPEC §5.3, §6).
-    datasets = ["houston2013"]
-    modalities = None
-    missing_ratio = {"train": 0.7, "val": 0.7, "test": 0.7}
-    missing_type = {"train": "both", "val": "both", "test": "both"}
-    both_ratio = 0.5
-    adapter_layers = None  # blocks 6-11 on ViT-B/16
-    adapter_rank = 8
-    num_dynamic_experts = 2
-    top_k = 1
-    num_shared_experts = 1
-    adapter_scale = 1.0
-    learning_rate = 1e-4
-    weight_decay = 0.02
-    warmup_steps = 0.1
-    decay_power = 1
-    end_lr = 0
-    grad_clip = 1.0
-    max_epoch = 201
-    batch_size = 128
-    check_val_every_n_epoch = 20
-    val_check_interval = 1.0
+def _remote(**changes) -> dict:
+    """The paper's remote-sensing settings (SPEC §5.3, §6), with ``changes`` applied."""
+    settings = dict(
+        datasets=["houston2013"],  # HSI + LiDAR by default (modalities=None)
+        modalities=None,
+        missing_ratio={"train": 0.7, "val": 0.7, "test": 0.7},
+        missing_type={"train": "both", "val": "both", "test": "both"},
+        both_ratio=0.5,
+        adapter_layers=None,  # blocks 6-11 on ViT-B/16
+        adapter_rank=8,
+        num_dynamic_experts=2,
+        top_k=1,
+        num_shared_experts=1,
+        adapter_scale=1.0,
+        learning_rate=1e-4,
+        weight_decay=0.02,
+        warmup_steps=0.1,
+        decay_power=1,
+        end_lr=0,
+        grad_clip=1.0,
+        max_epoch=201,
+        batch_size=128,
+        check_val_every_n_epoch=20,
+        val_check_interval=1.0,
+    )
+    settings.update(changes)
+    return settings
 
 
-@ex.named_config
-def remote_3modality():
-    # Three modalities (Augsburg HSI + LiDAR/DSM + SAR); missing samples draw one of the six partial patterns.
-    datasets = ["augsburg"]
-    modalities = ["hsi", "lidar", "sar"]
-    missing_ratio = {"train": 0.7, "val": 0.7, "test": 0.7}
-    missing_type = {"train": "HS_SAR_Lidar", "val": "HS_SAR_Lidar", "test": "HS_SAR_Lidar"}
-    adapter_layers = None  # blocks 6-11 on ViT-B/16
-    adapter_rank = 8
-    num_dynamic_experts = 2
-    top_k = 1
-    num_shared_experts = 1
-    adapter_scale = 1.0
-    learning_rate = 1e-4
-    weight_decay = 0.02
-    warmup_steps = 0.1
-    grad_clip = 1.0
-    max_epoch = 201
-    batch_size = 128
-    check_val_every_n_epoch = 20
+ex.add_named_config("remote", _remote())
+# Three modalities (Augsburg HSI + LiDAR/DSM + SAR); each missing sample draws one of the six partial patterns.
+ex.add_named_config("remote_3modality", _remote(
+    datasets=["augsburg"],
+    modalities=["hsi", "lidar", "sar"],
+    missing_type={"train": "HS_SAR_Lidar", "val": "HS_SAR_Lidar", "test": "HS_SAR_Lidar"},
+))
 
 
 def _natural(task: str, val_check: float) -> dict:

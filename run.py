@@ -10,10 +10,8 @@ from config import ex
 
 
 @ex.automain
-def main(_config: dict) -> dict:
+def main(_config: dict) -> None:
     from mamol.train import run
 
     report = run(copy.deepcopy(dict(_config)))
-    if "summary" in report:
-        print(report["summary"], flush=True)
-    return report.get("metrics", {})
+    print(report["summary"], flush=True)

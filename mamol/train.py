@@ -11,6 +11,7 @@ import logging
 import os
 import platform
 import tempfile
+import warnings
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,9 @@ from mamol.data.datamodule import MaMOLDataModule
 from mamol.module import MaMOLModule
 
 log = logging.getLogger(__name__)
+
+# The frozen backbone stays in eval mode on purpose (it has no dropout, and nothing of it trains).
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", category=UserWarning)
 
 
 def write_json(path: Path, obj: Any) -> None:
