@@ -59,12 +59,12 @@ def config():
     # ---------------------------------------------------------------- MaMOL adapter (SPEC §5.3)
     adapter_layers = None  # image-encoder blocks with an adapter; None = paper: remote 6-11 (last half), natural 10-11
     adapter_layers_text = None  # natural data: blocks of the text encoder with an adapter; None = the last two
-    adapter_rank = 8  # LoRA rank r of every expert
-    num_dynamic_experts = 2  # pattern-conditioned experts chosen per token by the router
-    top_k = 1  # dynamic experts kept per token (gates not renormalised)
+    adapter_rank = None  # LoRA rank r of every expert; None = paper: remote 8, natural 16
+    num_dynamic_experts = None  # experts chosen per token by the pattern-aware router; None = remote 2, natural 4
+    top_k = None  # dynamic experts kept per token (gates not renormalised); None = remote 1, natural 2
     num_shared_experts = 1  # static experts applied to every sample
     pattern_dim = 8  # size of the missing-pattern embedding e
-    adapter_scale = 1.0  # multiplies the adapter output Δ (natural data: 0.2)
+    adapter_scale = None  # multiplies the adapter output Δ; None = remote 1.0, natural 0.2
     router_hidden = None  # router hidden width; None = D // 2
     tokenizer_dim = 256  # remote tokenizers: width of the 3x3 conv before the 1x1 conv to D
     head_init_std = 0.02  # std of the classification head's weight init (bias 0)

@@ -49,6 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--val-per-class", type=int, default=50, help="-1 = all remaining")
     g.add_argument("--test-per-class", type=int, default=300, help="-1 = all remaining")
     g.add_argument("--seed", type=int, default=0, help="seed of the split draw")
+    g.add_argument("--strict-counts", action="store_true",
+                   help="fail when a class has fewer pixels than train + val + test ask for (default: its test "
+                        "split takes what remains, with a warning)")
     g.add_argument("--patch-size", type=int, default=14, help="patch side in pixels (14 fits ViT-B/16)")
     g.add_argument("--nan", choices=NAN_POLICIES, default="refuse",
                    help="NaN/Inf in a cube: refuse (default) or fill with the band mean (warns)")
@@ -79,7 +82,7 @@ def convert_remote(args: argparse.Namespace, dataset: str, root: Path) -> dict[s
         dataset, root, args.target, modalities=args.modalities, patch_size=args.patch_size,
         normalize=args.normalize, split=args.split, train_per_class=args.train_per_class,
         val_per_class=args.val_per_class, test_per_class=args.test_per_class, seed=args.seed, nan=args.nan,
-        write_scene=not args.no_scene, progress=not args.quiet,
+        write_scene=not args.no_scene, progress=not args.quiet, strict_counts=args.strict_counts,
     )
 
 

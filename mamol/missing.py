@@ -223,11 +223,11 @@ def make_missing_table(
 
 
 def simulate_missing(
-    n_modalities: int, generator: np.random.Generator | torch.Generator, include_complete: bool = False
+    n_modalities: int, generator: np.random.Generator | torch.Generator, include_complete: bool = True
 ) -> int:
     """Draw a random code for a complete training sample (``simulate_missing=True``).
 
-    Uniform over the non-complete codes 1 .. 2**M - 2 (``include_complete`` adds 0, as DCP did).
+    Uniform over the codes 0 .. 2**M - 2, as DCP's redraw (``include_complete=False`` leaves out 0).
     ``generator`` is the caller's dedicated numpy or torch generator.
     """
     low = 0 if include_complete else 1

@@ -99,10 +99,14 @@ class MaMOLModule(pl.LightningModule):
             loss = loss + aux
         return loss
 
+    def _prefix(self, stage: str, info: TaskInfo) -> str:
+        """``<stage>/`` for one task, ``<stage>/<task>/`` for several."""
+        return f"{stage}/" if len(self.infos) == 1 else f"{stage}/{info.name}/"
+
     def _eval_step(self, stage: str, batch: dict) -> None:
         info = self._task(batch)
         logits = self(batch)
-        self.log(f"{stage}/loss", self._loss(logits, batch, info), batch_size=logits.shape[0],
+        self.log(self._prefix(stage, info) + "loss", self._loss(logits, batch, info), batch_size=logits.shape[0],
                  add_dataloader_idx=False, sync_dist=True)
         self.metrics[f"{stage}_{info.name}"].update(logits, batch["label"])
 
@@ -122,7 +126,7 @@ class MaMOLModule(pl.LightningModule):
                 continue
             values = metrics.compute()
             metrics.reset()
-            prefix = f"{stage}/" if len(self.infos) == 1 else f"{stage}/{info.name}/"
+            prefix = self._prefix(stage, info)
             for key, value in values.items():
                 if key == "the_metric":
                     continue
@@ -143,7 +147,7 @@ class MaMOLModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> dict:
-        """AdamW with no decay on biases, norms and 1-d tensors; the head(s) at ``lr_mult`` x lr (SPEC §6)."""
+        """AdamW; no decay on biases, norms, 1-d tensors and the pattern embedding; head(s) at ``lr_mult`` x lr."""
         cfg = self.cfg
         lr, wd, lr_mult = float(cfg["learning_rate"]), float(cfg["weight_decay"]), float(cfg.get("lr_mult", 1))
         groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
@@ -151,7 +155,8 @@ class MaMOLModule(pl.LightningModule):
             if not param.requires_grad:
                 continue
             parts = name.split(".")
-            no_decay = param.ndim < 2 or name.endswith(".bias") or any("norm" in p or p.startswith("ln") for p in parts)
+            no_decay = (param.ndim < 2 or name.endswith(".bias") or "pattern" in name
+                        or any("norm" in p or p.startswith("ln") for p in parts))
             is_head = any(p in ("head", "heads") for p in parts)
             groups.setdefault((no_decay, is_head), []).append(param)
         param_groups = [

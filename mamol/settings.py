@@ -108,8 +108,15 @@ def resolve(config: dict) -> dict:
         weights[task] = weight
     cfg["loss_names"] = weights
 
-    _require(int(cfg.get("top_k", 1)) <= int(cfg.get("num_dynamic_experts", 1)),
-             f"top_k={cfg.get('top_k')} exceeds num_dynamic_experts={cfg.get('num_dynamic_experts')}")
+    if cfg.get("top_k") is not None and cfg.get("num_dynamic_experts") is not None:
+        _require(int(cfg["top_k"]) <= int(cfg["num_dynamic_experts"]),
+                 f"top_k={cfg['top_k']} exceeds num_dynamic_experts={cfg['num_dynamic_experts']}")
+    if any(task in NATURAL_TASKS for task in cfg["datasets"]):
+        # CLIP's text context and input size are fixed by the backbone (MMP used other values).
+        _require(1 <= int(cfg.get("max_text_len", 77)) <= 77,
+                 f"max_text_len={cfg.get('max_text_len')}: CLIP's text encoder takes at most 77 tokens")
+        _require(int(cfg.get("image_size", 224)) == 224,
+                 f"image_size={cfg.get('image_size')}: the CLIP ViT backbones here take 224 x 224 images")
     _require(str(cfg.get("optim_type", "adamw")).lower() == "adamw",
              f"optim_type must be 'adamw' (the only optimiser of the method), found {cfg.get('optim_type')!r}")
     warmup = float(cfg.get("warmup_steps", 0) or 0)

@@ -57,12 +57,17 @@ def versions() -> dict[str, str]:
     return out
 
 
-def build_trainer(cfg: dict, run_dir: Path, logger: CSVLogger | bool) -> tuple[pl.Trainer, ModelCheckpoint]:
+def build_trainer(cfg: dict, run_dir: Path, logger: CSVLogger | bool
+                  ) -> tuple[pl.Trainer, ModelCheckpoint, ModelCheckpoint]:
+    """The Trainer, the best-on-``val/the_metric`` checkpoint callback and the ``last.ckpt`` one."""
     hw = cfg["_derived"]
-    checkpoint = ModelCheckpoint(
+    best = ModelCheckpoint(
         dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:03d}-step{step}", monitor="val/the_metric",
-        mode="max", save_top_k=1, save_last=True, auto_insert_metric_name=False)
-    callbacks: list[pl.Callback] = [checkpoint]
+        mode="max", save_top_k=1, auto_insert_metric_name=False)
+    # last.ckpt at the end of every epoch, also those without validation (remote data validates every 20).
+    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_top_k=0, save_last=True,
+                           save_on_train_epoch_end=True)
+    callbacks: list[pl.Callback] = [best, last]
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     val_check = cfg.get("val_check_interval", 1.0)
@@ -80,7 +85,7 @@ def build_trainer(cfg: dict, run_dir: Path, logger: CSVLogger | bool) -> tuple[p
         use_distributed_sampler=len(cfg["datasets"]) == 1,
         enable_model_summary=True, enable_progress_bar=True,
     )
-    return trainer, checkpoint
+    return trainer, best, last
 
 
 def summarise(results: dict[str, float], class_names: list[list[str]], setting: str) -> str:
@@ -124,7 +129,7 @@ def run(config: dict) -> dict:
 
     csv_logger = CSVLogger(save_dir=cfg["log_dir"], name=cfg["exp_name"])
     run_dir = Path(csv_logger.log_dir)
-    trainer, checkpoint = build_trainer(cfg, run_dir, False if cfg.get("fast_dev_run") else csv_logger)
+    trainer, best, last = build_trainer(cfg, run_dir, False if cfg.get("fast_dev_run") else csv_logger)
     if trainer.is_global_zero:
         csv_logger.experiment  # noqa: B018 - creates the run folder before anything else writes into it
         write_json(run_dir / "config.json", {"config": cfg, "versions": versions()})
@@ -133,11 +138,11 @@ def run(config: dict) -> dict:
     tested_path = cfg.get("load_path") or None
     if not cfg.get("test_only"):
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("resume_from") or None)
-        if checkpoint.best_model_path and not cfg.get("fast_dev_run"):
-            module.load_weights(checkpoint.best_model_path)
-            tested_path = checkpoint.best_model_path
-        else:
-            tested_path = checkpoint.last_model_path or None
+        if best.best_model_path and not cfg.get("fast_dev_run"):
+            module.load_weights(best.best_model_path)
+            tested_path = best.best_model_path
+        else:  # no validation happened: test the final weights
+            tested_path = last.last_model_path or None
     trainer.test(module, datamodule=datamodule, verbose=False)
     results = dict(module.test_results)
     setting = missing_setting(cfg)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -300,15 +301,25 @@ def test_nan_refused_or_filled(tmp_path, caplog) -> None:
     assert padded[7, 7, 1] == pytest.approx(expected, abs=1e-5)
 
 
-def test_class_with_too_few_pixels(tmp_path) -> None:
+def test_class_with_too_few_pixels(tmp_path, caplog) -> None:
     root, scene = _scene_dir(tmp_path)
     sizes = np.bincount(scene.labels.ravel(), minlength=5)[1:]
     k = int(sizes.argmin()) + 1
     assert (np.sort(sizes)[1] > sizes.min())  # a unique smallest class
-    with pytest.raises(ValueError, match=rf"class {k} \('class_{k}'\) has {sizes.min()} labelled pixels, fewer "
-                                         rf"than requested \(train 1, val 0, test {sizes.min()}\)"):
+    message = (rf"class {k} \('class_{k}'\) has {sizes.min()} labelled pixels, fewer than requested "
+               rf"\(train 1, val 0, test {sizes.min()}\)")
+    with pytest.raises(ValueError, match=message):  # strict: a short test split is an error too
         prepare_remote("synthetic", root, tmp_path / "out", train_per_class=1, val_per_class=0,
-                       test_per_class=int(sizes.min()), progress=False)
+                       test_per_class=int(sizes.min()), progress=False, strict_counts=True)
+    with caplog.at_level("WARNING"):  # default: test takes what remains, and says so
+        out = prepare_remote("synthetic", root, tmp_path / "out", train_per_class=1, val_per_class=0,
+                             test_per_class=int(sizes.min()), progress=False)
+    assert re.search(message + ": its test split takes the " + str(sizes.min() - 1), caplog.text)
+    counts = read_metadata(out["test"])["counts"]["test"]
+    assert counts[k - 1] == sizes.min() - 1 and all(c == sizes.min() for i, c in enumerate(counts) if i != k - 1)
+    with pytest.raises(ValueError, match=rf"class {k} .* fewer than requested \(train {sizes.min()}, val 1"):
+        prepare_remote("synthetic", root, tmp_path / "out", train_per_class=int(sizes.min()), val_per_class=1,
+                       test_per_class=1, progress=False)  # train + val never shrink
     out = prepare_remote("synthetic", root, tmp_path / "out", train_per_class=5, val_per_class=5,
                          test_per_class=-1, progress=False)
     assert read_metadata(out["test"])["counts"]["test"] == (sizes - 10).tolist()

@@ -37,6 +37,8 @@ def test_bad_values_name_their_key(tmp_path):
         resolve(_cfg(tmp_path, top_k=3))
     with pytest.raises(ConfigError, match="load_path"):
         resolve(_cfg(tmp_path, test_only=True, load_path=""))
+    with pytest.raises(ConfigError, match="max_text_len=1024"):
+        resolve(_cfg(tmp_path, datasets=["mmimdb"], loss_names={"mmimdb": 1}, max_text_len=1024))
     with pytest.raises(ConfigError, match="loss_names\\['mmimdb'\\]"):
         resolve(_cfg(tmp_path, datasets=["mmimdb"], loss_names={"remote": 1, "mmimdb": 0}))
 

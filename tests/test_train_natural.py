@@ -56,3 +56,12 @@ def test_fit_then_test_only(data_root, tmp_path, task):
     expected = {"mmimdb": {"F1_micro", "F1_macro", "F1_weighted", "F1_samples"},
                 "food101": {"accuracy"}, "hatememes": {"AUROC", "accuracy"}}[task]
     assert expected <= names and not any(n.startswith("val") for n in names)
+
+
+def test_two_tasks_train_and_evaluate_together(data_root, tmp_path):
+    """DCP's multitask setting: one model, one head per task, batches never mixing tasks."""
+    report = _run(data_root, tmp_path, "mmimdb", datasets=["mmimdb", "food101"],
+                  loss_names={"mmimdb": 1, "food101": 1}, exp_name="mmimdb", val_check_interval=1.0)
+    metrics = set(report["metrics"])
+    assert {"mmimdb/F1_macro", "food101/accuracy", "the_metric"} <= metrics
+    assert report["tasks"] == ["mmimdb", "food101"]

@@ -196,11 +196,15 @@ def draw_split(
     class_names: Sequence[str],
     per_class: dict[str, int],
     seed: int,
+    strict: bool = False,
 ) -> dict[str, np.ndarray]:
     """Disjoint seeded per-class samples: split -> sorted flat pixel indices (raster order).
 
     ``per_class[split]`` pixels of each class go to each split in the order train, val, test; -1 takes all
-    that remain. A class with too few labelled pixels is a ValueError naming it and the counts.
+    that remain. A class too small for its train and val counts is a ValueError naming it and the counts.
+    When fewer pixels than ``per_class["test"]`` remain for test (Houston2013's Water has 325 labelled
+    pixels, fewer than 100 + 50 + 300), test takes what is left and a warning names the class, unless
+    ``strict``, which makes that an error too. A class with no pixel left for test is always an error.
     """
     counts = {s: _check_count(s, per_class.get(s, 0)) for s in SPLITS}
     rng = np.random.default_rng(seed)
@@ -212,12 +216,17 @@ def draw_split(
         for split in SPLITS:
             want = counts[split]
             take = len(pixels) - start if want == -1 else want
-            if start + take > len(pixels):
+            left = len(pixels) - start
+            if take > left:
                 asked = ", ".join(f"{s} {'all' if counts[s] == -1 else counts[s]}" for s in SPLITS)
-                raise ValueError(
-                    f"class {k} ({name!r}) has {len(pixels)} labelled pixels, fewer than requested ({asked}); "
-                    f"lower the per-class counts or pass -1 to take all remaining"
-                )
+                if split != "test" or strict or left == 0:
+                    raise ValueError(
+                        f"class {k} ({name!r}) has {len(pixels)} labelled pixels, fewer than requested ({asked}); "
+                        f"lower the per-class counts or pass -1 to take all remaining"
+                    )
+                logger.warning("class %d (%r) has %d labelled pixels, fewer than requested (%s): its test split "
+                               "takes the %d that remain", k, name, len(pixels), asked, left)
+                take = left
             chosen[split].append(pixels[start:start + take])
             start += take
     return {s: np.sort(np.concatenate(v)).astype(np.int64) for s, v in chosen.items()}
@@ -372,12 +381,14 @@ def prepare_remote(
     nan: str = "refuse",
     write_scene: bool = True,
     progress: bool = True,
+    strict_counts: bool = False,
 ) -> dict[str, Path]:
     """Convert the scene folder ``root`` into Arrow files in ``target``; returns {split or 'scene': path}.
 
     ``modalities`` None stores every modality found. ``split`` is ``random`` (disjoint seeded per-class
     counts, -1 = all remaining) or ``fixed`` (TR/TS rasters; val carved from TR). ``nan`` is ``refuse`` or
-    ``fill`` (band mean, with a warning).
+    ``fill`` (band mean, with a warning). A class with fewer pixels than train + val + test asks for gives
+    its test split what remains (with a warning) unless ``strict_counts``; metadata ``counts`` are exact.
     """
     name = _scene_stem(dataset)
     if normalize not in NORMALIZATIONS:
@@ -423,7 +434,7 @@ def prepare_remote(
         split_labels = {"train": tr.ravel(), "val": tr.ravel(), "test": ts.ravel()}
         logger.info("split='fixed': train/test pixels from the TR/TS rasters; per-class train/test counts ignored")
     else:
-        pixels = draw_split(labels, class_names, per_class, seed)
+        pixels = draw_split(labels, class_names, per_class, seed, strict=strict_counts)
         split_labels = {s: labels.ravel() for s in SPLITS}
 
     padded: dict[str, np.ndarray] = {}
