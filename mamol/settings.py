@@ -67,7 +67,7 @@ def hardware(cfg: dict) -> dict[str, Any]:
     if batch_size % (per_device * world):
         log.warning("batch_size=%d is not a multiple of per_gpu_batchsize x devices x nodes = %d: the effective "
                     "batch is %d", batch_size, per_device * world, accumulate * per_device * world)
-    strategy = "ddp_find_unused_parameters_true" if world > 1 else "auto"
+    strategy = "ddp" if world > 1 else "auto"
     return dict(accelerator="gpu" if use_gpu else "cpu", devices=devices, num_nodes=num_nodes,
                 precision=lightning_precision, per_device_batch=per_device, accumulate=accumulate,
                 strategy=strategy)

@@ -19,6 +19,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.strategies import DDPStrategy
 
 from mamol import settings
 from mamol.data.datamodule import MaMOLDataModule
@@ -72,17 +73,21 @@ def build_trainer(cfg: dict, run_dir: Path, logger: CSVLogger | bool
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     val_check = cfg.get("val_check_interval", 1.0)
     val_check = float(val_check) if float(val_check) <= 1.0 else int(val_check)
+    strategy: str | DDPStrategy = hw["strategy"]
+    if strategy == "ddp":
+        # Unused parameters: a batch without some modality leaves its expert without gradient. No buffer
+        # broadcast: the model's buffers are constants, and ranks may run one evaluation batch more or less.
+        strategy = DDPStrategy(find_unused_parameters=True, broadcast_buffers=False)
     trainer = pl.Trainer(
         accelerator=hw["accelerator"], devices=hw["devices"], num_nodes=hw["num_nodes"],
-        strategy=hw["strategy"], precision=hw["precision"],
+        strategy=strategy, precision=hw["precision"],
         max_epochs=int(cfg["max_epoch"]), max_steps=int(cfg["max_steps"]) if cfg.get("max_steps") else -1,
         accumulate_grad_batches=hw["accumulate"],
         gradient_clip_val=float(cfg["grad_clip"]) if cfg.get("grad_clip") else None,
         val_check_interval=val_check, check_val_every_n_epoch=int(cfg.get("check_val_every_n_epoch") or 1),
         fast_dev_run=cfg.get("fast_dev_run", False), logger=logger, callbacks=callbacks,
         log_every_n_steps=10, num_sanity_val_steps=0, default_root_dir=str(run_dir),
-        # several tasks: the datamodule's own batch sampler already splits task-pure batches across ranks
-        use_distributed_sampler=len(cfg["datasets"]) == 1,
+        use_distributed_sampler=False,  # the datamodule splits data across ranks (exact evaluation)
         enable_model_summary=True, enable_progress_bar=True,
     )
     return trainer, best, last

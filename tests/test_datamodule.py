@@ -120,3 +120,25 @@ def test_scene_dataloader(data_root, tmp_path) -> None:
     assert len(loader.dataset) == 16 * 20
     batch = next(iter(loader))
     assert torch.equal(batch["hsi"], torch.ones(6, 4, 14, 14)) and batch["missing_type"].tolist() == [1] * 6
+
+
+@pytest.mark.parametrize("world", [3])  # 16 val and 8 test samples: uneven over 3 ranks
+def test_ranks_split_the_data_and_evaluate_each_sample_once(data_root, tmp_path, world) -> None:
+    """Under DDP each evaluation sample goes to exactly one rank (no padding repeats that would skew metrics)."""
+    from types import SimpleNamespace
+
+    seen = {"train": [], "val": [], "test": []}
+    for rank in range(world):
+        dm = MaMOLDataModule(_cfg(data_root, tmp_path))
+        dm.trainer = SimpleNamespace(world_size=world, global_rank=rank)
+        dm.setup("fit")
+        dm.setup("test")
+        for split, loader in (("train", dm.train_dataloader()), ("val", dm.val_dataloader()),
+                              ("test", dm.test_dataloader())):
+            seen[split].append(torch.cat([b["index"] for b in loader]).tolist())
+    n_val, n_test = len(dm.datasets["val"][0]), len(dm.datasets["test"][0])
+    assert n_test % world and n_val % world, "the splits must not divide evenly, else padding would not show"
+    for split, n in (("val", n_val), ("test", n_test)):
+        assert sorted(sum(seen[split], [])) == list(range(n))  # every sample once, on one rank
+    train = [set(indices) for indices in seen["train"]]
+    assert set().union(*train) == set(range(20))  # the ranks' shuffled shares cover the training set

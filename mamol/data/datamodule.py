@@ -11,7 +11,8 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.distributed as dist
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Sampler
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +159,11 @@ class MaMOLDataModule(pl.LightningDataModule):
 
     train: shuffled; with several datasets, batches never mix tasks (:class:`TaskBatchSampler`).
     val/test: in order; one DataLoader, or a list with one per dataset when there are several.
+
+    Under DDP the datamodule splits the data across ranks itself (the Trainer runs with
+    ``use_distributed_sampler=False``): training shuffles with a seeded ``DistributedSampler``, and
+    evaluation gives every sample to exactly one rank (no padding repeats), so metrics gathered across ranks
+    count each sample once.
     """
 
     def __init__(self, cfg: dict) -> None:
@@ -202,17 +208,34 @@ class MaMOLDataModule(pl.LightningDataModule):
                else kwargs),
         )
 
+    def replicas(self) -> tuple[int, int]:
+        """(world size, global rank) of the attached Trainer; (1, 0) without one."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return 1, 0
+        return int(trainer.world_size), int(trainer.global_rank)
+
     def train_dataloader(self) -> DataLoader:
         datasets = self._datasets("train")
+        world, rank = self.replicas()
+        seed = int(self.cfg.get("seed", 0))
         if len(datasets) == 1:
-            return self._loader(datasets[0], shuffle=True, collate_fn=datasets[0].collate)
-        sampler = TaskBatchSampler([len(d) for d in datasets], self.batch_size, shuffle=True,
-                                   seed=int(self.cfg.get("seed", 0)))
-        return self._loader(ConcatDataset(datasets), shuffle=False, batch_sampler=sampler,
+            if world == 1:
+                return self._loader(datasets[0], shuffle=True, collate_fn=datasets[0].collate)
+            sampler = DistributedSampler(datasets[0], num_replicas=world, rank=rank, shuffle=True, seed=seed)
+            return self._loader(datasets[0], shuffle=False, sampler=sampler, collate_fn=datasets[0].collate)
+        batches = TaskBatchSampler([len(d) for d in datasets], self.batch_size, shuffle=True, seed=seed,
+                                   num_replicas=world, rank=rank)
+        return self._loader(ConcatDataset(datasets), shuffle=False, batch_sampler=batches,
                             collate_fn=TaskCollate(datasets))
 
     def _eval_loaders(self, split: str) -> DataLoader | list[DataLoader]:
-        loaders = [self._loader(d, shuffle=False, collate_fn=d.collate) for d in self._datasets(split)]
+        world, rank = self.replicas()
+        loaders = []
+        for d in self._datasets(split):
+            sampler = None if world == 1 else UnrepeatedDistributedSampler(d, num_replicas=world, rank=rank,
+                                                                           shuffle=False)
+            loaders.append(self._loader(d, shuffle=False, sampler=sampler, collate_fn=d.collate))
         return loaders[0] if len(loaders) == 1 else loaders
 
     def val_dataloader(self) -> DataLoader | list[DataLoader]:
