@@ -67,3 +67,18 @@ def test_hatememes_auroc_and_accuracy():
     assert out["AUROC"].item() == pytest.approx(0.75)  # pairs (pos > neg): 3 of 4
     assert out["accuracy"].item() == pytest.approx(0.75)
     assert out["the_metric"] == out["AUROC"]
+
+
+def test_samples_f1_equals_the_per_sample_loop_on_random_data():
+    gen = torch.Generator().manual_seed(0)
+    probs = torch.rand(64, 23, generator=gen)
+    target = (torch.rand(64, 23, generator=gen) < 0.15).long()
+    expected = []
+    for p_row, t_row in zip(probs.tolist(), target.tolist()):
+        pred = {i for i, p in enumerate(p_row) if p >= 0.5}
+        true = {i for i, t in enumerate(t_row) if t}
+        expected.append(2 * len(pred & true) / (len(pred) + len(true)) if pred or true else 0.0)
+    metric = SamplesF1()
+    for start in range(0, 64, 16):
+        metric.update(probs[start:start + 16], target[start:start + 16])
+    assert metric.compute().item() == pytest.approx(sum(expected) / len(expected), abs=1e-6)
