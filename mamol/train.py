@@ -27,8 +27,11 @@ from mamol.module import MaMOLModule
 
 log = logging.getLogger(__name__)
 
-# The frozen backbone stays in eval mode on purpose (it has no dropout, and nothing of it trains).
+# The frozen backbone stays in eval mode on purpose (it has no dropout, and nothing of it trains); small
+# scenes have fewer batches per epoch than the logging interval, which only means one log line per epoch.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", category=UserWarning)
+warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging",
+                        category=UserWarning)
 
 
 def write_json(path: Path, obj: Any) -> None:
