@@ -22,6 +22,7 @@ from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.strategies import DDPStrategy
 
 from mamol import settings
+from mamol.data.base import BaseArrowDataset
 from mamol.data.datamodule import MaMOLDataModule
 from mamol.module import MaMOLModule
 
@@ -112,10 +113,9 @@ def summarise(results: dict[str, float], class_names: list[list[str]], setting: 
 
 
 def missing_setting(cfg: dict, split: str = "test") -> dict[str, Any]:
-    """The missing-modality setting a split was evaluated under (after test_ratio/test_type overrides)."""
-    ratio = cfg["missing_ratio"][split] if cfg.get("test_ratio") is None else cfg["test_ratio"]
-    mtype = cfg["missing_type"][split] if cfg.get("test_type") is None else cfg["test_type"]
-    return {"missing_ratio": float(ratio), "missing_type": mtype, "both_ratio": cfg.get("both_ratio"),
+    """The missing-modality setting a split is evaluated under (the datasets' own reading of the config)."""
+    ratio, mtype = BaseArrowDataset.missing_setting(cfg, split)
+    return {"missing_ratio": ratio, "missing_type": mtype, "both_ratio": cfg.get("both_ratio"),
             "missing_ratio_2": cfg.get("missing_ratio_2"), "missing_fill": cfg.get("missing_fill"),
             "missing_seed": cfg.get("missing_seed")}
 

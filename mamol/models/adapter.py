@@ -277,11 +277,16 @@ def inject_adapters(transformer: nn.Module, layers: Sequence[int], make_adapter:
     return adapters
 
 
+def config_value(cfg: dict, key: str, default):
+    """``cfg[key]``, or ``default`` when the key is absent or None (None = "the paper's value for this data")."""
+    value = cfg.get(key)
+    return default if value is None else value
+
+
 def adapter_settings(cfg: dict, defaults: dict) -> dict:
     """MaMOLAdapter keyword arguments from the config keys (``None`` or absent -> ``defaults``)."""
     def get(key: str):
-        value = cfg.get(key)
-        return defaults[key] if value is None else value
+        return config_value(cfg, key, defaults[key])
 
     return dict(rank=int(get("adapter_rank")), num_dynamic=int(get("num_dynamic_experts")), top_k=int(get("top_k")),
                 num_shared=int(get("num_shared_experts")), pattern_dim=int(get("pattern_dim")),

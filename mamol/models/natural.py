@@ -18,7 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from mamol.missing import present_mask
-from mamol.models.adapter import AdapterContext, PatternEmbedding, attach_adapters, balance_loss
+from mamol.models.adapter import (AdapterContext, PatternEmbedding, attach_adapters, balance_loss,
+                                  config_value)
 from mamol.models.backbone import build_clip
 from mamol.models.remote import check_vision_tower, linear_head
 
@@ -30,11 +31,6 @@ NATURAL_DEFAULTS = dict(adapter_rank=16, num_dynamic_experts=4, top_k=2, num_sha
 """Adapter sizes used when a config key is absent or None (the paper's image–text settings)."""
 
 CODE_ORDER = ("text", "image")
-
-
-def _setting(cfg: dict, key: str, default):
-    value = cfg.get(key)
-    return default if value is None else value
 
 
 class NaturalMaMOL(nn.Module):
@@ -53,7 +49,7 @@ class NaturalMaMOL(nn.Module):
         self.clip = build_clip(vit, cfg.get("clip_weights"), bool(cfg.get("clip_random_init", False)))
         check_vision_tower(self.clip.visual, vit)
         self.text_col, self.image_col = CODE_ORDER.index("text"), CODE_ORDER.index("image")
-        self.skip_missing = bool(_setting(cfg, "skip_missing", True))
+        self.skip_missing = bool(config_value(cfg, "skip_missing", True))
         self.load_balance_weight = float(cfg.get("load_balance_weight") or 0.0)
         n_mod = len(CODE_ORDER)
 
@@ -67,7 +63,7 @@ class NaturalMaMOL(nn.Module):
         self.text_context, _ = attach_adapters(text_blocks, cfg, "adapter_layers_text",
                                                range(len(text_blocks.resblocks) - 2, len(text_blocks.resblocks)),
                                                n_mod, NATURAL_DEFAULTS)
-        pattern_dim = int(_setting(cfg, "pattern_dim", NATURAL_DEFAULTS["pattern_dim"]))
+        pattern_dim = int(config_value(cfg, "pattern_dim", NATURAL_DEFAULTS["pattern_dim"]))
         self.image_pattern = PatternEmbedding(n_mod, pattern_dim)
         self.text_pattern = PatternEmbedding(n_mod, pattern_dim)
 
@@ -76,7 +72,7 @@ class NaturalMaMOL(nn.Module):
         self.clip.visual.proj.requires_grad_(True)
 
         self.embed_dim = self.clip.visual.output_dim
-        std = float(_setting(cfg, "head_init_std", 0.02))
+        std = float(config_value(cfg, "head_init_std", 0.02))
         self.heads = nn.ModuleDict({info.name: linear_head(2 * self.embed_dim, int(info.num_classes), std)
                                     for info in infos})
 

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mamol.missing import present_mask
-from mamol.models.adapter import AdapterContext, PatternEmbedding, attach_adapters, balance_loss
+from mamol.models.adapter import (AdapterContext, PatternEmbedding, attach_adapters, balance_loss,
+                                  config_value)
 from mamol.models.backbone import build_clip
 from mamol.models.tokenizers import ModalityTokenizer
 
@@ -28,11 +29,6 @@ if TYPE_CHECKING:  # the data package is not needed to build a model
 REMOTE_DEFAULTS = dict(adapter_rank=8, num_dynamic_experts=2, top_k=1, num_shared_experts=1, pattern_dim=8,
                        adapter_scale=1.0, sparse_experts=True)
 """Adapter sizes used when a config key is absent or None (the paper's remote settings)."""
-
-
-def _setting(cfg: dict, key: str, default):
-    value = cfg.get(key)
-    return default if value is None else value
 
 
 def linear_head(in_features: int, num_classes: int, std: float) -> nn.Linear:
@@ -73,18 +69,18 @@ class RemoteMaMOL(nn.Module):
         width = self.visual.transformer.width
         depth = len(self.visual.transformer.resblocks)
         self.embed_dim = self.visual.output_dim
-        self.skip_missing = bool(_setting(cfg, "skip_missing", True))
+        self.skip_missing = bool(config_value(cfg, "skip_missing", True))
         self.load_balance_weight = float(cfg.get("load_balance_weight") or 0.0)
 
         self.context: AdapterContext
         self.context, _ = attach_adapters(self.visual.transformer, cfg, "adapter_layers",
                                           range(depth // 2, depth), len(self.modalities), REMOTE_DEFAULTS)
-        self.pattern = PatternEmbedding(len(self.modalities), int(_setting(cfg, "pattern_dim", 8)))
-        hidden = int(_setting(cfg, "tokenizer_dim", 256))
+        self.pattern = PatternEmbedding(len(self.modalities), int(config_value(cfg, "pattern_dim", 8)))
+        hidden = int(config_value(cfg, "tokenizer_dim", 256))
         self.tokenizers = nn.ModuleDict({m: ModalityTokenizer(int(info.bands[m]), width, hidden)
                                          for m in self.modalities})
         self.head = linear_head(len(self.modalities) * self.embed_dim, int(info.num_classes),
-                                float(_setting(cfg, "head_init_std", 0.02)))
+                                float(config_value(cfg, "head_init_std", 0.02)))
 
     # ---------------------------------------------------------------- encoder
     def positional_embedding(self, grid: tuple[int, int]) -> Tensor:
