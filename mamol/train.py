@@ -62,16 +62,37 @@ def versions() -> dict[str, str]:
     return out
 
 
+class LastCheckpoint(pl.Callback):
+    """Writes ``checkpoints/last.ckpt`` at the end of every training epoch, atomically.
+
+    Lightning's ``ModelCheckpoint(save_last=True)`` writes ``last`` only when it has just saved a top-k
+    checkpoint, i.e. after a validation: with ``check_val_every_n_epoch=20`` an interrupted run would lose up
+    to 19 epochs. The end of an epoch comes after that epoch's validation, so the file also carries the best
+    score and path of the best-checkpoint callback.
+    """
+
+    def __init__(self, dirpath: Path) -> None:
+        self.path = Path(dirpath) / "last.ckpt"
+        self.last_model_path = ""
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.fast_dev_run or trainer.sanity_checking:
+            return
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        trainer.save_checkpoint(tmp)  # every rank takes part; the global-zero rank writes
+        if trainer.is_global_zero:
+            os.replace(tmp, self.path)
+        self.last_model_path = str(self.path)
+
+
 def build_trainer(cfg: dict, run_dir: Path, logger: CSVLogger | bool
-                  ) -> tuple[pl.Trainer, ModelCheckpoint, ModelCheckpoint]:
+                  ) -> tuple[pl.Trainer, ModelCheckpoint, LastCheckpoint]:
     """The Trainer, the best-on-``val/the_metric`` checkpoint callback and the ``last.ckpt`` one."""
     hw = cfg["_derived"]
     best = ModelCheckpoint(
         dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:03d}-step{step}", monitor="val/the_metric",
         mode="max", save_top_k=1, auto_insert_metric_name=False)
-    # last.ckpt at the end of every epoch, also those without validation (remote data validates every 20).
-    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_top_k=0, save_last=True,
-                           save_on_train_epoch_end=True)
+    last = LastCheckpoint(run_dir / "checkpoints")
     callbacks: list[pl.Callback] = [best, last]
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))

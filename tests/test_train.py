@@ -149,3 +149,37 @@ def test_short_training_beats_chance_and_uses_both_modalities(tmp_path):
     # 4 classes = 2 spectra x 2 heights: each modality alone separates only half of them.
     assert oa["complete"] > 75.0, oa
     assert oa["complete"] > oa["no_hsi"] + 10 and oa["complete"] > oa["no_lidar"] + 10, oa
+
+
+def test_last_checkpoint_after_every_epoch_without_validation(arrow_root, tmp_path):
+    """last.ckpt is written at each epoch end, also when validation runs only every few epochs."""
+    import pytorch_lightning as pl
+
+    from mamol import train
+
+    seen: list[tuple[int, int]] = []
+
+    class Probe(pl.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            last = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+            if trainer.current_epoch > 0:
+                assert last.is_file(), f"no last.ckpt at the start of epoch {trainer.current_epoch}"
+                state = torch.load(last, map_location="cpu", weights_only=True)
+                seen.append((trainer.current_epoch, state["epoch"]))
+
+    original = train.build_trainer
+
+    def with_probe(*args, **kwargs):
+        trainer, best, last = original(*args, **kwargs)
+        trainer.callbacks.append(Probe())
+        return trainer, best, last
+
+    train.build_trainer = with_probe
+    try:
+        report = _run(arrow_root, tmp_path, exp_name="last", max_epoch=3, check_val_every_n_epoch=5)
+    finally:
+        train.build_trainer = original
+    assert seen == [(1, 0), (2, 1)]  # the file of epoch e-1 is there when epoch e starts
+    last = Path(report["run_dir"]) / "checkpoints" / "last.ckpt"
+    assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == 2
+    assert report["checkpoint"] == str(last)  # no validation ran: the final weights were tested
