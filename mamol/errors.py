@@ -1,0 +1,29 @@
+"""The project's error types: a problem with the user's input, reported as one clear line.
+
+Every error raised because of a config value, a data file, a checkpoint or a missing table is a
+:class:`MamolError`. Its message names the key or the file, what was expected and what was found. The
+command-line entry points (``run.py``, ``datasets/make_arrow.py``) print such an error as one line and exit
+with status 2; anything else is a bug and keeps its traceback. The subclasses also derive from the builtin
+type a caller would expect (``ValueError``, ``FileNotFoundError``), so ``except ValueError`` still works.
+"""
+from __future__ import annotations
+
+
+class MamolError(Exception):
+    """A problem with the user's input (config, files, checkpoints): one message, no traceback needed."""
+
+
+class ConfigError(MamolError, ValueError):
+    """A config value that cannot work; the message names the key."""
+
+
+class DataError(MamolError, ValueError):
+    """A data file (raw scene, Arrow split, missing table) that is malformed or does not fit the run."""
+
+
+class MissingFileError(MamolError, FileNotFoundError):
+    """An input file or folder that does not exist; the message says what was expected there."""
+
+
+class CheckpointError(MamolError, ValueError):
+    """A checkpoint that cannot be read or was made for another dataset, model or backbone."""
