@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import h5py
 import numpy as np
 import pytest
 import scipy.io
@@ -26,8 +27,6 @@ def test_roundtrip_keeps_matlab_axis_order(tmp_path, version: str, array: np.nda
 
 
 def test_v73_stored_column_major(tmp_path) -> None:
-    import h5py
-
     path = write_mat(tmp_path / "x.mat", "HSI", CUBE, "7.3")
     with h5py.File(path, "r") as fh:
         assert fh["HSI"].shape == (3, 5, 4)  # what MATLAB writes: axes reversed on the HDF5 side
@@ -40,8 +39,6 @@ def test_key_resolution(tmp_path, version: str, caplog) -> None:
     if version == "5":
         scipy.io.savemat(path, {"All_Label": np.ones((2, 2)), "other": np.zeros(3)})
     else:
-        import h5py
-
         with h5py.File(path, "w") as fh:
             fh["All_Label"] = np.ones((2, 2))
             fh["other"] = np.zeros(3)
