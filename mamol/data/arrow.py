@@ -1,9 +1,10 @@
 """Arrow IPC files: atomic writes, memory-mapped reads, metadata JSON in the schema, zero-copy views.
 
-Every file this project writes carries a JSON object under the schema-metadata key :data:`METADATA_KEY`
-(dataset, modalities, band counts, class names, ...), so a reader learns what a file holds without reading
-its data. Writes go to a temporary file in the target folder and are renamed into place only when complete,
-so an interrupted run never leaves a file that looks valid.
+Every file this project writes carries a JSON object under the schema-metadata key
+:data:`mamol.data.formats.METADATA_KEY` (dataset, modalities, band counts, class names, ...), so a reader
+learns what a file holds without reading its data. Writes go through :func:`mamol.files.atomic_write` (a
+temporary file in the target folder, renamed into place only when complete), so an interrupted run never
+leaves a file that looks valid.
 """
 
 from __future__ import annotations
@@ -11,20 +12,20 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from mamol.data.formats import METADATA_KEY
+from mamol.errors import DataError
+from mamol.files import atomic_write
+
 logger = logging.getLogger(__name__)
 
-METADATA_KEY = b"mamol"
-"""Schema-metadata key holding the file's JSON metadata."""
 
-
-class ArrowFileError(ValueError):
+class ArrowFileError(DataError):
     """An Arrow file that is missing its data: truncated, corrupt, or not an Arrow IPC file."""
 
 
@@ -37,25 +38,15 @@ def schema_with_metadata(schema: pa.Schema, metadata: dict) -> pa.Schema:
 def write_arrow(
     path: str | os.PathLike, schema: pa.Schema, batches: Iterable[pa.RecordBatch], metadata: dict | None = None
 ) -> Path:
-    """Write ``batches`` as an Arrow IPC file at ``path`` atomically (temp file in the same folder + rename).
+    """Write ``batches`` as an Arrow IPC file at ``path`` atomically (:func:`mamol.files.atomic_write`).
 
     ``metadata`` (JSON-able) is stored under :data:`METADATA_KEY`. Returns the final path.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     schema = schema_with_metadata(schema, metadata or {})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            with pa.ipc.new_file(fh, schema) as writer:
-                for batch in batches:
-                    writer.write_batch(batch)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as handle, pa.ipc.new_file(handle, schema) as writer:
+        for batch in batches:
+            writer.write_batch(batch)
     logger.debug("wrote %s", path)
     return path
 

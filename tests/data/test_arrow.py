@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import stat
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -45,6 +48,28 @@ def test_write_is_atomic_on_failure(tmp_path) -> None:
     with pytest.raises(RuntimeError, match="interrupted"):
         write_arrow(tmp_path / "b.arrow", table.schema, batches(), {"num_rows": 20})
     assert list(tmp_path.iterdir()) == []  # neither the target nor a temp file
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_written_file_has_ordinary_permissions_and_interrupted_write_leaves_nothing(tmp_path) -> None:
+    """Like a file from open(): 0o666 minus the umask (not mkstemp's private 0o600); a failure leaves no file."""
+    path = write_table(tmp_path / "perm.arrow", _table(), {"num_rows": 10})
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o666 & ~_umask()
+    table = _table()
+
+    def interrupted():
+        yield table.to_batches()[0]
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_arrow(tmp_path / "sub" / "f.arrow", table.schema, interrupted(), {"num_rows": 20})
+    assert list((tmp_path / "sub").iterdir()) == []  # neither the target nor a temporary file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["perm.arrow", "sub"]
 
 
 def test_overwrite_keeps_old_file_until_complete(tmp_path) -> None:
