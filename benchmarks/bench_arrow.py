@@ -41,13 +41,13 @@ GENERATE = _HWM + textwrap.dedent("""
 
 IMPORT_ONLY = _HWM + textwrap.dedent("""
     import json
-    import mamol.data.remote_prepare  # noqa: F401
+    import mamol.data.convert_remote  # noqa: F401
     print(json.dumps({"peak_rss": _hwm()}))
 """)
 
 CONVERT = _HWM + textwrap.dedent("""
     import json, sys, time
-    from mamol.data.remote_prepare import prepare_remote
+    from mamol.data.convert_remote import prepare_remote
     t = time.perf_counter()
     out = prepare_remote("houston2013", sys.argv[1], sys.argv[2], progress=False)
     print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss": _hwm(),

@@ -21,9 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
-from mamol.data.remote_prepare import (  # noqa: E402
-    KNOWN_SCENES, NAN_POLICIES, NORMALIZATIONS, default_scene_jobs, human_bytes, prepare_remote,
-)
+from mamol.data.convert_remote import human_bytes, prepare_remote  # noqa: E402
+from mamol.data.formats import NAN_POLICIES, NORMALIZATIONS  # noqa: E402
+from mamol.data.scenes import KNOWN_SCENES, default_scene_jobs  # noqa: E402
 
 NATURAL = ("mmimdb", "food101", "hateful_memes", "hatememes")
 # Natural-data option (argparse dest = keyword of mamol.data.natural_prepare) -> the datasets it applies to.

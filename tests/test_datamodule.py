@@ -9,7 +9,7 @@ import torch
 
 from mamol.data.datamodule import REGISTRY, MaMOLDataModule, TaskBatchSampler, TaskInfo, dataset_class
 from mamol.data.remote import RemoteDataset
-from mamol.data.remote_prepare import prepare_remote
+from mamol.data.convert_remote import prepare_remote
 from mamol.data.synthetic import generate_scene, write_scene
 
 

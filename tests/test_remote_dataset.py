@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from mamol.data.arrow import ArrowFileError, column_views, open_arrow
 from mamol.data.remote import RemoteDataset, SceneWindows, select_modalities
-from mamol.data.remote_prepare import prepare_remote
+from mamol.data.convert_remote import prepare_remote
 from mamol.data.synthetic import generate_scene, write_scene
 
 H, W, BANDS = 16, 20, 5

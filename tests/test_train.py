@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from run import ex  # importing run registers its main function with the experiment
-from mamol.data.remote_prepare import prepare_remote
+from mamol.data.convert_remote import prepare_remote
 from mamol.data.synthetic import make_synthetic_scene
 from mamol.module import CheckpointMismatch
 

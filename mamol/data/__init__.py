@@ -1,4 +1,4 @@
 """Data: scene/.mat reading, Arrow conversion, datasets and the LightningDataModule.
 
-Submodules are imported on use (``mamol.data.remote_prepare`` stays free of torch for the converter).
+Submodules are imported on use (``mamol.data.convert_remote`` stays free of torch for the converter).
 """

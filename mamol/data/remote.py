@@ -1,6 +1,6 @@
 """Remote-sensing datasets: sampled pixels (RemoteDataset) and every pixel of a scene (SceneWindows).
 
-Both read memory-mapped Arrow files written by :mod:`mamol.data.remote_prepare` through zero-copy numpy
+Both read memory-mapped Arrow files written by :mod:`mamol.data.convert_remote` through zero-copy numpy
 views; a sample copies only its own patch. Sample dict (one pixel)::
 
     {<modality>: float32 (C, P, P) for each selected modality (the fill where missing),
@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 from mamol.data.arrow import column_views, fixed_list_view, open_arrow, read_metadata
 from mamol.data.base import BaseArrowDataset, MISSING_FILLS, collate_samples, missing_arrow_error
 from mamol.data.datamodule import TaskInfo
-from mamol.data.remote_prepare import FORMAT, FORMAT_VERSION, MODALITY_ORDER
+from mamol.data.formats import MODALITY_ORDER, REMOTE_FORMAT, REMOTE_FORMAT_VERSION
 from mamol.missing import MODALITY_ALIASES
 
 logger = logging.getLogger(__name__)
@@ -58,14 +58,14 @@ def select_modalities(stored: Sequence[str], requested: Sequence[str] | str | No
 
 
 def _check_remote_metadata(metadata: dict, path: Path) -> None:
-    if metadata.get("format") != FORMAT or metadata.get("kind") != "remote":
+    if metadata.get("format") != REMOTE_FORMAT or metadata.get("kind") != "remote":
         raise ValueError(
             f"{path}: not a remote scene file written by datasets/make_arrow.py (metadata format="
-            f"{metadata.get('format')!r}, kind={metadata.get('kind')!r}; expected {FORMAT!r}, 'remote')"
+            f"{metadata.get('format')!r}, kind={metadata.get('kind')!r}; expected {REMOTE_FORMAT!r}, 'remote')"
         )
-    if metadata.get("format_version") != FORMAT_VERSION:
+    if metadata.get("format_version") != REMOTE_FORMAT_VERSION:
         raise ValueError(
-            f"{path}: format_version {metadata.get('format_version')!r}, this code reads {FORMAT_VERSION}; "
+            f"{path}: format_version {metadata.get('format_version')!r}, this code reads {REMOTE_FORMAT_VERSION}; "
             f"re-create it with datasets/make_arrow.py"
         )
 

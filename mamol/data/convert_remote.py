@@ -1,8 +1,9 @@
 """Scene folder of .mat files -> ``<scene>_{train,val,test}.arrow`` + ``<scene>_scene.arrow`` (SPEC §3.1).
 
 Steps: find the files of each role (modalities, label raster, optional TR/TS split rasters) in any of the
-accepted naming conventions; check sizes and label values; draw disjoint seeded per-class samples; per
-modality read, check for NaN/Inf, normalise per band and pad symmetrically; then write
+accepted naming conventions (:mod:`mamol.data.scenes`); check sizes and label values; draw disjoint seeded
+per-class samples (:mod:`mamol.data.splits`); per modality read, check for NaN/Inf, normalise per band and
+pad symmetrically; then write
 
 * ``<scene>_<split>.arrow``: one row per sampled pixel: per modality a float32 patch (C, P, P) flattened as
   a fixed-size list, ``label`` (0..K-1), ``row``, ``col``;
@@ -21,7 +22,6 @@ import logging
 import os
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,105 +30,20 @@ from numpy.lib.stride_tricks import sliding_window_view
 from tqdm.auto import tqdm
 
 from mamol.data.arrow import fixed_list_array, write_arrow
+from mamol.data.formats import MODALITY_ORDER, NAN_POLICIES, NORMALIZATIONS, REMOTE_FORMAT, REMOTE_FORMAT_VERSION
 from mamol.data.matfile import MatVariable, read_variable, resolve_variable
+from mamol.data.scenes import _EXAMPLE_FILES, KNOWN_SCENES, ROLE_KEYS, class_names_for, find_scene_files
+from mamol.data.splits import draw_split, fixed_split
+from mamol.tasks import SPLITS
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "mamol-remote"
-FORMAT_VERSION = 1
-MODALITY_ORDER = ("hsi", "lidar", "sar", "msi")
-"""Canonical order of remote modalities: the missing-type code order follows it."""
-SPLITS = ("train", "val", "test")
-NORMALIZATIONS = ("minmax", "zscore", "none")
-NAN_POLICIES = ("refuse", "fill")
+__all__ = [
+    "BATCH_BYTES", "check_finite", "check_labels", "check_sizes", "extract_patches", "human_bytes",
+    "normalize_cube", "pad_scene", "prepare_remote",
+]
+
 BATCH_BYTES = 32 * 2**20  # target size of one written record batch
-
-
-@dataclass(frozen=True)
-class SceneSpec:
-    """A known scene: its folder name in ``datasets/`` and its class names (label 1..K on disk)."""
-
-    folder: str
-    class_names: tuple[str, ...]
-
-
-KNOWN_SCENES: dict[str, SceneSpec] = {
-    "houston2013": SceneSpec("data_2013", (
-        "Healthy grass", "Stressed grass", "Synthetic grass", "Trees", "Soil", "Water", "Residential",
-        "Commercial", "Road", "Highway", "Railway", "Parking Lot 1", "Parking Lot 2", "Tennis Court",
-        "Running Track")),
-    "trento": SceneSpec("data_trento", ("Apple trees", "Buildings", "Ground", "Woods", "Vineyard", "Roads")),
-    "augsburg": SceneSpec("data_augsburg", (
-        "Forest", "Residential area", "Industrial area", "Low plants", "Allotment", "Commercial area",
-        "Water")),
-}
-
-# role -> accepted file stems (compared lower-case) and known variable keys (first match wins).
-ROLE_FILES: dict[str, tuple[str, ...]] = {
-    "hsi": ("hsi", "hsi_data", "data_hs_lr", "hs"),
-    "lidar": ("lidar", "lidar_data", "data_dsm", "dsm"),
-    "sar": ("sar", "sar_data", "data_sar_hr"),
-    "msi": ("msi", "msi_data", "data_ms_hr", "ms"),
-    "label": ("all_label",),
-    "train": ("trlabel", "trainimage"),
-    "test": ("tslabel", "testimage"),
-}
-ROLE_KEYS: dict[str, tuple[str, ...]] = {
-    "hsi": ("HSI", "HSI_data", "data_HS_LR", "HS"),
-    "lidar": ("LiDAR", "LiDAR_data", "data_DSM", "DSM"),
-    "sar": ("SAR", "SAR_data", "data_SAR_HR"),
-    "msi": ("MSI", "MSI_data", "data_MS_HR", "MS"),
-    "label": ("All_label", "All_Label"),
-    "train": ("TRLabel", "TrainImage"),
-    "test": ("TSLabel", "TestImage"),
-}
-_EXAMPLE_FILES = {role: ", ".join(f"{k}.mat" for k in keys[:3]) for role, keys in ROLE_KEYS.items()}
-
-
-def class_names_for(dataset: str, num_classes: int) -> tuple[str, ...]:
-    """Class names of a known scene (SPEC §3.1), else ``class_1 .. class_K`` (logged)."""
-    if dataset in KNOWN_SCENES:
-        return KNOWN_SCENES[dataset].class_names
-    logger.info("dataset %r is not a known scene: naming its %d classes class_1..class_%d",
-                dataset, num_classes, num_classes)
-    return tuple(f"class_{k}" for k in range(1, num_classes + 1))
-
-
-def find_scene_files(root: str | os.PathLike) -> dict[str, Path]:
-    """Role ('hsi', 'lidar', 'sar', 'msi', 'label', 'train', 'test') -> .mat file found in ``root``.
-
-    Needs HSI, the label raster and at least one more modality; errors list what was expected and found.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"scene folder {root} does not exist (expected a folder of .mat files)")
-    mats = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() == ".mat")
-    found: dict[str, list[Path]] = {}
-    for path in mats:
-        role = next((r for r, stems in ROLE_FILES.items() if path.stem.lower() in stems), None)
-        if role is None:
-            logger.info("%s: not a known scene file name, ignored", path)
-            continue
-        found.setdefault(role, []).append(path)
-    for role, paths in found.items():
-        if len(paths) > 1:
-            raise ValueError(
-                f"{root}: several files for {role}: {[p.name for p in paths]}; keep exactly one of them"
-            )
-    files = {role: paths[0] for role, paths in found.items()}
-    names = [p.name for p in mats] or ["no .mat files"]
-    for role in ("hsi", "label"):
-        if role not in files:
-            raise FileNotFoundError(
-                f"{root}: no {role if role != 'label' else 'label raster'} file; expected one of "
-                f"{_EXAMPLE_FILES[role]} (any case); found {', '.join(names)}"
-            )
-    if not any(m in files for m in MODALITY_ORDER[1:]):
-        raise FileNotFoundError(
-            f"{root}: only HSI found; expected a second modality file (LiDAR.mat / data_DSM.mat, SAR.mat, "
-            f"MSI.mat / data_MS_HR.mat, ...); found {', '.join(names)}"
-        )
-    return files
 
 
 def _hw(var: MatVariable) -> tuple[int, int]:
@@ -183,82 +98,6 @@ def check_labels(raster: np.ndarray, var: MatVariable, num_classes: int | None) 
             f"pixels with values {values}"
         )
     return raster.astype(np.int16)
-
-
-def _check_count(split: str, value: int) -> int:
-    if not isinstance(value, (int, np.integer)) or value < -1:
-        raise ValueError(f"{split}_per_class must be an integer >= 0, or -1 for all remaining; got {value!r}")
-    return int(value)
-
-
-def draw_split(
-    labels: np.ndarray,
-    class_names: Sequence[str],
-    per_class: dict[str, int],
-    seed: int,
-    strict: bool = False,
-) -> dict[str, np.ndarray]:
-    """Disjoint seeded per-class samples: split -> sorted flat pixel indices (raster order).
-
-    ``per_class[split]`` pixels of each class go to each split in the order train, val, test; -1 takes all
-    that remain. A class too small for its train and val counts is a ValueError naming it and the counts.
-    When fewer pixels than ``per_class["test"]`` remain for test (Houston2013's Water has 325 labelled
-    pixels, fewer than 100 + 50 + 300), test takes what is left and a warning names the class, unless
-    ``strict``, which makes that an error too. A class with no pixel left for test is always an error.
-    """
-    counts = {s: _check_count(s, per_class.get(s, 0)) for s in SPLITS}
-    rng = np.random.default_rng(seed)
-    flat = labels.ravel()
-    chosen: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
-    for k, name in enumerate(class_names, start=1):
-        pixels = rng.permutation(np.flatnonzero(flat == k))
-        start = 0
-        for split in SPLITS:
-            want = counts[split]
-            take = len(pixels) - start if want == -1 else want
-            left = len(pixels) - start
-            if take > left:
-                asked = ", ".join(f"{s} {'all' if counts[s] == -1 else counts[s]}" for s in SPLITS)
-                if split != "test" or strict or left == 0:
-                    raise ValueError(
-                        f"class {k} ({name!r}) has {len(pixels)} labelled pixels, fewer than requested ({asked}); "
-                        f"lower the per-class counts or pass -1 to take all remaining"
-                    )
-                logger.warning("class %d (%r) has %d labelled pixels, fewer than requested (%s): its test split "
-                               "takes the %d that remain", k, name, len(pixels), asked, left)
-                take = left
-            chosen[split].append(pixels[start:start + take])
-            start += take
-    return {s: np.sort(np.concatenate(v)).astype(np.int64) for s, v in chosen.items()}
-
-
-def fixed_split(
-    train_raster: np.ndarray,
-    test_raster: np.ndarray,
-    class_names: Sequence[str],
-    val_per_class: int,
-    seed: int,
-) -> dict[str, np.ndarray]:
-    """Split from TR/TS rasters: test = TS pixels, val = ``val_per_class`` seeded TR pixels per class, train = rest."""
-    if val_per_class < 0:
-        raise ValueError(f"val_per_class must be >= 0 with split='fixed' (carved from TR), got {val_per_class}")
-    overlap = int(((train_raster > 0) & (test_raster > 0)).sum())
-    if overlap:
-        logger.warning("TR and TS rasters share %d labelled pixels; they stay in both train and test", overlap)
-    rng = np.random.default_rng(seed)
-    tr, ts = train_raster.ravel(), test_raster.ravel()
-    parts: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
-    for k, name in enumerate(class_names, start=1):
-        pixels = rng.permutation(np.flatnonzero(tr == k))
-        if len(pixels) < val_per_class + 1:
-            raise ValueError(
-                f"class {k} ({name!r}) has {len(pixels)} pixels in the TR raster, too few for "
-                f"{val_per_class} validation pixels plus at least one training pixel; lower val_per_class"
-            )
-        parts["val"].append(pixels[:val_per_class])
-        parts["train"].append(pixels[val_per_class:])
-        parts["test"].append(np.flatnonzero(ts == k))
-    return {s: np.sort(np.concatenate(v)).astype(np.int64) for s, v in parts.items()}
 
 
 def check_finite(cube: np.ndarray, var: MatVariable, policy: str = "refuse") -> int:
@@ -457,7 +296,7 @@ def prepare_remote(
     }
     before = patch_size // 2
     meta = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "kind": "remote", "dataset": name,
+        "format": REMOTE_FORMAT, "format_version": REMOTE_FORMAT_VERSION, "kind": "remote", "dataset": name,
         "modalities": present, "bands": bands, "class_names": list(class_names), "num_classes": num_classes,
         "patch_size": patch_size, "pad": [before, patch_size - 1 - before], "pad_mode": "symmetric",
         "scene_shape": [height, width], "normalize": normalize, "norm_stats": stats,
@@ -517,12 +356,6 @@ def _write_scene(path: Path, padded: dict[str, np.ndarray], labels: np.ndarray, 
     return write_arrow(path, batch.schema, [batch], {**meta, "num_rows": hp, "padded_shape": [hp, wp]})
 
 
-def default_scene_jobs(folder: str | os.PathLike) -> list[tuple[str, Path]]:
-    """(dataset, scene folder) for each known scene folder (``data_2013`` ...) present in ``folder``."""
-    folder = Path(folder)
-    return [(name, folder / spec.folder) for name, spec in KNOWN_SCENES.items() if (folder / spec.folder).is_dir()]
-
-
 def human_bytes(n: float) -> str:
     """'1.2 GiB'-style size."""
     for unit in ("B", "KiB", "MiB", "GiB"):
@@ -530,10 +363,3 @@ def human_bytes(n: float) -> str:
             return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
         n /= 1024
     return f"{n:.1f} GiB"
-
-
-__all__ = [
-    "KNOWN_SCENES", "MODALITY_ORDER", "ROLE_FILES", "ROLE_KEYS", "SceneSpec", "check_finite", "check_labels",
-    "check_sizes", "class_names_for", "default_scene_jobs", "draw_split", "extract_patches",
-    "find_scene_files", "fixed_split", "normalize_cube", "pad_scene", "prepare_remote",
-]

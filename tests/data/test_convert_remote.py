@@ -1,10 +1,9 @@
-"""Scene folder -> Arrow (mamol.data.remote_prepare and datasets/make_arrow.py), on tiny generated scenes."""
+"""Scene folder -> Arrow (mamol.data.convert_remote and datasets/make_arrow.py), on tiny generated scenes."""
 
 from __future__ import annotations
 
 import importlib.util
 import logging
-import re
 from pathlib import Path
 
 import numpy as np
@@ -12,26 +11,11 @@ import pytest
 import scipy.io
 
 from mamol.data.arrow import column_views, open_arrow, read_metadata
-from mamol.data.remote_prepare import (
-    KNOWN_SCENES,
-    draw_split,
-    extract_patches,
-    find_scene_files,
-    pad_scene,
-    prepare_remote,
-)
-from mamol.data.synthetic import NAMINGS, generate_scene, write_mat, write_scene
+from mamol.data.convert_remote import extract_patches, pad_scene, prepare_remote
+from mamol.data.synthetic import NAMINGS, make_houston_sized, write_mat, write_scene
+from tests.fakes.remote import SMALL_COUNTS, small_scene_dir
 
-REPO = Path(__file__).resolve().parents[1]
-SMALL = {"train_per_class": 5, "val_per_class": 3, "test_per_class": 10, "progress": False}
-
-
-def _scene_dir(tmp_path: Path, naming: str = "official", version: str = "5", **kwargs) -> tuple[Path, object]:
-    params = {"height": 20, "width": 24, "hsi_bands": 5, "n_classes": 4, "seed": 0} | kwargs
-    scene = generate_scene(**params)
-    root = tmp_path / f"scene_{naming}_{version}"
-    write_scene(scene, root, naming, version)
-    return root, scene
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _reflect(i: int, n: int) -> int:
@@ -78,8 +62,8 @@ def test_patches_match_direct_slices_at_borders(p: int) -> None:
 @pytest.mark.parametrize("naming", sorted(NAMINGS))
 @pytest.mark.parametrize("modalities", [("hsi", "lidar"), ("hsi", "lidar", "sar")])
 def test_roundtrip_every_convention(tmp_path, naming: str, version: str, modalities: tuple[str, ...]) -> None:
-    root, scene = _scene_dir(tmp_path, naming, version, modalities=modalities)
-    out = prepare_remote("synthetic", root, tmp_path / "arrow", **SMALL)
+    root, scene = small_scene_dir(tmp_path, naming, version, modalities=modalities)
+    out = prepare_remote("synthetic", root, tmp_path / "arrow", **SMALL_COUNTS)
     assert sorted(out) == ["scene", "test", "train", "val"]
     meta = read_metadata(out["train"])
     assert meta["modalities"] == list(modalities)
@@ -100,7 +84,7 @@ def test_roundtrip_every_convention(tmp_path, naming: str, version: str, modalit
 
 
 def test_all_pixels_with_borders_and_scene_file(tmp_path) -> None:
-    root, scene = _scene_dir(tmp_path, unlabelled_fraction=0.0, height=12, width=10)
+    root, scene = small_scene_dir(tmp_path, unlabelled_fraction=0.0, height=12, width=10)
     out = prepare_remote("synthetic", root, tmp_path / "arrow", train_per_class=1, val_per_class=0,
                          test_per_class=-1, progress=False, patch_size=14)
     test = open_arrow(out["test"])
@@ -116,68 +100,13 @@ def test_all_pixels_with_borders_and_scene_file(tmp_path) -> None:
     np.testing.assert_allclose(padded[7:19, 7:17], cube, atol=1e-6)
 
 
-# ------------------------------------------------------------------------------------------- splits
-def test_split_disjoint_counts_and_determinism(tmp_path) -> None:
-    root, scene = _scene_dir(tmp_path)
-    a = prepare_remote("synthetic", root, tmp_path / "a", seed=3, **SMALL)
-    b = prepare_remote("synthetic", root, tmp_path / "b", seed=3, **SMALL)
-    c = prepare_remote("synthetic", root, tmp_path / "c", seed=4, **SMALL)
-    pixels = {}
-    for split, per_class in (("train", 5), ("val", 3), ("test", 10)):
-        table = open_arrow(a[split])
-        pixels[split] = set(zip(table.column("row").to_pylist(), table.column("col").to_pylist()))
-        assert np.bincount(table.column("label").to_numpy(), minlength=4).tolist() == [per_class] * 4
-        assert read_metadata(a[split])["counts"][split] == [per_class] * 4
-        assert a[split].read_bytes() == b[split].read_bytes()  # same seed: identical files
-        assert a[split].read_bytes() != c[split].read_bytes()  # other seed: other draw
-    assert open_arrow(a["scene"]).equals(open_arrow(c["scene"]))  # scene data does not depend on the split seed
-    assert not pixels["train"] & pixels["val"] and not pixels["train"] & pixels["test"]
-    assert not pixels["val"] & pixels["test"]
-    assert len(pixels["train"]) == 20 and len(pixels["test"]) == 40
-
-
-def test_draw_split_all_remaining() -> None:
-    labels = np.array([[1, 1, 1, 2], [2, 2, 0, 1]])
-    out = draw_split(labels, ["a", "b"], {"train": 1, "val": 1, "test": -1}, seed=0)
-    assert sum(len(v) for v in out.values()) == 7
-    assert len(out["test"]) == 3
-    with pytest.raises(ValueError, match=r"class 2 \('b'\) has 3 labelled pixels, fewer than requested "
-                                         r"\(train 2, val 2, test all\).*-1"):
-        draw_split(labels, ["a", "b"], {"train": 2, "val": 2, "test": -1}, seed=0)
-    with pytest.raises(ValueError, match="test_per_class must be an integer >= 0"):
-        draw_split(labels, ["a", "b"], {"train": 1, "val": 1, "test": -2}, seed=0)
-
-
-def test_fixed_split_from_rasters(tmp_path) -> None:
-    scene = generate_scene(height=20, width=24, hsi_bands=5, n_classes=4, seed=0)
-    from mamol.data.synthetic import add_split_rasters
-
-    add_split_rasters(scene, train_fraction=0.5)
-    root = tmp_path / "fixed"
-    write_scene(scene, root, "official", "5")
-    out = prepare_remote("synthetic", root, tmp_path / "arrow", split="fixed", val_per_class=2, progress=False)
-    tr, ts = scene.split_rasters["train"], scene.split_rasters["test"]
-    test = open_arrow(out["test"])
-    assert test.num_rows == int((ts > 0).sum())
-    train, val = open_arrow(out["train"]), open_arrow(out["val"])
-    assert np.bincount(val.column("label").to_numpy(), minlength=4).tolist() == [2] * 4
-    assert train.num_rows + val.num_rows == int((tr > 0).sum())
-    rows, cols = train.column("row").to_numpy(), train.column("col").to_numpy()
-    assert (tr[rows, cols] > 0).all() and (ts[rows, cols] == 0).all()
-    assert read_metadata(out["train"])["split_method"] == "fixed"
-    # No TR/TS rasters: clear error.
-    plain, _ = _scene_dir(tmp_path)
-    with pytest.raises(FileNotFoundError, match="split='fixed' needs TR/TS rasters"):
-        prepare_remote("synthetic", plain, tmp_path / "x", split="fixed", progress=False)
-
-
 # ------------------------------------------------------------------------------------------- normalisation
 def test_normalisation_ranges(tmp_path) -> None:
-    root, scene = _scene_dir(tmp_path, modalities=("hsi", "lidar", "sar"))
+    root, scene = small_scene_dir(tmp_path, modalities=("hsi", "lidar", "sar"))
     inner = (slice(7, 27), slice(7, 31))  # unpadded part of the (Hp, Wp) scene
     results = {}
     for method in ("minmax", "zscore", "none"):
-        out = prepare_remote("synthetic", root, tmp_path / method, normalize=method, **SMALL)
+        out = prepare_remote("synthetic", root, tmp_path / method, normalize=method, **SMALL_COUNTS)
         meta = read_metadata(out["scene"])
         assert meta["normalize"] == method
         (padded,) = column_views(open_arrow(out["scene"]), "hsi", (37, 5))
@@ -192,73 +121,36 @@ def test_normalisation_ranges(tmp_path) -> None:
         else:
             np.testing.assert_array_equal(results[method], scene.data["hsi"].reshape(-1, 5))
     with pytest.raises(ValueError, match="normalize must be one of"):
-        prepare_remote("synthetic", root, tmp_path / "bad", normalize="l2", **SMALL)
-
-
-def test_known_scene_class_names_and_custom_note(tmp_path, caplog) -> None:
-    root, _ = _scene_dir(tmp_path, n_classes=6)
-    out = prepare_remote("trento", root, tmp_path / "arrow", **SMALL)
-    assert read_metadata(out["train"])["class_names"] == list(KNOWN_SCENES["trento"].class_names)
-    assert out["train"].name == "trento_train.arrow"
-    with caplog.at_level(logging.INFO, logger="mamol.data.remote_prepare"):
-        prepare_remote("my_scene", root, tmp_path / "arrow", **SMALL)
-    assert "naming its 6 classes class_1..class_6" in caplog.text
-    with pytest.raises(ValueError, match="dataset name 'my scene!'"):
-        prepare_remote("my scene!", root, tmp_path / "arrow", **SMALL)
+        prepare_remote("synthetic", root, tmp_path / "bad", normalize="l2", **SMALL_COUNTS)
 
 
 def test_modality_subset(tmp_path) -> None:
-    root, _ = _scene_dir(tmp_path, modalities=("hsi", "lidar", "sar"))
-    out = prepare_remote("synthetic", root, tmp_path / "arrow", modalities=["sar", "HSI"], **SMALL)
+    root, _ = small_scene_dir(tmp_path, modalities=("hsi", "lidar", "sar"))
+    out = prepare_remote("synthetic", root, tmp_path / "arrow", modalities=["sar", "HSI"], **SMALL_COUNTS)
     assert read_metadata(out["train"])["modalities"] == ["hsi", "sar"]
     with pytest.raises(ValueError, match=r"modalities \['msi'\] requested but only"):
-        prepare_remote("synthetic", root, tmp_path / "arrow", modalities=["msi"], **SMALL)
+        prepare_remote("synthetic", root, tmp_path / "arrow", modalities=["msi"], **SMALL_COUNTS)
 
 
 # ------------------------------------------------------------------------------------------- bad input
-def test_missing_folder_and_files(tmp_path) -> None:
-    with pytest.raises(FileNotFoundError, match="scene folder .*nowhere does not exist"):
-        prepare_remote("synthetic", tmp_path / "nowhere", tmp_path / "out", **SMALL)
-    root, _ = _scene_dir(tmp_path)
-    (root / "HSI.mat").unlink()
-    with pytest.raises(FileNotFoundError, match=r"no hsi file; expected one of HSI.mat, HSI_data.mat, "
-                                                r"data_HS_LR.mat .*found All_label.mat, LiDAR.mat"):
-        prepare_remote("synthetic", root, tmp_path / "out", **SMALL)
-    root, _ = _scene_dir(tmp_path, naming="release")
-    (root / "All_Label.mat").unlink()
-    with pytest.raises(FileNotFoundError, match="no label raster file; expected one of All_label.mat"):
-        find_scene_files(root)
-    root, _ = _scene_dir(tmp_path, naming="community")
-    (root / "data_DSM.mat").unlink()
-    with pytest.raises(FileNotFoundError, match="only HSI found; expected a second modality"):
-        find_scene_files(root)
-
-
-def test_several_files_for_one_role(tmp_path) -> None:
-    root, scene = _scene_dir(tmp_path)
-    write_mat(root / "HSI_data.mat", "HSI_data", scene.data["hsi"])
-    with pytest.raises(ValueError, match=r"several files for hsi: \['HSI.mat', 'HSI_data.mat'\]"):
-        prepare_remote("synthetic", root, tmp_path / "out", **SMALL)
-
-
 def test_no_known_key_and_several_variables(tmp_path) -> None:
-    root, scene = _scene_dir(tmp_path)
+    root, scene = small_scene_dir(tmp_path)
     scipy.io.savemat(root / "LiDAR.mat", {"a": scene.data["lidar"], "b": scene.data["lidar"]})
     with pytest.raises(ValueError, match=r"LiDAR.mat: none of the known keys .* for lidar found and several "
                                          r"candidate variables \['a', 'b'\]"):
-        prepare_remote("synthetic", root, tmp_path / "out", **SMALL)
+        prepare_remote("synthetic", root, tmp_path / "out", **SMALL_COUNTS)
 
 
 @pytest.mark.parametrize("version", ["5", "7.3"])
 def test_sizes_differ(tmp_path, version: str) -> None:
-    root, scene = _scene_dir(tmp_path, version=version)
+    root, scene = small_scene_dir(tmp_path, version=version)
     write_mat(root / "LiDAR.mat", "LiDAR", scene.data["lidar"][:, :-1], version)
     with pytest.raises(ValueError, match=r"modalities have different H×W: HSI.mat:HSI 20×24, LiDAR.mat:LiDAR 20×23"):
-        prepare_remote("synthetic", root, tmp_path / "out", **SMALL)
-    root, scene = _scene_dir(tmp_path / "b", version=version)
+        prepare_remote("synthetic", root, tmp_path / "out", **SMALL_COUNTS)
+    root, scene = small_scene_dir(tmp_path / "b", version=version)
     write_mat(root / "All_label.mat", "All_label", scene.labels[:-2], version)
     with pytest.raises(ValueError, match=r"label raster All_label.mat:All_label has shape 18×24, expected 20×24"):
-        prepare_remote("synthetic", root, tmp_path / "out", **SMALL)
+        prepare_remote("synthetic", root, tmp_path / "out", **SMALL_COUNTS)
 
 
 @pytest.mark.parametrize(
@@ -272,14 +164,14 @@ def test_sizes_differ(tmp_path, version: str) -> None:
     ],
 )
 def test_bad_labels(tmp_path, dataset: str, change, match: str) -> None:
-    root, scene = _scene_dir(tmp_path)
+    root, scene = small_scene_dir(tmp_path)
     write_mat(root / "All_label.mat", "All_label", change(scene.labels))
     with pytest.raises(ValueError, match=match):
-        prepare_remote(dataset, root, tmp_path / "out", **SMALL)
+        prepare_remote(dataset, root, tmp_path / "out", **SMALL_COUNTS)
 
 
 def test_nan_refused_or_filled(tmp_path, caplog) -> None:
-    root, scene = _scene_dir(tmp_path, version="7.3")
+    root, scene = small_scene_dir(tmp_path, version="7.3")
     hsi = scene.data["hsi"].copy()
     hsi[0, 0, 1] = np.nan
     hsi[3, 4, 2] = np.inf
@@ -287,10 +179,10 @@ def test_nan_refused_or_filled(tmp_path, caplog) -> None:
     write_mat(root / "HSI.mat", "HSI", hsi, "7.3")
     with pytest.raises(ValueError, match=r"HSI.mat: variable 'HSI' holds 3 non-finite values \(2 NaN, 1 Inf\) "
                                          r"in bands \[1, 2\].*--nan fill"):
-        prepare_remote("synthetic", root, tmp_path / "out", **SMALL)
+        prepare_remote("synthetic", root, tmp_path / "out", **SMALL_COUNTS)
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.arrow"))
-    with caplog.at_level(logging.WARNING, logger="mamol.data.remote_prepare"):
-        out = prepare_remote("synthetic", root, tmp_path / "out", nan="fill", **SMALL)
+    with caplog.at_level(logging.WARNING, logger="mamol.data.convert_remote"):
+        out = prepare_remote("synthetic", root, tmp_path / "out", nan="fill", **SMALL_COUNTS)
     assert "filled 3 NaN/Inf values of variable 'HSI'" in caplog.text
     meta = read_metadata(out["scene"])
     assert meta["nan_filled"] == {"hsi": 0, "lidar": 0} | {"hsi": 3}
@@ -299,30 +191,6 @@ def test_nan_refused_or_filled(tmp_path, caplog) -> None:
     band = scene.data["hsi"][..., 1].astype(np.float64)
     expected = (np.delete(band.ravel(), 0).mean() - band.ravel()[1:].min()) / (band.ravel()[1:].max() - band.ravel()[1:].min())
     assert padded[7, 7, 1] == pytest.approx(expected, abs=1e-5)
-
-
-def test_class_with_too_few_pixels(tmp_path, caplog) -> None:
-    root, scene = _scene_dir(tmp_path)
-    sizes = np.bincount(scene.labels.ravel(), minlength=5)[1:]
-    k = int(sizes.argmin()) + 1
-    assert (np.sort(sizes)[1] > sizes.min())  # a unique smallest class
-    message = (rf"class {k} \('class_{k}'\) has {sizes.min()} labelled pixels, fewer than requested "
-               rf"\(train 1, val 0, test {sizes.min()}\)")
-    with pytest.raises(ValueError, match=message):  # strict: a short test split is an error too
-        prepare_remote("synthetic", root, tmp_path / "out", train_per_class=1, val_per_class=0,
-                       test_per_class=int(sizes.min()), progress=False, strict_counts=True)
-    with caplog.at_level("WARNING"):  # default: test takes what remains, and says so
-        out = prepare_remote("synthetic", root, tmp_path / "out", train_per_class=1, val_per_class=0,
-                             test_per_class=int(sizes.min()), progress=False)
-    assert re.search(message + ": its test split takes the " + str(sizes.min() - 1), caplog.text)
-    counts = read_metadata(out["test"])["counts"]["test"]
-    assert counts[k - 1] == sizes.min() - 1 and all(c == sizes.min() for i, c in enumerate(counts) if i != k - 1)
-    with pytest.raises(ValueError, match=rf"class {k} .* fewer than requested \(train {sizes.min()}, val 1"):
-        prepare_remote("synthetic", root, tmp_path / "out", train_per_class=int(sizes.min()), val_per_class=1,
-                       test_per_class=1, progress=False)  # train + val never shrink
-    out = prepare_remote("synthetic", root, tmp_path / "out", train_per_class=5, val_per_class=5,
-                         test_per_class=-1, progress=False)
-    assert read_metadata(out["test"])["counts"]["test"] == (sizes - 10).tolist()
 
 
 # ------------------------------------------------------------------------------------------- CLI
@@ -335,7 +203,7 @@ def _cli():
 
 def test_cli_converts_known_folders_and_reports_errors(tmp_path, monkeypatch, capsys) -> None:
     cli = _cli()
-    _, scene = _scene_dir(tmp_path, n_classes=6)
+    _, scene = small_scene_dir(tmp_path, n_classes=6)
     write_scene(scene, tmp_path / "data_trento", "official", "5")
     monkeypatch.chdir(tmp_path)
     rc = cli.main(["-q", "--train-per-class", "3", "--val-per-class", "2", "--test-per-class", "4"])
@@ -363,8 +231,6 @@ def test_cli_without_scene_folders(tmp_path, monkeypatch, capsys) -> None:
 @pytest.mark.heavy
 def test_houston_sized_conversion(tmp_path) -> None:
     """A Houston-sized scene (349×1905×144) converts with the default 100/50/300 split."""
-    from mamol.data.synthetic import make_houston_sized
-
     make_houston_sized(tmp_path / "data_2013")
     out = prepare_remote("houston2013", tmp_path / "data_2013", tmp_path / "arrow", progress=False)
     meta = read_metadata(out["test"])

@@ -1,0 +1,99 @@
+"""The split protocol of remote scenes: which labelled pixels go to train, val and test.
+
+Two protocols, both seeded and returning ``split -> sorted flat pixel indices`` (raster order):
+
+* :func:`draw_split` (``--split random``): disjoint per-class draws of fixed counts, in the order train,
+  val, test (100 / 50 / 300 per class by default);
+* :func:`fixed_split` (``--split fixed``): the scene's TR/TS rasters, with validation pixels carved from TR.
+
+Pure numpy on label rasters: no file is read here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+
+from mamol.tasks import SPLITS
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["draw_split", "fixed_split"]
+
+
+def _check_count(split: str, value: int) -> int:
+    if not isinstance(value, (int, np.integer)) or value < -1:
+        raise ValueError(f"{split}_per_class must be an integer >= 0, or -1 for all remaining; got {value!r}")
+    return int(value)
+
+
+def draw_split(
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    per_class: dict[str, int],
+    seed: int,
+    strict: bool = False,
+) -> dict[str, np.ndarray]:
+    """Disjoint seeded per-class samples: split -> sorted flat pixel indices (raster order).
+
+    ``per_class[split]`` pixels of each class go to each split in the order train, val, test; -1 takes all
+    that remain. A class too small for its train and val counts is a ValueError naming it and the counts.
+    When fewer pixels than ``per_class["test"]`` remain for test (Houston2013's Water has 325 labelled
+    pixels, fewer than 100 + 50 + 300), test takes what is left and a warning names the class, unless
+    ``strict``, which makes that an error too. A class with no pixel left for test is always an error.
+    """
+    counts = {s: _check_count(s, per_class.get(s, 0)) for s in SPLITS}
+    rng = np.random.default_rng(seed)
+    flat = labels.ravel()
+    chosen: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    for k, name in enumerate(class_names, start=1):
+        pixels = rng.permutation(np.flatnonzero(flat == k))
+        start = 0
+        for split in SPLITS:
+            want = counts[split]
+            take = len(pixels) - start if want == -1 else want
+            left = len(pixels) - start
+            if take > left:
+                asked = ", ".join(f"{s} {'all' if counts[s] == -1 else counts[s]}" for s in SPLITS)
+                if split != "test" or strict or left == 0:
+                    raise ValueError(
+                        f"class {k} ({name!r}) has {len(pixels)} labelled pixels, fewer than requested ({asked}); "
+                        f"lower the per-class counts or pass -1 to take all remaining"
+                    )
+                logger.warning("class %d (%r) has %d labelled pixels, fewer than requested (%s): its test split "
+                               "takes the %d that remain", k, name, len(pixels), asked, left)
+                take = left
+            chosen[split].append(pixels[start:start + take])
+            start += take
+    return {s: np.sort(np.concatenate(v)).astype(np.int64) for s, v in chosen.items()}
+
+
+def fixed_split(
+    train_raster: np.ndarray,
+    test_raster: np.ndarray,
+    class_names: Sequence[str],
+    val_per_class: int,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """Split from TR/TS rasters: test = TS pixels, val = ``val_per_class`` seeded TR pixels per class, train = rest."""
+    if val_per_class < 0:
+        raise ValueError(f"val_per_class must be >= 0 with split='fixed' (carved from TR), got {val_per_class}")
+    overlap = int(((train_raster > 0) & (test_raster > 0)).sum())
+    if overlap:
+        logger.warning("TR and TS rasters share %d labelled pixels; they stay in both train and test", overlap)
+    rng = np.random.default_rng(seed)
+    tr, ts = train_raster.ravel(), test_raster.ravel()
+    parts: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    for k, name in enumerate(class_names, start=1):
+        pixels = rng.permutation(np.flatnonzero(tr == k))
+        if len(pixels) < val_per_class + 1:
+            raise ValueError(
+                f"class {k} ({name!r}) has {len(pixels)} pixels in the TR raster, too few for "
+                f"{val_per_class} validation pixels plus at least one training pixel; lower val_per_class"
+            )
+        parts["val"].append(pixels[:val_per_class])
+        parts["train"].append(pixels[val_per_class:])
+        parts["test"].append(np.flatnonzero(ts == k))
+    return {s: np.sort(np.concatenate(v)).astype(np.int64) for s, v in parts.items()}

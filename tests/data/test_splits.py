@@ -1,0 +1,90 @@
+"""The split protocol (mamol.data.splits): disjoint seeded per-class draws and TR/TS rasters."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+from mamol.data.arrow import open_arrow, read_metadata
+from mamol.data.convert_remote import prepare_remote
+from mamol.data.splits import draw_split
+from mamol.data.synthetic import add_split_rasters, generate_scene, write_scene
+from tests.fakes.remote import SMALL_COUNTS, small_scene_dir
+
+
+def test_split_disjoint_counts_and_determinism(tmp_path) -> None:
+    root, scene = small_scene_dir(tmp_path)
+    a = prepare_remote("synthetic", root, tmp_path / "a", seed=3, **SMALL_COUNTS)
+    b = prepare_remote("synthetic", root, tmp_path / "b", seed=3, **SMALL_COUNTS)
+    c = prepare_remote("synthetic", root, tmp_path / "c", seed=4, **SMALL_COUNTS)
+    pixels = {}
+    for split, per_class in (("train", 5), ("val", 3), ("test", 10)):
+        table = open_arrow(a[split])
+        pixels[split] = set(zip(table.column("row").to_pylist(), table.column("col").to_pylist()))
+        assert np.bincount(table.column("label").to_numpy(), minlength=4).tolist() == [per_class] * 4
+        assert read_metadata(a[split])["counts"][split] == [per_class] * 4
+        assert a[split].read_bytes() == b[split].read_bytes()  # same seed: identical files
+        assert a[split].read_bytes() != c[split].read_bytes()  # other seed: other draw
+    assert open_arrow(a["scene"]).equals(open_arrow(c["scene"]))  # scene data does not depend on the split seed
+    assert not pixels["train"] & pixels["val"] and not pixels["train"] & pixels["test"]
+    assert not pixels["val"] & pixels["test"]
+    assert len(pixels["train"]) == 20 and len(pixels["test"]) == 40
+
+
+def test_draw_split_all_remaining() -> None:
+    labels = np.array([[1, 1, 1, 2], [2, 2, 0, 1]])
+    out = draw_split(labels, ["a", "b"], {"train": 1, "val": 1, "test": -1}, seed=0)
+    assert sum(len(v) for v in out.values()) == 7
+    assert len(out["test"]) == 3
+    with pytest.raises(ValueError, match=r"class 2 \('b'\) has 3 labelled pixels, fewer than requested "
+                                         r"\(train 2, val 2, test all\).*-1"):
+        draw_split(labels, ["a", "b"], {"train": 2, "val": 2, "test": -1}, seed=0)
+    with pytest.raises(ValueError, match="test_per_class must be an integer >= 0"):
+        draw_split(labels, ["a", "b"], {"train": 1, "val": 1, "test": -2}, seed=0)
+
+
+def test_fixed_split_from_rasters(tmp_path) -> None:
+    scene = generate_scene(height=20, width=24, hsi_bands=5, n_classes=4, seed=0)
+    add_split_rasters(scene, train_fraction=0.5)
+    root = tmp_path / "fixed"
+    write_scene(scene, root, "official", "5")
+    out = prepare_remote("synthetic", root, tmp_path / "arrow", split="fixed", val_per_class=2, progress=False)
+    tr, ts = scene.split_rasters["train"], scene.split_rasters["test"]
+    test = open_arrow(out["test"])
+    assert test.num_rows == int((ts > 0).sum())
+    train, val = open_arrow(out["train"]), open_arrow(out["val"])
+    assert np.bincount(val.column("label").to_numpy(), minlength=4).tolist() == [2] * 4
+    assert train.num_rows + val.num_rows == int((tr > 0).sum())
+    rows, cols = train.column("row").to_numpy(), train.column("col").to_numpy()
+    assert (tr[rows, cols] > 0).all() and (ts[rows, cols] == 0).all()
+    assert read_metadata(out["train"])["split_method"] == "fixed"
+    # No TR/TS rasters: clear error.
+    plain, _ = small_scene_dir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="split='fixed' needs TR/TS rasters"):
+        prepare_remote("synthetic", plain, tmp_path / "x", split="fixed", progress=False)
+
+
+def test_class_with_too_few_pixels(tmp_path, caplog) -> None:
+    root, scene = small_scene_dir(tmp_path)
+    sizes = np.bincount(scene.labels.ravel(), minlength=5)[1:]
+    k = int(sizes.argmin()) + 1
+    assert (np.sort(sizes)[1] > sizes.min())  # a unique smallest class
+    message = (rf"class {k} \('class_{k}'\) has {sizes.min()} labelled pixels, fewer than requested "
+               rf"\(train 1, val 0, test {sizes.min()}\)")
+    with pytest.raises(ValueError, match=message):  # strict: a short test split is an error too
+        prepare_remote("synthetic", root, tmp_path / "out", train_per_class=1, val_per_class=0,
+                       test_per_class=int(sizes.min()), progress=False, strict_counts=True)
+    with caplog.at_level("WARNING"):  # default: test takes what remains, and says so
+        out = prepare_remote("synthetic", root, tmp_path / "out", train_per_class=1, val_per_class=0,
+                             test_per_class=int(sizes.min()), progress=False)
+    assert re.search(message + ": its test split takes the " + str(sizes.min() - 1), caplog.text)
+    counts = read_metadata(out["test"])["counts"]["test"]
+    assert counts[k - 1] == sizes.min() - 1 and all(c == sizes.min() for i, c in enumerate(counts) if i != k - 1)
+    with pytest.raises(ValueError, match=rf"class {k} .* fewer than requested \(train {sizes.min()}, val 1"):
+        prepare_remote("synthetic", root, tmp_path / "out", train_per_class=int(sizes.min()), val_per_class=1,
+                       test_per_class=1, progress=False)  # train + val never shrink
+    out = prepare_remote("synthetic", root, tmp_path / "out", train_per_class=5, val_per_class=5,
+                         test_per_class=-1, progress=False)
+    assert read_metadata(out["test"])["counts"]["test"] == (sizes - 10).tolist()
