@@ -18,15 +18,27 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
 
 from mamol.data.convert_remote import human_bytes, prepare_remote  # noqa: E402
+from mamol.data.food101 import prepare_food101  # noqa: E402
 from mamol.data.formats import NAN_POLICIES, NORMALIZATIONS  # noqa: E402
+from mamol.data.hateful_memes import prepare_hateful_memes  # noqa: E402
+from mamol.data.mmimdb import prepare_mmimdb  # noqa: E402
 from mamol.data.scenes import KNOWN_SCENES, default_scene_jobs  # noqa: E402
 
 NATURAL = ("mmimdb", "food101", "hateful_memes", "hatememes")
-# Natural-data option (argparse dest = keyword of mamol.data.natural_prepare) -> the datasets it applies to.
+# Natural dataset name -> the function converting its raw download (mamol.data.mmimdb, ...).
+NATURAL_PREPARERS: dict[str, Callable[..., list[Path]]] = {
+    "mmimdb": prepare_mmimdb,
+    "food101": prepare_food101,
+    "hateful_memes": prepare_hateful_memes,
+}
+_ALIASES = {"hatememes": "hateful_memes", "hateful-memes": "hateful_memes", "mm-imdb": "mmimdb",
+            "food-101": "food101", "upmc_food101": "food101"}
+# Natural-data option (argparse dest = keyword of the preparers) -> the datasets it applies to.
 NATURAL_OPTIONS: dict[str, tuple[str, ...]] = {
     "split_file": ("mmimdb", "food101"),
     "class_idx_file": ("food101",),
@@ -86,10 +98,30 @@ def convert_remote(args: argparse.Namespace, dataset: str, root: Path) -> dict[s
     )
 
 
-def convert_natural(args: argparse.Namespace, dataset: str, root: Path) -> dict[str, Path]:
-    """Natural image-text datasets (implemented in mamol.data.natural_prepare)."""
-    from mamol.data.natural_prepare import prepare_natural
+def canonical_name(dataset: str) -> str:
+    """``--dataset`` value -> one of :data:`NATURAL_PREPARERS` (accepts ``hatememes`` etc.)."""
+    key = dataset.strip().lower()
+    key = _ALIASES.get(key, key)
+    if key not in NATURAL_PREPARERS:
+        raise ValueError(f"unknown natural dataset {dataset!r}; expected one of {sorted(NATURAL_PREPARERS)}")
+    return key
 
+
+def prepare_natural(dataset: str, root: str | Path, target: str | Path, **kwargs: Any) -> list[Path]:
+    """Convert the raw download of ``dataset`` under ``root`` to Arrow files in ``target``.
+
+    Args:
+        dataset: ``mmimdb``, ``food101`` or ``hateful_memes`` (``hatememes`` accepted).
+        kwargs: passed to the dataset's preparer (``split_file``, ``class_idx_file``, ``datasets_dir``,
+            ``allow_missing_text``, ``allow_missing_test``, ``progress``).
+    Returns:
+        The Arrow files written, in split order.
+    """
+    return NATURAL_PREPARERS[canonical_name(dataset)](root, target, **kwargs)
+
+
+def convert_natural(args: argparse.Namespace, dataset: str, root: Path) -> dict[str, Path]:
+    """Run the conversion of one natural image-text dataset with the CLI options."""
     options = {dest: getattr(args, dest) for dest, datasets in NATURAL_OPTIONS.items() if dataset in datasets}
     written = prepare_natural(dataset, root, args.target, progress=not args.quiet, **options)
     return {path.stem.rsplit("_", 1)[1]: path for path in written}  # mmimdb_dev.arrow -> "dev"

@@ -13,6 +13,9 @@ import torch
 from PIL import Image
 
 from mamol.data.arrow import open_arrow
+from mamol.data.food101 import prepare_food101
+from mamol.data.hateful_memes import prepare_hateful_memes
+from mamol.data.mmimdb import MMIMDB_GENRES, prepare_mmimdb
 from mamol.data.natural import (
     Food101Dataset,
     HatefulMemesDataset,
@@ -20,8 +23,7 @@ from mamol.data.natural import (
     clip_image_transform,
     clip_tokenizer,
 )
-from mamol.data.natural_prepare import MMIMDB_GENRES, prepare_natural
-from mamol.data.synthetic_natural import make_food101_raw, make_hateful_memes_raw, make_mmimdb_raw
+from tests.fakes.natural import make_food101_raw, make_hateful_memes_raw, make_mmimdb_raw
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +35,9 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "food101": make_food101_raw(root / "raw_food", counts=(5, 3, 2), seed=0),
         "hatememes": make_hateful_memes_raw(root / "raw_hm", counts=(10, 2, 3), seed=0),
     }
-    for name, raw in raws.items():
-        prepare_natural(name, raw.root, root / "arrow", progress=False)
+    prepare_mmimdb(raws["mmimdb"].root, root / "arrow", progress=False)
+    prepare_food101(raws["food101"].root, root / "arrow", progress=False)
+    prepare_hateful_memes(raws["hatememes"].root, root / "arrow", progress=False)
     return {"root": root, "data_root": root / "arrow", "raw": raws}
 
 

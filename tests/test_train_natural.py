@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from mamol.data.natural_prepare import prepare_natural
-from mamol.data.synthetic_natural import make_food101_raw, make_hateful_memes_raw, make_mmimdb_raw
+from mamol.data.food101 import prepare_food101
+from mamol.data.hateful_memes import prepare_hateful_memes
+from mamol.data.mmimdb import prepare_mmimdb
 from run import ex  # importing run registers its main function with the experiment
+from tests.fakes.natural import make_food101_raw, make_hateful_memes_raw, make_mmimdb_raw
 
 TASKS = {"mmimdb": ("task_finetune_mmimdb", "F1_macro"), "food101": ("task_finetune_food101", "accuracy"),
          "hatememes": ("task_finetune_hatememes", "AUROC")}
@@ -21,8 +23,9 @@ def data_root(tmp_path_factory) -> Path:
     make_mmimdb_raw(root / "raw_mmimdb", counts=(6, 3, 4), seed=0)
     make_food101_raw(root / "raw_food", counts=(6, 3, 4), seed=0)
     make_hateful_memes_raw(root / "raw_hm", counts=(8, 4, 4), seed=0)
-    for name, raw in (("mmimdb", "raw_mmimdb"), ("food101", "raw_food"), ("hateful_memes", "raw_hm")):
-        prepare_natural(name, root / raw, root / "arrow", progress=False)
+    prepare_mmimdb(root / "raw_mmimdb", root / "arrow", progress=False)
+    prepare_food101(root / "raw_food", root / "arrow", progress=False)
+    prepare_hateful_memes(root / "raw_hm", root / "arrow", progress=False)
     return root / "arrow"
 
 

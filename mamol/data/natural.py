@@ -1,7 +1,8 @@
 """Image–text datasets of the DCP benchmarks: MM-IMDb, Food-101 and Hateful Memes (SPEC §3.2, §4).
 
-Each split is one Arrow file written by :mod:`mamol.data.natural_prepare` (or by DCP/MMP's own
-``make_arrow``: files without metadata are read too). A sample is
+Each split is one Arrow file written by :mod:`mamol.data.mmimdb`, :mod:`mamol.data.food101` or
+:mod:`mamol.data.hateful_memes` (or by DCP/MMP's own ``make_arrow``: files without metadata are read too).
+A sample is
 
 * ``image``: float32 (3, S, S), S = ``image_size`` (224): resize shorter side to S (bicubic), center crop,
   CLIP mean/std (open_clip's eval transform); the fill (ones / zeros, ``missing_fill``) when the image is
@@ -37,7 +38,9 @@ from torch import Tensor
 from mamol.data.arrow import open_arrow
 from mamol.data.base import BaseArrowDataset
 from mamol.data.datamodule import TaskInfo
-from mamol.data.natural_prepare import HATEMEMES_CLASSES, MMIMDB_GENRES, SHIPPED_FOOD101_CLASS_IDX
+from mamol.data.food101 import SHIPPED_FOOD101_CLASS_IDX
+from mamol.data.hateful_memes import HATEMEMES_CLASSES
+from mamol.data.mmimdb import MMIMDB_GENRES
 from mamol.missing import missing_code
 
 logger = logging.getLogger(__name__)

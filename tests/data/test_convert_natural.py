@@ -1,22 +1,27 @@
-"""Raw image–text layouts -> Arrow (mamol.data.natural_prepare) on tiny generated downloads."""
+"""Raw image–text layouts -> Arrow on tiny generated downloads: the converters and datasets/make_arrow.py.
+
+MM-IMDb (mamol.data.mmimdb), Food-101 (mamol.data.food101) and Hateful Memes (mamol.data.hateful_memes), on
+the shared checks and streaming writes of mamol.data.convert_natural.
+"""
 from __future__ import annotations
 
+import csv
+import importlib.util
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
 
 from mamol.data.arrow import open_arrow, read_metadata
-from mamol.data.natural_prepare import (
-    DEFAULT_DATASETS_DIR,
-    FOOD101_CLASSES,
-    MMIMDB_GENRES,
-    PrepareError,
-    prepare_natural,
-)
-from mamol.data.synthetic_natural import make_food101_raw, make_hateful_memes_raw, make_mmimdb_raw
+from mamol.data.convert_natural import PrepareError
+from mamol.data.food101 import FOOD101_CLASSES, prepare_food101
+from mamol.data.formats import SHIPPED_DIR
+from mamol.data.hateful_memes import prepare_hateful_memes
+from mamol.data.mmimdb import MMIMDB_GENRES, prepare_mmimdb
+from tests.fakes.natural import make_food101_raw, make_hateful_memes_raw, make_mmimdb_raw
 
 MMIMDB_COLUMNS = {"image": pa.binary(), "plots": pa.list_(pa.string()), "label": pa.list_(pa.int64()),
                   "genres": pa.list_(pa.string()), "image_id": pa.string(), "split": pa.string()}
@@ -38,7 +43,7 @@ def _truncate(path: Path) -> None:
 @pytest.mark.parametrize("layout", ["dcp", "official"])
 def test_mmimdb_round_trip(tmp_path: Path, layout: str) -> None:
     raw = make_mmimdb_raw(tmp_path / "raw", layout=layout, seed=1)
-    out = prepare_natural("mmimdb", raw.root, tmp_path / "arrow", progress=False)
+    out = prepare_mmimdb(raw.root, tmp_path / "arrow", progress=False)
     assert [p.name for p in out] == ["mmimdb_train.arrow", "mmimdb_dev.arrow", "mmimdb_test.arrow"]
     lbl_dir = raw.root / ("labels" if layout == "dcp" else "dataset")
     img_dir = raw.root / ("images" if layout == "dcp" else "dataset")
@@ -72,24 +77,22 @@ def test_mmimdb_split_file_from_datasets_dir(tmp_path: Path) -> None:
     shipped = tmp_path / "shipped"
     shipped.mkdir()
     (raw.root / "split.json").rename(shipped / "mmimdb_split.json")
-    out = prepare_natural("mmimdb", raw.root, tmp_path / "arrow", datasets_dir=shipped, progress=False)
+    out = prepare_mmimdb(raw.root, tmp_path / "arrow", datasets_dir=shipped, progress=False)
     assert read_metadata(out[0])["source"]["split_file"] == str(shipped / "mmimdb_split.json")
     with pytest.raises(PrepareError, match="mmimdb_split.json"):
-        prepare_natural("mmimdb", raw.root, tmp_path / "arrow2", datasets_dir=tmp_path, progress=False)
+        prepare_mmimdb(raw.root, tmp_path / "arrow2", datasets_dir=tmp_path, progress=False)
 
 
 # ------------------------------------------------------------------------------------------- Food-101
 @pytest.mark.parametrize("text_source", ["json", "csv"])
 def test_food101_round_trip(tmp_path: Path, text_source: str) -> None:
     raw = make_food101_raw(tmp_path / "raw", text_source=text_source, seed=2)
-    out = prepare_natural("food101", raw.root, tmp_path / "arrow", progress=False)
+    out = prepare_food101(raw.root, tmp_path / "arrow", progress=False)
     assert [p.name for p in out] == ["food101_train.arrow", "food101_val.arrow", "food101_test.arrow"]
     class_idx = json.loads((raw.root / "class_idx.json").read_text())
     if text_source == "json":
         titles = json.loads((raw.root / "text.json").read_text())
     else:
-        import csv
-
         titles = {}
         for name in ("train_titles.csv", "test_titles.csv"):
             with open(raw.root / "texts" / name, newline="") as fp:
@@ -117,15 +120,15 @@ def test_food101_side_files_from_datasets_dir(tmp_path: Path) -> None:
     shipped = tmp_path / "shipped"
     shipped.mkdir()
     (shipped / "food101_split.json").write_text(json.dumps(split))
-    (shipped / "food101_class_idx.json").write_text((DEFAULT_DATASETS_DIR / "food101_class_idx.json").read_text())
-    out = prepare_natural("food101", raw.root, tmp_path / "arrow", datasets_dir=shipped, progress=False)
+    (shipped / "food101_class_idx.json").write_text((SHIPPED_DIR / "food101_class_idx.json").read_text())
+    out = prepare_food101(raw.root, tmp_path / "arrow", datasets_dir=shipped, progress=False)
     meta = read_metadata(out[0])
     assert meta["source"]["class_idx_file"] == str(shipped / "food101_class_idx.json")
     assert open_arrow(out[1]).num_rows == len(raw.ids["val"])
 
 
 def test_shipped_food101_class_idx_is_a_permutation_of_the_101_classes() -> None:
-    class_idx = json.loads((DEFAULT_DATASETS_DIR / "food101_class_idx.json").read_text())
+    class_idx = json.loads((SHIPPED_DIR / "food101_class_idx.json").read_text())
     assert sorted(class_idx) == sorted(FOOD101_CLASSES) and len(class_idx) == 101
     assert sorted(class_idx.values()) == list(range(101))
     assert list(FOOD101_CLASSES) == sorted(FOOD101_CLASSES)
@@ -138,8 +141,8 @@ def test_food101_missing_title(tmp_path: Path) -> None:
     del titles[victim]
     (raw.root / "text.json").write_text(json.dumps(titles))
     with pytest.raises(PrepareError, match=rf"'{victim}'.*no title"):
-        prepare_natural("food101", raw.root, tmp_path / "arrow", progress=False)
-    out = prepare_natural("food101", raw.root, tmp_path / "arrow", allow_missing_text=True, progress=False)
+        prepare_food101(raw.root, tmp_path / "arrow", progress=False)
+    out = prepare_food101(raw.root, tmp_path / "arrow", allow_missing_text=True, progress=False)
     assert open_arrow(out[1]).num_rows == len(raw.ids["val"]) - 1
 
 
@@ -147,7 +150,7 @@ def test_food101_missing_title(tmp_path: Path) -> None:
 @pytest.mark.parametrize("nested,dev_name", [(False, "dev_seen"), (True, "dev")])
 def test_hateful_memes_round_trip(tmp_path: Path, nested: bool, dev_name: str) -> None:
     raw = make_hateful_memes_raw(tmp_path / "raw", nested=nested, dev_name=dev_name, seed=4)
-    out = prepare_natural("hateful_memes", raw.root, tmp_path / "arrow", progress=False)
+    out = prepare_hateful_memes(raw.root, tmp_path / "arrow", progress=False)
     assert [p.name for p in out] == ["hatememes_train.arrow", "hatememes_dev.arrow", "hatememes_test.arrow"]
     base = raw.root / "data" if nested else raw.root
     for path, split, stem in zip(out, ("train", "dev", "test"), ("train", dev_name, "test_seen")):
@@ -166,41 +169,40 @@ def test_hateful_memes_round_trip(tmp_path: Path, nested: bool, dev_name: str) -
 def test_hateful_memes_unlabelled_test_is_refused(tmp_path: Path) -> None:
     raw = make_hateful_memes_raw(tmp_path / "raw", test_name="test", unlabelled_test=True)
     with pytest.raises(PrepareError, match="test_seen.jsonl"):
-        prepare_natural("hatememes", raw.root, tmp_path / "arrow", progress=False)
-    out = prepare_natural("hatememes", raw.root, tmp_path / "arrow", allow_missing_test=True, progress=False)
+        prepare_hateful_memes(raw.root, tmp_path / "arrow", progress=False)
+    out = prepare_hateful_memes(raw.root, tmp_path / "arrow", allow_missing_test=True, progress=False)
     assert [p.name for p in out] == ["hatememes_train.arrow", "hatememes_dev.arrow"]
 
 
 def test_hateful_memes_labelled_test_jsonl_is_accepted(tmp_path: Path) -> None:
     raw = make_hateful_memes_raw(tmp_path / "raw", test_name="test", counts=(2, 1, 2))
-    out = prepare_natural("hatememes", raw.root, tmp_path / "arrow", progress=False)
+    out = prepare_hateful_memes(raw.root, tmp_path / "arrow", progress=False)
     assert open_arrow(out[2]).num_rows == 2
 
 
 # ------------------------------------------------------------------------------------------- bad input
 def test_unknown_dataset(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown natural dataset 'imagenet'"):
-        prepare_natural("imagenet", tmp_path, tmp_path)
+        _make_arrow().prepare_natural("imagenet", tmp_path, tmp_path)
 
 
-@pytest.mark.parametrize("dataset", ["mmimdb", "food101", "hateful_memes"])
-def test_missing_root_folder(tmp_path: Path, dataset: str) -> None:
+@pytest.mark.parametrize("prepare", [prepare_mmimdb, prepare_food101, prepare_hateful_memes],
+                         ids=["mmimdb", "food101", "hateful_memes"])
+def test_missing_root_folder(tmp_path: Path, prepare) -> None:
     with pytest.raises(PrepareError, match=re.escape(str(tmp_path / "nope")) + ".*folder not found"):
-        prepare_natural(dataset, tmp_path / "nope", tmp_path / "arrow", progress=False)
+        prepare(tmp_path / "nope", tmp_path / "arrow", progress=False)
 
 
 def test_missing_layout_folders(tmp_path: Path) -> None:
     (tmp_path / "raw").mkdir()
     with pytest.raises(PrepareError, match=r"images/ \+ labels/.*dataset/"):
-        prepare_natural("mmimdb", tmp_path / "raw", tmp_path / "arrow", progress=False)
+        prepare_mmimdb(tmp_path / "raw", tmp_path / "arrow", progress=False)
     raw = make_food101_raw(tmp_path / "food", counts=(1, 1, 1))
-    import shutil
-
     shutil.rmtree(raw.root / "images" / "test")
     with pytest.raises(PrepareError, match=r"images/test: Food-101 image folder not found"):
-        prepare_natural("food101", raw.root, tmp_path / "arrow", progress=False)
+        prepare_food101(raw.root, tmp_path / "arrow", progress=False)
     with pytest.raises(PrepareError, match="train.jsonl not found"):
-        prepare_natural("hateful_memes", tmp_path / "raw", tmp_path / "arrow", progress=False)
+        prepare_hateful_memes(tmp_path / "raw", tmp_path / "arrow", progress=False)
 
 
 def test_missing_image(tmp_path: Path) -> None:
@@ -208,18 +210,18 @@ def test_missing_image(tmp_path: Path) -> None:
     victim = raw.ids["dev"][0]
     (raw.root / "images" / f"{victim}.jpeg").unlink()
     with pytest.raises(PrepareError, match=rf"id '{victim}' of split 'dev' has no image .*{victim}\.jpeg"):
-        prepare_natural("mmimdb", raw.root, tmp_path / "a", progress=False)
+        prepare_mmimdb(raw.root, tmp_path / "a", progress=False)
 
     raw = make_food101_raw(tmp_path / "food", counts=(2, 1, 1))
     name = raw.ids["test"][0]
     next((raw.root / "images" / "test").rglob(name)).unlink()
     with pytest.raises(PrepareError, match=rf"'{name}' of split 'test' has no image"):
-        prepare_natural("food101", raw.root, tmp_path / "b", progress=False)
+        prepare_food101(raw.root, tmp_path / "b", progress=False)
 
     raw = make_hateful_memes_raw(tmp_path / "hm", counts=(2, 1, 1))
     (raw.root / "img" / f"{raw.ids['train'][1]}.png").unlink()
     with pytest.raises(PrepareError, match=rf"train.jsonl:2: image 'img/{raw.ids['train'][1]}.png' not found"):
-        prepare_natural("hateful_memes", raw.root, tmp_path / "c", progress=False)
+        prepare_hateful_memes(raw.root, tmp_path / "c", progress=False)
 
 
 def test_missing_split_entry(tmp_path: Path) -> None:
@@ -228,20 +230,20 @@ def test_missing_split_entry(tmp_path: Path) -> None:
     del split["dev"]
     (raw.root / "split.json").write_text(json.dumps(split))
     with pytest.raises(PrepareError, match=r"split.json: split key 'dev' missing"):
-        prepare_natural("mmimdb", raw.root, tmp_path / "a", progress=False)
+        prepare_mmimdb(raw.root, tmp_path / "a", progress=False)
 
     raw = make_mmimdb_raw(tmp_path / "mm2", counts=(2, 1, 1))
     victim = raw.ids["train"][1]
     (raw.root / "labels" / f"{victim}.json").unlink()
     with pytest.raises(PrepareError, match=rf"id '{victim}' of split 'train' has no label file"):
-        prepare_natural("mmimdb", raw.root, tmp_path / "b", progress=False)
+        prepare_mmimdb(raw.root, tmp_path / "b", progress=False)
 
     raw = make_food101_raw(tmp_path / "food", counts=(1, 1, 1))
     split = json.loads((raw.root / "split.json").read_text())
     split["val"].append("waffles_999.jpg")
     (raw.root / "split.json").write_text(json.dumps(split))
     with pytest.raises(PrepareError, match="'waffles_999.jpg' of split 'val' has no title"):
-        prepare_natural("food101", raw.root, tmp_path / "c", progress=False)
+        prepare_food101(raw.root, tmp_path / "c", progress=False)
 
 
 def test_missing_label_field(tmp_path: Path) -> None:
@@ -251,7 +253,7 @@ def test_missing_label_field(tmp_path: Path) -> None:
     del record["genres"]
     victim.write_text(json.dumps(record))
     with pytest.raises(PrepareError, match=re.escape(f"{victim}: label field 'genres' missing")):
-        prepare_natural("mmimdb", raw.root, tmp_path / "a", progress=False)
+        prepare_mmimdb(raw.root, tmp_path / "a", progress=False)
 
     raw = make_hateful_memes_raw(tmp_path / "hm", counts=(2, 2, 1))
     dev = raw.root / "dev_seen.jsonl"
@@ -260,7 +262,7 @@ def test_missing_label_field(tmp_path: Path) -> None:
     del row["label"]
     dev.write_text("\n".join([lines[0], json.dumps(row)]) + "\n")
     with pytest.raises(PrepareError, match=r"dev_seen.jsonl:2: field 'label' missing"):
-        prepare_natural("hateful_memes", raw.root, tmp_path / "b", progress=False)
+        prepare_hateful_memes(raw.root, tmp_path / "b", progress=False)
 
 
 @pytest.mark.parametrize("how", ["truncated", "garbage"])
@@ -273,7 +275,7 @@ def test_corrupt_image_named_and_nothing_written(tmp_path: Path, how: str) -> No
         victim.write_bytes(b"this is not a jpeg at all")
     target = tmp_path / "arrow"
     with pytest.raises(PrepareError, match=re.escape(f"{victim}: corrupt image")):
-        prepare_natural("mmimdb", raw.root, target, progress=False)
+        prepare_mmimdb(raw.root, target, progress=False)
     assert not list(target.glob("*")), "a failed conversion must leave no (temporary) file behind"
 
 
@@ -282,7 +284,7 @@ def test_corrupt_png(tmp_path: Path) -> None:
     victim = raw.root / "img" / f"{raw.ids['test'][0]}.png"
     _truncate(victim)
     with pytest.raises(PrepareError, match=re.escape(f"{victim}: corrupt image")):
-        prepare_natural("hateful_memes", raw.root, tmp_path / "arrow", progress=False)
+        prepare_hateful_memes(raw.root, tmp_path / "arrow", progress=False)
 
 
 def test_generators_are_seeded(tmp_path: Path) -> None:
@@ -296,14 +298,12 @@ def test_generators_are_seeded(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------- CLI
-def _make_arrow_main():
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "datasets" / "make_arrow.py"
+def _make_arrow():
+    path = Path(__file__).resolve().parents[2] / "datasets" / "make_arrow.py"
     spec = importlib.util.spec_from_file_location("make_arrow_cli", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.main
+    return module
 
 
 @pytest.mark.parametrize("dataset,prefix,splits", [
@@ -315,7 +315,7 @@ def test_make_arrow_cli(tmp_path: Path, capsys: pytest.CaptureFixture, dataset: 
                         splits: tuple[str, ...]) -> None:
     maker = {"mmimdb": make_mmimdb_raw, "food101": make_food101_raw, "hateful_memes": make_hateful_memes_raw}
     raw = maker[dataset](tmp_path / "raw", counts=(2, 1, 1))
-    main = _make_arrow_main()
+    main = _make_arrow().main
     assert main(["--dataset", dataset, "--root", str(raw.root), "--target", str(tmp_path / "out"), "-q"]) == 0
     for split in splits:
         assert open_arrow(tmp_path / "out" / f"{prefix}_{split}.arrow").num_rows == raw.rows[split]
@@ -326,7 +326,7 @@ def test_make_arrow_cli(tmp_path: Path, capsys: pytest.CaptureFixture, dataset: 
 
 def test_make_arrow_cli_natural_options(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """--split-file / --allow-missing-text / --allow-missing-test reach the preparers."""
-    main = _make_arrow_main()
+    main = _make_arrow().main
     raw = make_food101_raw(tmp_path / "food", counts=(2, 2, 1))
     split_file = tmp_path / "elsewhere" / "my_split.json"
     split_file.parent.mkdir()
@@ -355,7 +355,7 @@ def test_make_arrow_cli_rejects_option_for_other_dataset(tmp_path: Path, capsys:
                                                          dataset: str, flag: str) -> None:
     value = [] if flag.startswith("--allow") else [str(tmp_path / "x.json")]
     with pytest.raises(SystemExit) as exc:
-        _make_arrow_main()(["--dataset", dataset, "--root", str(tmp_path), flag, *value])
+        _make_arrow().main(["--dataset", dataset, "--root", str(tmp_path), flag, *value])
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert flag in err and f"--dataset {dataset}" in err

@@ -1,9 +1,10 @@
 """Tiny raw image–text datasets in the on-disk layouts of the real downloads (SPEC §3.2).
 
 Each generator writes a handful of small, real image files (JPEG/PNG via Pillow) and the json / jsonl /
-csv side files exactly where :mod:`mamol.data.natural_prepare` looks for them, so tests (and the demo) can
-run the whole ``raw -> make_arrow -> dataset`` path without the real data. Everything is drawn from a
-dedicated, seeded ``numpy.random.Generator``: the same seed writes the same files.
+csv side files exactly where the converters (:mod:`mamol.data.mmimdb`, :mod:`mamol.data.food101`,
+:mod:`mamol.data.hateful_memes`) look for them, so tests can run the whole ``raw -> make_arrow -> dataset``
+path without the real data. Everything is drawn from a dedicated, seeded ``numpy.random.Generator``: the same
+seed writes the same files.
 
 Layouts written:
 
@@ -25,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from mamol.data.food101 import SHIPPED_FOOD101_CLASS_IDX
 
 __all__ = [
     "RawManifest",
@@ -149,8 +152,6 @@ def make_food101_raw(
     if text_source not in ("json", "csv"):
         raise ValueError(f"make_food101_raw: text_source must be 'json' or 'csv', found {text_source!r}")
     if class_idx is None and write_class_idx:
-        from mamol.data.natural_prepare import SHIPPED_FOOD101_CLASS_IDX
-
         class_idx = json.loads(SHIPPED_FOOD101_CLASS_IDX.read_text())
     root = Path(root)
     rng = np.random.default_rng(seed)
