@@ -6,20 +6,26 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv test test-all demo bench clean
+.PHONY: venv lint test test-all demo bench clean
 
-$(STAMP): requirements.txt
+# The project itself is installed editable (pyproject.toml), without build isolation: setuptools<81 is
+# already in the venv, and nothing is downloaded to build it.
+$(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade "pip>=24"
 	$(VENV)/bin/pip install --quiet -r requirements.txt
+	$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-venv: $(STAMP)   ## create or update .venv from requirements.txt
+venv: $(STAMP)   ## create or update .venv from requirements.txt and pyproject.toml
 
-test: $(STAMP)   ## the fast CPU suite (CI runs this)
+lint: $(STAMP)   ## ruff on the whole tree (configured in pyproject.toml)
+	$(VENV)/bin/ruff check .
+
+test: lint   ## lint, then the fast CPU suite (CI runs this)
 	$(PY) -m pytest -q
 
-test-all: $(STAMP)   ## also the heavy tests (ViT-B/16 shapes, Houston-sized scenes)
+test-all: lint   ## also the heavy tests (ViT-B/16 shapes, Houston-sized scenes, the longer trainings)
 	$(PY) -m pytest -q -m ""
 
 demo: $(STAMP)   ## synthetic scene -> Arrow -> train MaMOL (tiny CLIP) -> evaluate under missing settings

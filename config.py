@@ -1,7 +1,9 @@
 """Sacred experiment and every configuration of mamol.
 
-The Sacred layer lives here and in ``run.py`` only: the package (``mamol``) takes the resolved config as a
-plain dict. Keys and meanings follow DCP/MMP so their command lines keep working; MaMOL's own keys follow.
+The Sacred layer lives here and in ``run.py`` only: ``mamol.train`` turns the config into typed settings
+(``mamol.settings``) once. Keys and meanings follow DCP/MMP so their command lines keep working; the
+framework's own keys follow. Every default is stated once, in the root config below; named configs only set
+keys; a key left ``None`` takes the paper's value for the data kind (stated in the method's file).
 ``python run.py print_config with remote`` shows the resolved values; unknown keys are refused by Sacred.
 """
 from __future__ import annotations
@@ -23,7 +25,8 @@ def config():
     exp_name = "mamol"  # run folder name: <log_dir>/<exp_name>/version_<n>/
     seed = 0  # seeds Lightning (seed_everything(seed, workers=True)), hence init and shuffling
     datasets = ["houston2013"]  # task names; Arrow files <name>_{train,val,test}.arrow under data_root
-    loss_names = {"remote": 1, "mmimdb": 0, "food101": 0, "hatememes": 0}  # loss weight per task (DCP); remote = any scene
+    # loss weight per task (as DCP); "remote" covers any remote scene
+    loss_names = {"remote": 1, "mmimdb": 0, "food101": 0, "hatememes": 0}
     log_dir = "result"  # root of run folders (checkpoints, CSV logs, test_results.json)
     fast_dev_run = False  # Lightning smoke run: one train/val/test batch, no checkpoints or logs
 
@@ -42,7 +45,7 @@ def config():
     missing_type = {"train": "both", "val": "both", "test": "both"}  # modality name, both, or 3-modality pair
     both_ratio = 0.5  # with "both": fraction of the missing samples that lose the second modality
     missing_ratio_2 = 0.0  # 3-modality pair types (e.g. HS_SAR): fraction that also loses the second one
-    missing_table_root = None  # where missing tables are stored and reused; None = datasets/missing_tables
+    missing_table_root = None  # where missing tables are stored and reused; None = <data_root>/missing_tables
     missing_seed = 0  # seed of the dedicated generator that draws missing tables
     missing_table_on_mismatch = "regenerate"  # a stored table made with other parameters: "regenerate" or "refuse"
     test_ratio = None  # overrides missing_ratio of val and test (e.g. 0.7); None keeps missing_ratio
@@ -56,7 +59,13 @@ def config():
     clip_random_init = False  # random backbone weights; only for tests and the demo
     prompt_type = "input"  # accepted for DCP command lines; MaMOL has no prompts, so it is inert
 
-    # ---------------------------------------------------------------- MaMOL adapter (SPEC §5.3)
+    # ---------------------------------------------------------------- method and shared model parts
+    method = "mamol"  # the trainable part inside the frozen encoder (mamol/methods/): "mamol"
+    tokenizer_dim = 256  # remote tokenizers: width of the 3x3 conv before the 1x1 conv to D
+    head_init_std = 0.02  # std of the classification head's weight init (bias 0)
+    skip_missing = True  # skip the encoder pass of missing modalities (exact; 1.6x faster at 0.7 / both)
+
+    # ---------------------------------------------------------------- MaMOL adapter (SPEC §5.3), method=mamol
     adapter_layers = None  # image-encoder blocks with an adapter; None = paper: remote 6-11 (last half), natural 10-11
     adapter_layers_text = None  # natural data: blocks of the text encoder with an adapter; None = the last two
     adapter_rank = None  # LoRA rank r of every expert; None = paper: remote 8, natural 16
@@ -66,9 +75,6 @@ def config():
     pattern_dim = 8  # size of the missing-pattern embedding e
     adapter_scale = None  # multiplies the adapter output Δ; None = remote 1.0, natural 0.2
     router_hidden = None  # router hidden width; None = D // 2
-    tokenizer_dim = 256  # remote tokenizers: width of the 3x3 conv before the 1x1 conv to D
-    head_init_std = 0.02  # std of the classification head's weight init (bias 0)
-    skip_missing = True  # skip the encoder pass of missing modalities (exact; 1.6x faster at 0.7 / both)
     sparse_experts = True  # run each dynamic expert only on its routed tokens (exact); False = dense masked formula
     load_balance_weight = 0.0  # optional router load-balancing loss weight (0 = the paper's method)
 
@@ -86,7 +92,7 @@ def config():
     batch_size = 128  # effective batch; accumulation = batch_size // (per_gpu_batchsize * gpus * nodes)
     per_gpu_batchsize = 0  # batch per device and step; 0 = batch_size split over the devices
     val_check_interval = 1.0  # validate every fraction of an epoch (float) or every N batches (int > 1)
-    check_val_every_n_epoch = 1  # validate every N epochs (the release: 20 on remote data)
+    check_val_every_n_epoch = 1  # validate every N epochs (the release: 20 on remote data, see `remote`)
 
     # ---------------------------------------------------------------- hardware
     num_gpus = 1  # GPUs per node; 0 (or no GPU present) = CPU
@@ -99,38 +105,12 @@ def config():
     test_only = False  # evaluate load_path on the test split and write test_results.json
 
 
-def _remote(**changes) -> dict:
-    """The paper's remote-sensing settings (SPEC §5.3, §6), with ``changes`` applied."""
-    settings = dict(
-        datasets=["houston2013"],  # HSI + LiDAR by default (modalities=None)
-        modalities=None,
-        missing_ratio={"train": 0.7, "val": 0.7, "test": 0.7},
-        missing_type={"train": "both", "val": "both", "test": "both"},
-        both_ratio=0.5,
-        adapter_layers=None,  # blocks 6-11 on ViT-B/16
-        adapter_rank=8,
-        num_dynamic_experts=2,
-        top_k=1,
-        num_shared_experts=1,
-        adapter_scale=1.0,
-        learning_rate=1e-4,
-        weight_decay=0.02,
-        warmup_steps=0.1,
-        decay_power=1,
-        end_lr=0,
-        grad_clip=1.0,
-        max_epoch=201,
-        batch_size=128,
-        check_val_every_n_epoch=20,
-        val_check_interval=1.0,
-    )
-    settings.update(changes)
-    return settings
-
-
-ex.add_named_config("remote", _remote())
+# The paper's remote-sensing protocol (SPEC §5.3, §6): the root config above holds its values (Houston2013,
+# HSI + LiDAR, 0.7 / both, AdamW 1e-4, 201 epochs, batch 128); the release validates every 20 epochs.
+ex.add_named_config("remote", dict(check_val_every_n_epoch=20))
 # Three modalities (Augsburg HSI + LiDAR/DSM + SAR); each missing sample draws one of the six partial patterns.
-ex.add_named_config("remote_3modality", _remote(
+ex.add_named_config("remote_3modality", dict(
+    check_val_every_n_epoch=20,
     datasets=["augsburg"],
     modalities=["hsi", "lidar", "sar"],
     missing_type={"train": "HS_SAR_Lidar", "val": "HS_SAR_Lidar", "test": "HS_SAR_Lidar"},
@@ -138,34 +118,34 @@ ex.add_named_config("remote_3modality", _remote(
 
 
 def _natural(task: str, val_check: float) -> dict:
-    """DCP's fine-tuning values for one image-text task with MaMOL's natural-data adapter."""
-    return dict(
-        datasets=[task],
-        loss_names={task: 1},
-        missing_ratio={"train": 0.7, "val": 0.7, "test": 0.7},
-        missing_type={"train": "both", "val": "both", "test": "both"},
-        both_ratio=0.5,
-        adapter_layers=None,  # the last two blocks of each tower: 10, 11 on ViT-B/16
-        adapter_layers_text=None,
-        adapter_rank=16,
-        num_dynamic_experts=4,
-        top_k=2,
-        num_shared_experts=1,
-        adapter_scale=0.2,
-        learning_rate=1e-2,
-        weight_decay=0.02,
-        warmup_steps=0.1,
-        decay_power=1,
-        end_lr=0,
-        grad_clip=0,
-        max_epoch=20,
-        max_steps=None,
-        batch_size=256,
-        val_check_interval=val_check,
-        check_val_every_n_epoch=1,
-    )
+    """DCP's fine-tuning values for one image-text task (adapter sizes: the paper's image-text values)."""
+    return dict(datasets=[task], loss_names={task: 1}, learning_rate=1e-2, max_epoch=20, batch_size=256,
+                val_check_interval=val_check)
 
 
 ex.add_named_config("task_finetune_mmimdb", _natural("mmimdb", 0.2))
 ex.add_named_config("task_finetune_food101", _natural("food101", 0.2))
 ex.add_named_config("task_finetune_hatememes", _natural("hatememes", 0.11))
+
+
+def defaults(*named_configs: str, **updates) -> dict:
+    """The config ``python run.py with <named_configs...> key=value...`` would run with, without running it.
+
+    Root values, then each named config, then ``updates`` (dict values merge key by key, as Sacred does).
+    For tests and in-process tools (the model benchmark), so they share the one place defaults live.
+    """
+    cfg = dict(ex.configurations[0]())
+    for name in named_configs:
+        if name not in ex.named_configs:
+            raise KeyError(f"no named config {name!r}; known: {sorted(ex.named_configs)}")
+        _merge(cfg, dict(ex.named_configs[name]()))
+    _merge(cfg, updates)
+    return cfg
+
+
+def _merge(base: dict, changes: dict) -> None:
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            base[key] = {**base[key], **value}
+        else:
+            base[key] = value

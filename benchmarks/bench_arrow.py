@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"convert: {conv['seconds']:.1f} s wall, peak RSS {conv['peak_rss'] / MIB:.0f} MiB "
               f"(= {conv['peak_rss'] / cube:.2f} x cube; goal <= 2.5 x cube + 300 MiB = {goal / MIB:.0f} MiB: "
               f"{verdict}); a process that only imports the converter peaks at {base['peak_rss'] / MIB:.0f} MiB")
-        for split, (path, size) in conv["files"].items():
+        for _split, (path, size) in conv["files"].items():
             print(f"  {Path(path).name}: {size / MIB:.1f} MiB")
         read = _run(READ, str(work / "arrow"), str(work / "tables"))
         for split in ("train", "test"):

@@ -18,39 +18,28 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere without installing
+from mamol.data import catalogue
+from mamol.data.convert_remote import human_bytes
+from mamol.data.formats import NAN_POLICIES, NORMALIZATIONS
+from mamol.data.scenes import KNOWN_SCENES, default_scene_jobs
+from mamol.errors import ConfigError, MamolError, MissingFileError
 
-from mamol.data.convert_remote import human_bytes, prepare_remote  # noqa: E402
-from mamol.data.food101 import prepare_food101  # noqa: E402
-from mamol.data.formats import NAN_POLICIES, NORMALIZATIONS  # noqa: E402
-from mamol.data.hateful_memes import prepare_hateful_memes  # noqa: E402
-from mamol.data.mmimdb import prepare_mmimdb  # noqa: E402
-from mamol.data.scenes import KNOWN_SCENES, default_scene_jobs  # noqa: E402
-
-NATURAL = ("mmimdb", "food101", "hateful_memes", "hatememes")
-# Natural dataset name -> the function converting its raw download (mamol.data.mmimdb, ...).
-NATURAL_PREPARERS: dict[str, Callable[..., list[Path]]] = {
-    "mmimdb": prepare_mmimdb,
-    "food101": prepare_food101,
-    "hateful_memes": prepare_hateful_memes,
-}
-_ALIASES = {"hatememes": "hateful_memes", "hateful-memes": "hateful_memes", "mm-imdb": "mmimdb",
-            "food-101": "food101", "upmc_food101": "food101"}
-# Natural-data option (argparse dest = keyword of the preparers) -> the datasets it applies to.
+NATURAL = tuple(name for name, entry in catalogue.CATALOGUE.items() if entry.kind == "natural")
+# Image-text option (argparse dest = keyword of the converters) -> the datasets it applies to.
 NATURAL_OPTIONS: dict[str, tuple[str, ...]] = {
     "split_file": ("mmimdb", "food101"),
     "class_idx_file": ("food101",),
     "allow_missing_text": ("food101",),
-    "allow_missing_test": ("hateful_memes", "hatememes"),
+    "allow_missing_test": ("hatememes",),
 }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", help=f"{', '.join(KNOWN_SCENES)}, a custom scene name, or {', '.join(NATURAL[:3])}; "
-                                     "omitted: convert every known scene folder in the current directory")
+    p.add_argument("--dataset", help=f"{', '.join(KNOWN_SCENES)}, a custom scene name, or mmimdb, food101, "
+                                     "hateful_memes; omitted: convert every known scene folder in the current "
+                                     "directory")
     p.add_argument("--root", type=Path, help="raw data folder (default for known scenes: ./data_2013 etc.)")
     p.add_argument("--target", type=Path, default=Path("."), help="output folder for the .arrow files (default .)")
     g = p.add_argument_group("remote scenes")
@@ -80,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="hateful_memes: without a labelled test file write only train and dev instead of failing")
     p.add_argument("-q", "--quiet", action="store_true", help="warnings only, no progress bars")
     args = p.parse_args(argv)
-    dataset = (args.dataset or "").lower()
+    dataset = catalogue.canonical_name(args.dataset or "")
     for dest, datasets in NATURAL_OPTIONS.items():
         if getattr(args, dest) not in (None, False) and dataset not in datasets:
             p.error(f"--{dest.replace('_', '-')} applies to --dataset {' or '.join(datasets)} only; "
@@ -88,42 +77,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def convert_remote(args: argparse.Namespace, dataset: str, root: Path) -> dict[str, Path]:
-    """Run the remote conversion of one scene with the CLI options."""
-    return prepare_remote(
-        dataset, root, args.target, modalities=args.modalities, patch_size=args.patch_size,
-        normalize=args.normalize, split=args.split, train_per_class=args.train_per_class,
-        val_per_class=args.val_per_class, test_per_class=args.test_per_class, seed=args.seed, nan=args.nan,
-        write_scene=not args.no_scene, progress=not args.quiet, strict_counts=args.strict_counts,
-    )
-
-
-def canonical_name(dataset: str) -> str:
-    """``--dataset`` value -> one of :data:`NATURAL_PREPARERS` (accepts ``hatememes`` etc.)."""
-    key = dataset.strip().lower()
-    key = _ALIASES.get(key, key)
-    if key not in NATURAL_PREPARERS:
-        raise ValueError(f"unknown natural dataset {dataset!r}; expected one of {sorted(NATURAL_PREPARERS)}")
-    return key
-
-
-def prepare_natural(dataset: str, root: str | Path, target: str | Path, **kwargs: Any) -> list[Path]:
-    """Convert the raw download of ``dataset`` under ``root`` to Arrow files in ``target``.
-
-    Args:
-        dataset: ``mmimdb``, ``food101`` or ``hateful_memes`` (``hatememes`` accepted).
-        kwargs: passed to the dataset's preparer (``split_file``, ``class_idx_file``, ``datasets_dir``,
-            ``allow_missing_text``, ``allow_missing_test``, ``progress``).
-    Returns:
-        The Arrow files written, in split order.
-    """
-    return NATURAL_PREPARERS[canonical_name(dataset)](root, target, **kwargs)
-
-
-def convert_natural(args: argparse.Namespace, dataset: str, root: Path) -> dict[str, Path]:
-    """Run the conversion of one natural image-text dataset with the CLI options."""
-    options = {dest: getattr(args, dest) for dest, datasets in NATURAL_OPTIONS.items() if dataset in datasets}
-    written = prepare_natural(dataset, root, args.target, progress=not args.quiet, **options)
+def convert(args: argparse.Namespace, dataset: str, root: Path) -> dict[str, Path]:
+    """Run the converter of ``dataset``'s catalogue entry with the CLI options; {split or "scene": file}."""
+    entry = catalogue.converter_entry(dataset)
+    if entry.kind == "remote":
+        return entry.convert(
+            root, args.target, modalities=args.modalities, patch_size=args.patch_size, normalize=args.normalize,
+            split=args.split, train_per_class=args.train_per_class, val_per_class=args.val_per_class,
+            test_per_class=args.test_per_class, seed=args.seed, nan=args.nan, write_scene=not args.no_scene,
+            progress=not args.quiet, strict_counts=args.strict_counts)
+    options = {dest: getattr(args, dest) for dest, names in NATURAL_OPTIONS.items() if entry.name in names}
+    written = entry.convert(root, args.target, progress=not args.quiet, **options)
     return {path.stem.rsplit("_", 1)[1]: path for path in written}  # mmimdb_dev.arrow -> "dev"
 
 
@@ -133,14 +97,14 @@ def jobs(args: argparse.Namespace) -> list[tuple[str, Path]]:
         found = default_scene_jobs(Path.cwd())
         if not found:
             folders = ", ".join(f"{s.folder}/" for s in KNOWN_SCENES.values())
-            raise FileNotFoundError(f"none of {folders} found in {Path.cwd()}; pass --dataset and --root")
+            raise MissingFileError(f"none of {folders} found in {Path.cwd()}; pass --dataset and --root")
         return found
     dataset = args.dataset.lower()
     if args.root is not None:
         return [(dataset, args.root)]
     if dataset in KNOWN_SCENES:
         return [(dataset, Path.cwd() / KNOWN_SCENES[dataset].folder)]
-    raise ValueError(f"--root is required for dataset {args.dataset!r}")
+    raise ConfigError(f"--root is required for dataset {args.dataset!r}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,11 +113,10 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         for dataset, root in jobs(args):
-            convert = convert_natural if dataset in NATURAL else convert_remote
             written = convert(args, dataset, root)
             for split, path in written.items():
                 print(f"{dataset:>12} {split:>5}: {path} ({human_bytes(path.stat().st_size)})")
-    except (FileNotFoundError, ValueError) as err:
+    except MamolError as err:
         print(f"make_arrow: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -1,3 +1,3 @@
 """mamol: Missing-aware Mixture-of-LoRAs (MaMOL) on a frozen CLIP ViT, for remote sensing and image-text data."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -26,10 +26,13 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from mamol.data.datamodule import TaskInfo
-from mamol.missing import make_missing_table
+from config import defaults  # the one place defaults live (run from the repository root)
+from mamol.methods import build_model, method_class
+from mamol.missing import MissingSetting, make_missing_table
 from mamol.models.adapter import MaMOLAdapter
-from mamol.models.remote import RemoteMaMOL
+from mamol.models.remote import RemoteModel
+from mamol.settings import resolve_model
+from mamol.tasks import REMOTE, TaskInfo
 
 MODALITIES = ("hsi", "lidar")
 BANDS = (144, 1)
@@ -39,15 +42,22 @@ RELEASE_PARAMS = 6.45e6  # trainable parameters the release reports for Houston 
 
 
 def houston_info() -> TaskInfo:
-    return TaskInfo(name="houston2013-shapes", kind="remote", modalities=MODALITIES, bands=dict(zip(MODALITIES, BANDS)),
-                    num_classes=CLASSES, class_names=tuple(f"c{i}" for i in range(CLASSES)), loss="ce",
-                    patch_size=PATCH, metadata={})
+    return TaskInfo(name="houston2013-shapes", kind="remote", task_type=REMOTE, modalities=MODALITIES,
+                    bands=dict(zip(MODALITIES, BANDS)), num_classes=CLASSES,
+                    class_names=tuple(f"c{i}" for i in range(CLASSES)), patch_size=PATCH, metadata={})
+
+
+def remote_model(vit: str, **changes) -> RemoteModel:
+    """The model ``python run.py with remote vit=... clip_random_init=True <changes>`` builds, on Houston shapes."""
+    cfg = defaults("remote", vit=vit, clip_random_init=True, **changes)
+    return build_model(*resolve_model(cfg, "remote", method_class(cfg["method"]).Options), [houston_info()])
 
 
 def make_batch(batch_size: int, device: torch.device, seed: int = 0) -> dict:
     g = torch.Generator().manual_seed(seed)
     batch = {m: torch.rand(batch_size, c, PATCH, PATCH, generator=g) for m, c in zip(MODALITIES, BANDS)}
-    batch["missing_type"] = make_missing_table(batch_size, MODALITIES, 0.7, "both", 0.5, seed=seed)
+    setting = MissingSetting(ratio=0.7, type="both", both_ratio=0.5, ratio_2=0.0, seed=seed)  # training setting
+    batch["missing_type"] = make_missing_table(batch_size, MODALITIES, setting)
     for m, code in zip(MODALITIES, (1, 2)):  # the fill of a missing modality (ones), as the data pipeline does
         batch[m][batch["missing_type"] == code] = 1.0
     batch["label"] = torch.randint(0, CLASSES, (batch_size,), generator=g)
@@ -59,7 +69,7 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train_step_fn(model: RemoteMaMOL, batch: dict) -> Callable[[], None]:
+def train_step_fn(model: RemoteModel, batch: dict) -> Callable[[], None]:
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
     def step() -> None:
@@ -151,7 +161,7 @@ def dynamic_expert_bench(adapter: MaMOLAdapter, rows: int, tokens: int, reps: in
                         "per-expert": run(release_style_dynamic)}, reps, device)[0]
 
 
-def parameter_breakdown(model: RemoteMaMOL) -> dict[str, int]:
+def parameter_breakdown(model: RemoteModel) -> dict[str, int]:
     parts = {"tokenizers": 0, "adapters: LoRA experts": 0, "adapters: routers": 0, "adapters: output proj": 0,
              "pattern embedding": 0, "head": 0}
     for name, p in model.named_parameters():
@@ -165,7 +175,7 @@ def parameter_breakdown(model: RemoteMaMOL) -> dict[str, int]:
             key = "adapters: output proj"
         elif ".adapter." in name:
             key = "adapters: LoRA experts"
-        elif name.startswith("pattern."):
+        elif name.startswith("method.patterns."):
             key = "pattern embedding"
         else:
             key = "head"
@@ -173,7 +183,7 @@ def parameter_breakdown(model: RemoteMaMOL) -> dict[str, int]:
     return parts
 
 
-def _set_sparse(model: RemoteMaMOL, sparse: bool) -> None:
+def _set_sparse(model: RemoteModel, sparse: bool) -> None:
     for m in model.modules():
         if isinstance(m, MaMOLAdapter):
             m.sparse = sparse
@@ -182,9 +192,8 @@ def _set_sparse(model: RemoteMaMOL, sparse: bool) -> None:
 def bench(vit: str, steps: int, batch_size: int, device: torch.device) -> None:
     """Run and print the four benchmark figures for one backbone."""
     torch.manual_seed(0)
-    cfg = {"vit": vit, "clip_random_init": True}
-    mamol = RemoteMaMOL(cfg, houston_info()).to(device)
-    plain = RemoteMaMOL({**cfg, "adapter_layers": []}, houston_info()).to(device)
+    mamol = remote_model(vit).to(device)
+    plain = remote_model(vit, adapter_layers=[]).to(device)
     batch = make_batch(batch_size, device)
     codes = batch["missing_type"].tolist()
     rows = sum(len(MODALITIES) - bin(c).count("1") for c in codes)
@@ -195,7 +204,8 @@ def bench(vit: str, steps: int, batch_size: int, device: torch.device) -> None:
           f"{'+'.join(f'{m}({c})' for m, c in zip(MODALITIES, BANDS))}, {PATCH}x{PATCH} patches ===")
     print(f"train missing 0.7/both: {codes.count(0)} complete, {codes.count(1)} HSI-missing, {codes.count(2)} "
           f"LiDAR-missing -> {rows} of {len(MODALITIES) * batch_size} (sample, modality) encoder rows")
-    print(f"adapters in blocks {[i for i, b in enumerate(mamol.visual.transformer.resblocks) if hasattr(b.mlp, 'adapter')]}"
+    blocks = [i for i, b in enumerate(mamol.visual.transformer.resblocks) if hasattr(b.mlp, "adapter")]
+    print(f"adapters in blocks {blocks}"
           f": D={a0.dim}, r={a0.rank}, {a0.num_dynamic} dynamic top-{a0.top_k}, {a0.num_shared} shared, "
           f"{a0.n_modalities} modality experts, router hidden {a0.router_in.out_features}")
 

@@ -1,8 +1,9 @@
-"""Evaluation metrics of each task, on torchmetrics (SPEC §6).
+"""Evaluation metrics by task type, on torchmetrics (SPEC §6).
 
 Remote scenes: OA (overall accuracy), AA (mean per-class recall), Cohen's kappa and per-class accuracy.
-MM-IMDb: F1 micro / macro / weighted / samples (the_metric = macro). Food-101: accuracy. Hateful Memes:
-AUROC (the_metric) and accuracy. Values are fractions in [0, 1]; reports multiply by 100.
+Multi-label (MM-IMDb): F1 micro / macro / weighted / samples (the_metric = macro). Multi-class (Food-101):
+accuracy. Binary (Hateful Memes): AUROC (the_metric) and accuracy. Values are fractions in [0, 1]; reports
+multiply by 100.
 """
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from torchmetrics.classification import (
     MulticlassCohenKappa,
     MultilabelF1Score,
 )
+
+from mamol.tasks import BINARY, MULTICLASS, MULTILABEL, REMOTE, TASK_TYPES
 
 
 class SamplesF1(Metric):
@@ -46,13 +49,17 @@ class SamplesF1(Metric):
 
 
 class TaskMetrics(nn.Module):
-    """The metrics of one task: ``update(logits, labels)``, ``compute() -> {name: value}``, ``reset()``."""
+    """The metrics of one task, chosen by its task type (:mod:`mamol.tasks`).
 
-    def __init__(self, kind: str, name: str, num_classes: int) -> None:
+    ``update(logits, labels)``, ``compute() -> {name: value}`` (plus ``the_metric``, the checkpoint-selection
+    metric), ``reset()``.
+    """
+
+    def __init__(self, task_type: str, num_classes: int) -> None:
         super().__init__()
-        self.kind, self.name, self.num_classes = kind, name, num_classes
+        self.task_type, self.num_classes = task_type, num_classes
         self.updated = False  # whether any batch was seen since the last reset
-        if kind == "remote":
+        if task_type == REMOTE:
             self.metrics = MetricCollection({
                 "OA": MulticlassAccuracy(num_classes, average="micro"),
                 "AA": MulticlassAccuracy(num_classes, average="macro"),
@@ -60,7 +67,7 @@ class TaskMetrics(nn.Module):
                 "class_acc": MulticlassAccuracy(num_classes, average=None),
             })
             self.the_metric = "OA"
-        elif name == "mmimdb":
+        elif task_type == MULTILABEL:
             self.metrics = MetricCollection({
                 "F1_micro": MultilabelF1Score(num_classes, average="micro"),
                 "F1_macro": MultilabelF1Score(num_classes, average="macro"),
@@ -68,23 +75,25 @@ class TaskMetrics(nn.Module):
                 "F1_samples": SamplesF1(),
             })
             self.the_metric = "F1_macro"
-        elif name == "hatememes":
+        elif task_type == BINARY:
             self.metrics = MetricCollection({
                 "AUROC": BinaryAUROC(),
                 "accuracy": MulticlassAccuracy(num_classes, average="micro"),
-            }, compute_groups=False)  # updated one by one (AUROC takes p(hateful), accuracy the logits)
+            }, compute_groups=False)  # updated one by one (AUROC takes p(positive), accuracy the logits)
             self.the_metric = "AUROC"
-        else:
+        elif task_type == MULTICLASS:
             self.metrics = MetricCollection({"accuracy": MulticlassAccuracy(num_classes, average="micro")})
             self.the_metric = "accuracy"
+        else:
+            raise ValueError(f"no metrics for task type {task_type!r}; expected one of {TASK_TYPES}")
 
     @torch.no_grad()
     def update(self, logits: Tensor, labels: Tensor) -> None:
         self.updated = True
         logits = logits.float()
-        if self.name == "mmimdb" and self.kind == "natural":
+        if self.task_type == MULTILABEL:
             self.metrics.update(torch.sigmoid(logits), labels.long())
-        elif self.name == "hatememes":
+        elif self.task_type == BINARY:
             probs = logits.softmax(dim=-1)
             self.metrics["AUROC"].update(probs[:, 1], labels)
             self.metrics["accuracy"].update(probs, labels)

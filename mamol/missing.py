@@ -29,13 +29,16 @@ from __future__ import annotations
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from mamol.errors import ConfigError, DataError
+from mamol.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +52,6 @@ IMAGE_MISSING = 2
 FIRST_MISSING = 1
 SECOND_MISSING = 2
 THIRD_MISSING = 4
-
-DEFAULT_MISSING_TABLE_ROOT = Path(__file__).resolve().parents[1] / "datasets" / "missing_tables"
-"""Where tables go when ``missing_table_root`` is None: ``<repo>/datasets/missing_tables``."""
 
 TABLE_FORMAT_VERSION = 1
 
@@ -100,7 +100,7 @@ def _canonical_modality(token: str, modalities: Sequence[str], name: str) -> str
     low = token.strip().lower()
     canon = MODALITY_ALIASES.get(low, low)
     if canon not in modalities:
-        raise ValueError(
+        raise ConfigError(
             f"missing_type {name!r}: {token!r} is not a modality of this dataset; expected one of "
             f"{tuple(modalities)} (or 'both' / a pair like 'HS_Lidar' / 'none')"
         )
@@ -116,13 +116,13 @@ def parse_missing_type(name: str, modalities: Sequence[str]) -> str:
     """
     modalities = tuple(modalities)
     if not isinstance(name, str) or not name.strip():
-        raise ValueError(f"missing_type must be a non-empty string, got {name!r}")
+        raise ConfigError(f"missing_type must be a non-empty string, got {name!r}")
     low = name.strip().lower()
     if low in ("none", "complete"):
         return "none"
     if low == "both":
         if len(modalities) != 2:
-            raise ValueError(
+            raise ConfigError(
                 f"missing_type 'both' needs exactly two modalities, this dataset has {modalities}; "
                 f"use a pair like '{modalities[0]}_{modalities[1]}' or all of them "
                 f"'{'_'.join(modalities)}'"
@@ -133,19 +133,19 @@ def parse_missing_type(name: str, modalities: Sequence[str]) -> str:
     tokens = [t for t in low.split("_") if t]
     names = [_canonical_modality(t, modalities, name) for t in tokens]
     if len(set(names)) != len(names):
-        raise ValueError(f"missing_type {name!r} names a modality twice ({names})")
+        raise ConfigError(f"missing_type {name!r} names a modality twice ({names})")
     if len(names) == 1:
         return names[0]
     if len(names) == len(modalities):
         if len(modalities) == 2:
-            raise ValueError(
+            raise ConfigError(
                 f"missing_type {name!r} names both modalities of {modalities}; use 'both' (a mix of "
                 f"single-missing samples, controlled by both_ratio)"
             )
         return "_".join(modalities)  # uniform mix over all non-full patterns: order-free, code order
     if len(names) == 2:
         return "_".join(names)  # pair: order matters (first uses missing_ratio, second missing_ratio_2)
-    raise ValueError(
+    raise ConfigError(
         f"missing_type {name!r} names {len(names)} of the {len(modalities)} modalities {modalities}; "
         f"expected one modality, a pair, all of them, 'both' (two modalities) or 'none'"
     )
@@ -159,22 +159,29 @@ def _floor_count(ratio: float, n: int) -> int:
 def _check_ratio(key: str, value: float) -> float:
     value = float(value)
     if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{key} must be in [0, 1], got {value}")
+        raise ConfigError(f"{key} must be in [0, 1], got {value}")
     return value
 
 
-def make_missing_table(
-    n: int,
-    modalities: Sequence[str],
-    missing_ratio: float,
-    missing_type: str,
-    both_ratio: float = 0.5,
-    missing_ratio_2: float = 0.0,
-    seed: int = 0,
-) -> Tensor:
-    """Draw a (n,) int64 table of missing-type codes with a dedicated generator seeded by ``seed``.
+@dataclass(frozen=True)
+class MissingSetting:
+    """What one split simulates: the parameters that determine its missing table (see :func:`make_missing_table`)."""
 
-    Exact counts with N = ``n``, r = ``missing_ratio``, b = ``both_ratio``, r2 = ``missing_ratio_2`` and
+    ratio: float  # fraction of samples with something missing (``missing_ratio``)
+    type: str  # as given: a modality name, "both", a pair, all modalities, or "none" (``missing_type``)
+    both_ratio: float  # with "both": fraction of the missing samples that lose the second modality
+    ratio_2: float  # pair types: fraction of the samples that lose the second modality (``missing_ratio_2``)
+    seed: int  # seed of the table's dedicated generator (``missing_seed``)
+
+    def describe(self) -> str:
+        """``"both at 0.7"``-style label for reports."""
+        return "complete" if self.type == "none" else f"{self.type} at {self.ratio:g}"
+
+
+def make_missing_table(n: int, modalities: Sequence[str], setting: MissingSetting) -> Tensor:
+    """Draw a (n,) int64 table of missing-type codes with a dedicated generator seeded by ``setting.seed``.
+
+    Exact counts with N = ``n``, r = ``setting.ratio``, b = ``both_ratio``, r2 = ``ratio_2`` and
     ``floor`` = floor(x + 1e-9) (the tolerance keeps decimal ratios exact):
 
     * single modality m: floor(r*N) distinct samples lose m;
@@ -186,14 +193,15 @@ def make_missing_table(
       1 .. 2**M - 2;
     * ``none``: all zeros.
     """
+    missing_type, seed = setting.type, setting.seed
     modalities = tuple(modalities)
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     if len(modalities) < 1:
         raise ValueError("modalities must name at least one modality")
-    r = _check_ratio("missing_ratio", missing_ratio)
-    b = _check_ratio("both_ratio", both_ratio)
-    r2 = _check_ratio("missing_ratio_2", missing_ratio_2)
+    r = _check_ratio("missing_ratio", setting.ratio)
+    b = _check_ratio("both_ratio", setting.both_ratio)
+    r2 = _check_ratio("missing_ratio_2", setting.ratio_2)
     kind = parse_missing_type(missing_type, modalities)
     rng = np.random.default_rng(seed)
     table = np.zeros(n, dtype=np.int64)
@@ -207,7 +215,7 @@ def make_missing_table(
         table[chosen[n_second:]] = FIRST_MISSING
     elif kind in modalities:
         if len(modalities) == 1:
-            raise ValueError(f"missing_type {missing_type!r} would remove the only modality {modalities}")
+            raise ConfigError(f"missing_type {missing_type!r} would remove the only modality {modalities}")
         chosen = rng.choice(n, size=_floor_count(r, n), replace=False)
         table[chosen] = missing_code([kind], modalities)
     elif kind == "_".join(modalities):
@@ -244,52 +252,36 @@ def _ratio_tag(ratio: float) -> str:
     return text.replace(".", "")
 
 
-def missing_table_path(root: str | os.PathLike | None, arrow_name: str, missing_type: str, ratio: float) -> Path:
+def missing_table_path(root: str | os.PathLike, arrow_name: str, missing_type: str, ratio: float) -> Path:
     """``<root>/<arrowname>_missing_<type>_<ratio without its dot>.pt`` (0.7 -> ``07``, 1.0 -> ``10``).
 
-    ``arrow_name`` may carry the ``.arrow`` suffix; ``root`` None means :data:`DEFAULT_MISSING_TABLE_ROOT`.
+    ``arrow_name`` may carry the ``.arrow`` suffix.
     """
-    root = DEFAULT_MISSING_TABLE_ROOT if root is None else Path(root)
     stem = arrow_name[: -len(".arrow")] if arrow_name.endswith(".arrow") else arrow_name
     kind = missing_type.strip().lower().replace(" ", "_").replace("/", "_")
     return Path(root) / f"{stem}_missing_{kind}_{_ratio_tag(ratio)}.pt"
 
 
-def table_params(
-    n: int,
-    modalities: Sequence[str],
-    missing_ratio: float,
-    missing_type: str,
-    both_ratio: float,
-    missing_ratio_2: float,
-    seed: int,
-) -> dict:
+def table_params(n: int, modalities: Sequence[str], setting: MissingSetting) -> dict:
     """The parameters that determine a table (irrelevant ones set to None, so they never cause a mismatch)."""
     modalities = tuple(modalities)
-    kind = parse_missing_type(missing_type, modalities)
+    kind = parse_missing_type(setting.type, modalities)
     is_pair = kind not in ("none", "both", "_".join(modalities)) and kind not in modalities
     return {
         "format_version": TABLE_FORMAT_VERSION,
         "n": int(n),
         "modalities": list(modalities),
         "missing_type": kind,
-        "missing_ratio": None if kind == "none" else float(missing_ratio),
-        "both_ratio": float(both_ratio) if kind == "both" else None,
-        "missing_ratio_2": float(missing_ratio_2) if is_pair else None,
-        "seed": int(seed),
+        "missing_ratio": None if kind == "none" else float(setting.ratio),
+        "both_ratio": float(setting.both_ratio) if kind == "both" else None,
+        "missing_ratio_2": float(setting.ratio_2) if is_pair else None,
+        "seed": int(setting.seed),
     }
 
 
 def _save_table(path: Path, table: Tensor, params: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save({"table": table.clone(), "params": params}, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as fh:
+        torch.save({"table": table.clone(), "params": params}, fh)
 
 
 def _read_table(path: Path) -> tuple[Tensor | None, dict | None, str]:
@@ -307,15 +299,11 @@ def _read_table(path: Path) -> tuple[Tensor | None, dict | None, str]:
 
 
 def load_or_make_missing_table(
-    root: str | os.PathLike | None,
+    root: str | os.PathLike,
     arrow_name: str,
     n: int,
     modalities: Sequence[str],
-    missing_ratio: float,
-    missing_type: str,
-    both_ratio: float = 0.5,
-    missing_ratio_2: float = 0.0,
-    seed: int = 0,
+    setting: MissingSetting,
     on_mismatch: str = "regenerate",
 ) -> Tensor:
     """Load the stored table for these parameters, or draw and save it (atomically) when absent.
@@ -326,8 +314,8 @@ def load_or_make_missing_table(
     """
     if on_mismatch not in ("regenerate", "refuse"):
         raise ValueError(f"on_mismatch must be 'regenerate' or 'refuse', got {on_mismatch!r}")
-    params = table_params(n, modalities, missing_ratio, missing_type, both_ratio, missing_ratio_2, seed)
-    path = missing_table_path(root, arrow_name, params["missing_type"], missing_ratio)
+    params = table_params(n, modalities, setting)
+    path = missing_table_path(root, arrow_name, params["missing_type"], setting.ratio)
     if path.exists():
         table, stored, problem = _read_table(path)
         if not problem:
@@ -345,12 +333,12 @@ def load_or_make_missing_table(
                 return table
             problem = "was made with other parameters (" + "; ".join(diffs) + ")"
         if on_mismatch == "refuse":
-            raise ValueError(
+            raise DataError(
                 f"missing table {path} {problem}; delete it, or allow regeneration "
                 f"(on_mismatch='regenerate'), or point missing_table_root elsewhere"
             )
         logger.warning("missing table %s %s: regenerating it", path, problem)
-    table = make_missing_table(n, modalities, missing_ratio, missing_type, both_ratio, missing_ratio_2, seed)
+    table = make_missing_table(n, modalities, setting)
     _save_table(path, table, params)
     logger.info("missing table %s written (%s)", path, params)
     return table

@@ -1,49 +1,327 @@
-"""Validation of the run config and the values derived from it, in one place.
+"""Typed run settings: the Sacred config dict becomes small frozen dataclasses, once, at the edge.
 
-Every check names the key to change. ``resolve`` returns a new dict; the derived hardware values live under
-``cfg["_derived"]`` so the user's keys keep their meaning.
+:func:`resolve` is the only reader of the raw config. It checks every value (type, range, how values relate)
+with an error that names the key, fills the keys left ``None`` with the paper's value for the data kind, and
+derives the hardware plan. Everything below ``mamol.train.run`` takes these dataclasses, never the dict.
+
+Where each default lives: the Sacred root config (``config.py``) holds every key's default with its meaning;
+the named configs only set keys; a method's own sizes that depend on the data kind (e.g. MaMOL's rank 8 on
+remote scenes, 16 on image–text data) are stated once, in that method's ``Options.paper_defaults``.
 """
 from __future__ import annotations
 
-import copy
+import dataclasses
 import logging
 import math
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import torch
 
-from mamol.missing import DEFAULT_MISSING_TABLE_ROOT
+from mamol.errors import ConfigError
+from mamol.missing import MissingSetting
+from mamol.tasks import KINDS, SPLITS
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
-NATURAL_TASKS = ("mmimdb", "food101", "hatememes")  # loss_names keys; every other dataset is a remote scene
 
 
-class ConfigError(ValueError):
-    """A config value that cannot work; the message names the key."""
+# ------------------------------------------------------------------------------------------- the groups
+@dataclass(frozen=True)
+class RunInfo:
+    """What the run is called, where it writes, and what it starts from."""
+
+    exp_name: str
+    seed: int
+    log_dir: Path
+    fast_dev_run: bool | int
+    test_only: bool
+    load_path: Path | None
+    resume_from: Path | None
 
 
-def _require(condition: bool, message: str) -> None:
+@dataclass(frozen=True)
+class DataSettings:
+    """Which datasets, where, and how their samples are prepared."""
+
+    root: Path = field(metadata={"key": "data_root"})
+    datasets: tuple[str, ...]  # canonical task names (the Arrow file prefixes)
+    modalities: tuple[str, ...] | None  # remote: modalities to use; None = HSI + LiDAR (or the first pair stored)
+    image_size: int
+    max_text_len: int
+    num_workers: int
+    class_num: Mapping[str, int]  # image-text head sizes by task (``<task>_class_num`` keys)
+    loss_weights: Mapping[str, float]  # loss weight of each dataset (``loss_names``)
+    vit: str  # the backbone name, which picks the text tokenizer
+
+
+@dataclass(frozen=True)
+class MissingSettings:
+    """Missing-modality simulation of every split (SPEC §4), with ``test_ratio``/``test_type`` applied."""
+
+    train: MissingSetting
+    val: MissingSetting
+    test: MissingSetting
+    table_root: Path | None = field(metadata={"key": "missing_table_root"})  # None = beside the Arrow files
+    on_mismatch: Literal["regenerate", "refuse"] = field(metadata={"key": "missing_table_on_mismatch"})
+    simulate: bool = field(metadata={"key": "simulate_missing"})  # redraw complete training samples' patterns
+    fill: Literal["ones", "zeros"] = field(metadata={"key": "missing_fill"})  # input substituted when missing
+
+    def split(self, split: str) -> MissingSetting:
+        """The setting of ``split`` ("train", "val" or "test")."""
+        return getattr(self, split)
+
+
+@dataclass(frozen=True)
+class BackboneSettings:
+    """The frozen CLIP backbone and where its weights come from (SPEC §5.1)."""
+
+    vit: str
+    clip_weights: Path | None
+    random_init: bool = field(metadata={"key": "clip_random_init"})
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """What every method shares around the encoder: tokenizers, head, skipping missing modalities."""
+
+    tokenizer_dim: int  # remote tokenizers: width of the 3x3 conv
+    head_init_std: float  # std of the head's weight init (bias 0)
+    skip_missing: bool  # skip the encoder pass of a missing modality (exact: its feature is zeroed)
+
+
+@dataclass(frozen=True)
+class MethodSettings:
+    """The method (``method`` key) and its own options (a dataclass the method defines)."""
+
+    name: str
+    options: Any
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    """Optimiser, schedule, length and validation cadence (SPEC §6)."""
+
+    learning_rate: float
+    weight_decay: float
+    lr_mult: float  # learning-rate multiplier of the head(s)
+    warmup_steps: float  # steps (>= 1) or a fraction of all optimiser steps (< 1)
+    decay_power: float | Literal["cosine"]
+    end_lr: float
+    grad_clip: float  # 0 = off
+    max_epoch: int
+    max_steps: int | None
+    batch_size: int  # effective batch
+    val_check_interval: float  # fraction of an epoch (<= 1) or every N batches (> 1)
+    check_val_every_n_epoch: int
+
+
+@dataclass(frozen=True)
+class HardwareSettings:
+    """Devices, precision, distribution and gradient accumulation, derived from the batch keys."""
+
+    accelerator: Literal["cpu", "gpu"]
+    devices: int
+    num_nodes: int
+    precision: str  # Lightning's precision string ("32-true", "16-mixed", "bf16-mixed")
+    per_device_batch: int
+    accumulate: int
+    strategy: Literal["auto", "ddp"]
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """Everything a run needs, typed and checked."""
+
+    kind: str  # "remote" | "natural": the data kind of every dataset of the run
+    run: RunInfo
+    data: DataSettings
+    missing: MissingSettings
+    backbone: BackboneSettings
+    model: ModelSettings
+    method: MethodSettings
+    optim: OptimSettings
+    hardware: HardwareSettings
+    config: Mapping[str, Any]  # the user's config as given (saved with the run for the record)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able nested dict of the resolved settings (paths as strings)."""
+        return _jsonable(dataclasses.asdict(self))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+# ------------------------------------------------------------------------------------------- checking values
+def require(condition: bool, message: str) -> None:
+    """Raise :class:`ConfigError` with ``message`` unless ``condition``."""
     if not condition:
         raise ConfigError(message)
 
 
-def hardware(cfg: dict) -> dict[str, Any]:
-    """Accelerator, devices, precision, strategy and gradient accumulation for ``cfg``."""
-    num_gpus = int(cfg.get("num_gpus", 0) or 0)
-    num_nodes = int(cfg.get("num_nodes", 1) or 1)
-    _require(num_gpus >= 0, f"num_gpus must be >= 0, found {num_gpus}")
-    _require(num_nodes >= 1, f"num_nodes must be >= 1, found {num_nodes}")
-    use_gpu = num_gpus > 0 and torch.cuda.is_available()
+def _describe(hint: Any) -> str:
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in args)
+    if origin is tuple:
+        return f"a list of {_describe(args[0])}"
+    if origin in (Mapping, dict, typing.Mapping):
+        return f"a dict of {_describe(args[1])}"
+    if hint is type(None):
+        return "None"
+    return {bool: "True/False", int: "an integer", float: "a number", str: "a string", Path: "a path"}.get(
+        hint, getattr(hint, "__name__", str(hint)))
+
+
+def coerce(key: str, value: Any, hint: Any) -> Any:
+    """``value`` of config key ``key`` converted to the type ``hint``; ConfigError naming the key otherwise.
+
+    Accepts what a command line gives: an integer where a number is expected, a list where a tuple is, a
+    string where a path is. Never guesses across kinds (``"1e-3"`` is not a number, ``1`` is not True).
+    """
+    origin, args = get_origin(hint), get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return coerce(key, value, arg)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}={value!r}: expected {_describe(hint)}")
+    if origin is Literal:
+        if isinstance(value, str):
+            matches = [a for a in args if isinstance(a, str) and a.lower() == value.lower()]
+            if matches:
+                return matches[0]
+        if value in args and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{key}={value!r}: expected {_describe(hint)}")
+    if origin is tuple:
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}={value!r}: expected {_describe(hint)}, e.g. {key}='[...]'")
+        return tuple(coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
+    if origin in (Mapping, dict, typing.Mapping):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key}={value!r}: expected {_describe(hint)}")
+        return {str(k): coerce(f"{key}['{k}']", v, args[1]) for k, v in value.items()}
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
+    elif hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return int(value)
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif hint is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(float(value)):
+                raise ConfigError(f"{key}={value!r}: expected a finite number")
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif hint is Path:
+        if isinstance(value, (str, Path)) and str(value):
+            return Path(value)
+    else:
+        raise TypeError(f"coerce: unsupported type {hint!r} for key {key}")
+    raise ConfigError(f"{key}={value!r}: expected {_describe(hint)}, found {type(value).__name__}")
+
+
+def from_config(cls: type, cfg: Mapping[str, Any], defaults: Mapping[str, Any] | None = None,
+                **given: Any) -> Any:
+    """Build dataclass ``cls`` from the config keys of its fields (``metadata["key"]`` or the field name).
+
+    ``given`` supplies fields computed by the caller; ``defaults`` replaces keys whose value is ``None``
+    (the paper's values for the data kind).
+    """
+    hints = get_type_hints(cls)
+    values = dict(given)
+    for f in dataclasses.fields(cls):
+        if f.name in values:
+            continue
+        key = f.metadata.get("key", f.name)
+        if key not in cfg:
+            raise ConfigError(f"the config has no key {key!r} (needed by {cls.__name__}); "
+                              f"is config.py out of date?")
+        value = cfg[key]
+        if value is None and defaults is not None and key in defaults:
+            value = defaults[key]
+        values[f.name] = coerce(key, value, hints[f.name])
+    return cls(**values)
+
+
+# ------------------------------------------------------------------------------------------- resolving
+def _per_split(cfg: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = cfg.get(key)
+    if not isinstance(value, Mapping):  # one value for every split
+        return {split: value for split in SPLITS}
+    unknown = sorted(set(value) - set(SPLITS))
+    absent = [s for s in SPLITS if s not in value]
+    require(not unknown and not absent, f"{key} must give a value for each of {list(SPLITS)}; "
+                                        f"missing {absent}, unknown {unknown}")
+    return dict(value)
+
+
+def missing_settings(cfg: Mapping[str, Any]) -> MissingSettings:
+    """Per-split missing settings; ``test_ratio``/``test_type`` override val and test."""
+    ratios, kinds = _per_split(cfg, "missing_ratio"), _per_split(cfg, "missing_type")
+    both = coerce("both_ratio", cfg["both_ratio"], float)
+    ratio_2 = coerce("missing_ratio_2", cfg["missing_ratio_2"], float)
+    seed = coerce("missing_seed", cfg["missing_seed"], int)
+    test_ratio = coerce("test_ratio", cfg["test_ratio"], float | None)
+    test_type = coerce("test_type", cfg["test_type"], str | None)
+    for key, value in (("both_ratio", both), ("missing_ratio_2", ratio_2), ("test_ratio", test_ratio)):
+        require(value is None or 0.0 <= value <= 1.0, f"{key} must be in [0, 1], found {value}")
+    splits = {}
+    for split in SPLITS:
+        ratio = coerce(f"missing_ratio['{split}']", ratios[split], float)
+        require(0.0 <= ratio <= 1.0, f"missing_ratio['{split}'] must be in [0, 1], found {ratio}")
+        kind = coerce(f"missing_type['{split}']", kinds[split], str)
+        if split != "train":
+            ratio = ratio if test_ratio is None else test_ratio
+            kind = kind if test_type is None else test_type
+        if ratio == 0.0 and ratio_2 == 0.0:
+            kind = "none"  # nothing goes missing, whatever the type says (e.g. 'both' on 3 modalities)
+        splits[split] = MissingSetting(ratio=ratio, type=kind, both_ratio=both, ratio_2=ratio_2, seed=seed)
+    return from_config(MissingSettings, dict(cfg) | {"missing_table_root": cfg["missing_table_root"] or None},
+                       **splits)
+
+
+def hardware_settings(cfg: Mapping[str, Any], batch_size: int,
+                      cuda_available: bool | None = None) -> HardwareSettings:
+    """Accelerator, devices, precision, strategy and gradient accumulation."""
+    num_gpus = coerce("num_gpus", cfg["num_gpus"], int)
+    num_nodes = coerce("num_nodes", cfg["num_nodes"], int)
+    require(num_gpus >= 0, f"num_gpus must be >= 0, found {num_gpus}")
+    require(num_nodes >= 1, f"num_nodes must be >= 1, found {num_nodes}")
+    cuda = torch.cuda.is_available() if cuda_available is None else cuda_available
+    use_gpu = num_gpus > 0 and cuda
     if num_gpus > 0 and not use_gpu:
         log.warning("num_gpus=%d but no GPU is available: running on the CPU", num_gpus)
     devices = num_gpus if use_gpu else 1
 
-    precision = str(cfg.get("precision", 32))
-    _require(precision in {"16", "32", "bf16", "16-mixed", "bf16-mixed", "32-true"},
-             f"precision must be 16, 'bf16' or 32, found {cfg.get('precision')!r}")
+    precision = str(cfg["precision"])
+    require(precision in {"16", "32", "bf16", "16-mixed", "bf16-mixed", "32-true"},
+            f"precision must be 16, 'bf16' or 32, found {cfg['precision']!r}")
     if use_gpu:
         lightning_precision = {"16": "16-mixed", "bf16": "bf16-mixed", "32": "32-true"}.get(precision, precision)
     else:
@@ -52,97 +330,106 @@ def hardware(cfg: dict) -> dict[str, Any]:
             log.info("precision=%s applies to GPUs only: the CPU run uses 32-bit", precision)
         lightning_precision = "32-true"
 
-    batch_size = int(cfg["batch_size"])
-    per_device = int(cfg.get("per_gpu_batchsize") or 0)
+    per_device = coerce("per_gpu_batchsize", cfg["per_gpu_batchsize"] or 0, int)
     world = devices * num_nodes
     if per_device == 0:
         per_device = max(batch_size // world, 1)
-    _require(batch_size >= 1 and per_device >= 1,
-             f"batch_size ({batch_size}) and per_gpu_batchsize ({per_device}) must be >= 1")
+    require(batch_size >= 1 and per_device >= 1,
+            f"batch_size ({batch_size}) and per_gpu_batchsize ({per_device}) must be >= 1")
     accumulate = batch_size // (per_device * world)
-    _require(accumulate >= 1,
-             f"gradient accumulation = batch_size // (per_gpu_batchsize x devices x num_nodes) = "
-             f"{batch_size} // ({per_device} x {devices} x {num_nodes}) = 0: raise batch_size to at least "
-             f"{per_device * world}, or lower per_gpu_batchsize / num_gpus / num_nodes")
+    require(accumulate >= 1,
+            f"gradient accumulation = batch_size // (per_gpu_batchsize x devices x num_nodes) = "
+            f"{batch_size} // ({per_device} x {devices} x {num_nodes}) = 0: raise batch_size to at least "
+            f"{per_device * world}, or lower per_gpu_batchsize / num_gpus / num_nodes")
     if batch_size % (per_device * world):
         log.warning("batch_size=%d is not a multiple of per_gpu_batchsize x devices x nodes = %d: the effective "
                     "batch is %d", batch_size, per_device * world, accumulate * per_device * world)
-    strategy = "ddp" if world > 1 else "auto"
-    return dict(accelerator="gpu" if use_gpu else "cpu", devices=devices, num_nodes=num_nodes,
-                precision=lightning_precision, per_device_batch=per_device, accumulate=accumulate,
-                strategy=strategy)
+    return HardwareSettings(accelerator="gpu" if use_gpu else "cpu", devices=devices, num_nodes=num_nodes,
+                            precision=lightning_precision, per_device_batch=per_device, accumulate=accumulate,
+                            strategy="ddp" if world > 1 else "auto")
 
 
-def resolve(config: dict) -> dict:
-    """Check ``config`` and return a copy with normalised values and ``_derived`` hardware settings."""
-    cfg = copy.deepcopy(dict(config))
-    if isinstance(cfg.get("datasets"), str):
-        cfg["datasets"] = [cfg["datasets"]]
-    _require(bool(cfg.get("datasets")), "datasets must name at least one task, e.g. datasets='[\"houston2013\"]'")
-    _require(bool(cfg.get("data_root")), "data_root is empty: set data_root=<folder with the Arrow files>")
-    _require(Path(cfg["data_root"]).is_dir(), f"data_root={cfg['data_root']!r} is not a folder")
-
-    for key in ("missing_ratio", "missing_type"):
-        value = cfg.get(key)
-        if not isinstance(value, dict):  # one value for every split
-            cfg[key] = {split: value for split in SPLITS}
-        missing_splits = [s for s in SPLITS if s not in cfg[key]]
-        _require(not missing_splits, f"{key} must give a value for {list(SPLITS)}, missing {missing_splits}")
-    for split, ratio in cfg["missing_ratio"].items():
-        _require(0.0 <= float(ratio) <= 1.0, f"missing_ratio['{split}'] must be in [0, 1], found {ratio}")
-    if cfg.get("test_ratio") is not None:
-        _require(0.0 <= float(cfg["test_ratio"]) <= 1.0, f"test_ratio must be in [0, 1], found {cfg['test_ratio']}")
-    _require(0.0 <= float(cfg.get("both_ratio", 0.5)) <= 1.0, f"both_ratio must be in [0, 1], found {cfg.get('both_ratio')}")
-    _require(cfg.get("missing_fill", "ones") in ("ones", "zeros"),
-             f"missing_fill must be 'ones' or 'zeros', found {cfg.get('missing_fill')!r}")
-    if not cfg.get("missing_table_root"):
-        cfg["missing_table_root"] = str(DEFAULT_MISSING_TABLE_ROOT)
-
-    loss_names = dict(cfg.get("loss_names") or {})
+def _loss_weights(cfg: Mapping[str, Any], kind: str, datasets: tuple[str, ...]) -> dict[str, float]:
+    given = coerce("loss_names", cfg["loss_names"] or {}, Mapping[str, float])
     weights = {}
-    for task in cfg["datasets"]:
-        key = task if task in NATURAL_TASKS else "remote"
-        weight = float(loss_names.get(key, 1.0 if key == "remote" else 0.0))
-        _require(weight > 0, f"loss_names['{key}'] is {weight}: the loss of dataset {task!r} would be off; "
-                             f"set loss_names.{key}=1 (or use the task_finetune_{task} named config)")
+    for task in datasets:
+        key = "remote" if kind == "remote" else task
+        weight = given.get(key, 1.0 if kind == "remote" else 0.0)
+        require(weight > 0, f"loss_names['{key}'] is {weight}: the loss of dataset {task!r} would be off; "
+                            f"set loss_names.{key}=1 (or use the task_finetune_{task} named config)")
         weights[task] = weight
-    cfg["loss_names"] = weights
+    return weights
 
-    if cfg.get("top_k") is not None and cfg.get("num_dynamic_experts") is not None:
-        _require(int(cfg["top_k"]) <= int(cfg["num_dynamic_experts"]),
-                 f"top_k={cfg['top_k']} exceeds num_dynamic_experts={cfg['num_dynamic_experts']}")
-    if any(task in NATURAL_TASKS for task in cfg["datasets"]):
-        # CLIP's text context and input size are fixed by the backbone (MMP used other values).
-        _require(1 <= int(cfg.get("max_text_len", 77)) <= 77,
-                 f"max_text_len={cfg.get('max_text_len')}: CLIP's text encoder takes at most 77 tokens")
-        _require(int(cfg.get("image_size", 224)) == 224,
-                 f"image_size={cfg.get('image_size')}: the CLIP ViT backbones here take 224 x 224 images")
-    _require(str(cfg.get("optim_type", "adamw")).lower() == "adamw",
-             f"optim_type must be 'adamw' (the only optimiser of the method), found {cfg.get('optim_type')!r}")
-    warmup = float(cfg.get("warmup_steps", 0) or 0)
-    _require(warmup >= 0, f"warmup_steps must be >= 0, found {warmup}")
-    decay = cfg.get("decay_power", 1)
-    _require(decay == "cosine" or (isinstance(decay, (int, float)) and decay > 0),
-             f"decay_power must be a positive number or 'cosine', found {decay!r}")
-    if cfg.get("test_only"):
-        _require(bool(cfg.get("load_path")), "test_only=True needs load_path=<checkpoint to evaluate>")
-    for key in ("load_path", "resume_from"):
-        if cfg.get(key):
-            _require(Path(cfg[key]).is_file(), f"{key}={cfg[key]!r}: no such file")
-    if cfg.get("prompt_type") not in (None, "", "input"):
+
+def _optim_settings(cfg: Mapping[str, Any]) -> OptimSettings:
+    require(str(cfg["optim_type"]).lower() == "adamw",
+            f"optim_type must be 'adamw' (the only optimiser of the method), found {cfg['optim_type']!r}")
+    optim = from_config(OptimSettings, cfg)
+    for key in ("learning_rate", "weight_decay", "warmup_steps", "end_lr", "grad_clip", "lr_mult"):
+        require(getattr(optim, key) >= 0, f"{key} must be >= 0, found {getattr(optim, key)}")
+    require(optim.decay_power == "cosine" or optim.decay_power > 0,
+            f"decay_power must be a positive number or 'cosine', found {optim.decay_power!r}")
+    require(optim.max_epoch >= 1, f"max_epoch must be >= 1, found {optim.max_epoch}")
+    require(optim.max_steps is None or optim.max_steps >= 1, f"max_steps must be >= 1 or None, found {optim.max_steps}")
+    require(optim.check_val_every_n_epoch >= 1,
+            f"check_val_every_n_epoch must be >= 1, found {optim.check_val_every_n_epoch}")
+    require(optim.val_check_interval > 0, f"val_check_interval must be > 0, found {optim.val_check_interval}")
+    return optim
+
+
+def resolve_model(cfg: Mapping[str, Any], kind: str, method_options: type
+                  ) -> tuple[BackboneSettings, ModelSettings, MethodSettings]:
+    """The settings a model is built from (also what tests and the model benchmark use)."""
+    method_name = coerce("method", cfg["method"], str)
+    options = from_config(method_options, cfg, defaults=method_options.paper_defaults(kind))
+    if hasattr(options, "check"):
+        options.check()
+    if cfg.get("prompt_type") not in (None, "", "input") and method_name == "mamol":
         log.info("prompt_type=%r is accepted for DCP command lines and has no effect in MaMOL", cfg["prompt_type"])
-    cfg["_derived"] = hardware(cfg)
-    return cfg
+    model = from_config(ModelSettings, cfg)
+    require(model.tokenizer_dim >= 1, f"tokenizer_dim must be >= 1, found {model.tokenizer_dim}")
+    backbone = from_config(BackboneSettings, dict(cfg) | {"clip_weights": cfg["clip_weights"] or None})
+    return backbone, model, MethodSettings(name=method_name, options=options)
 
 
-def lr_lambda(step: int, total_steps: int, warmup: int, decay_power: float | str, end_ratio: float) -> float:
-    """Learning-rate factor: linear warm-up to 1 over ``warmup`` steps, then decay to ``end_ratio``."""
-    if warmup > 0 and step < warmup:
-        return (step + 1) / warmup
-    span = max(total_steps - warmup, 1)
-    progress = min(max(step - warmup, 0) / span, 1.0)
-    if decay_power == "cosine":
-        shape = 0.5 * (1.0 + math.cos(math.pi * progress))
-    else:
-        shape = (1.0 - progress) ** float(decay_power)
-    return end_ratio + (1.0 - end_ratio) * shape
+def resolve(cfg: Mapping[str, Any], *, kind: str, datasets: tuple[str, ...], method_options: type) -> RunSettings:
+    """Check the Sacred config ``cfg`` and return the typed settings.
+
+    Args:
+        kind: the data kind of ``datasets`` (from the dataset catalogue).
+        datasets: canonical names of ``cfg["datasets"]`` (from the dataset catalogue).
+        method_options: the options dataclass of ``cfg["method"]`` (from the method registry); keys it reads
+            that are ``None`` take ``method_options.paper_defaults(kind)``.
+    """
+    cfg = dict(cfg)
+    require(kind in KINDS, f"data kind must be one of {KINDS}, found {kind!r}")
+    require(bool(datasets), "datasets must name at least one task, e.g. datasets='[\"houston2013\"]'")
+    require(bool(cfg.get("data_root")), "data_root is empty: set data_root=<folder with the Arrow files>")
+    if isinstance(cfg.get("modalities"), str):  # "hsi,sar" or "hsi+sar" from a command line
+        cfg["modalities"] = [t for t in cfg["modalities"].replace("+", ",").split(",") if t.strip()]
+    data = from_config(DataSettings, cfg, datasets=tuple(datasets), loss_weights=_loss_weights(cfg, kind, datasets),
+                       class_num={t: coerce(f"{t}_class_num", cfg[f"{t}_class_num"], int)
+                                  for t in ("mmimdb", "food101", "hatememes")})
+    require(data.root.is_dir(), f"data_root={str(data.root)!r} is not a folder")
+    require(data.num_workers >= 0, f"num_workers must be >= 0, found {data.num_workers}")
+    if kind == "natural":
+        # CLIP's text context and input size are fixed by the backbone (MMP used other values).
+        require(1 <= data.max_text_len <= 77,
+                f"max_text_len={data.max_text_len}: CLIP's text encoder takes at most 77 tokens")
+        require(data.image_size == 224,
+                f"image_size={data.image_size}: the CLIP ViT backbones here take 224 x 224 images")
+
+    run = from_config(RunInfo, cfg | {k: cfg[k] or None for k in ("load_path", "resume_from")})
+    if run.test_only:
+        require(run.load_path is not None, "test_only=True needs load_path=<checkpoint to evaluate>")
+    for key in ("load_path", "resume_from"):
+        path = getattr(run, key)
+        require(path is None or path.is_file(), f"{key}={str(path)!r}: no such file")
+
+    optim = _optim_settings(cfg)
+    backbone, model, method = resolve_model(cfg, kind, method_options)
+    return RunSettings(
+        kind=kind, run=run, data=data, missing=missing_settings(cfg),
+        backbone=backbone, model=model, method=method, optim=optim,
+        hardware=hardware_settings(cfg, optim.batch_size), config=dict(cfg),
+    )

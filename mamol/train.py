@@ -6,25 +6,28 @@
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
-import tempfile
 import warnings
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.strategies import DDPStrategy
 
-from mamol import settings
-from mamol.data.base import BaseArrowDataset
+from mamol import __version__, settings
+from mamol.data import catalogue
 from mamol.data.datamodule import MaMOLDataModule
+from mamol.files import write_json
+from mamol.methods import method_class
 from mamol.module import MaMOLModule
+from mamol.settings import RunSettings
 
 log = logging.getLogger(__name__)
 
@@ -35,19 +38,6 @@ warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+
                         category=UserWarning)
 
 
-def write_json(path: Path, obj: Any) -> None:
-    """Write ``obj`` as JSON atomically (temporary file in the same folder, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(obj, handle, indent=2, default=str)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def versions() -> dict[str, str]:
     """Versions of the libraries a result depends on."""
     out = {"python": platform.python_version()}
@@ -56,8 +46,6 @@ def versions() -> dict[str, str]:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             if name == "mamol":
-                from mamol import __version__
-
                 out[name] = __version__
     return out
 
@@ -85,10 +73,10 @@ class LastCheckpoint(pl.Callback):
         self.last_model_path = str(self.path)
 
 
-def build_trainer(cfg: dict, run_dir: Path, logger: CSVLogger | bool
+def build_trainer(s: RunSettings, run_dir: Path, logger: CSVLogger | bool
                   ) -> tuple[pl.Trainer, ModelCheckpoint, LastCheckpoint]:
     """The Trainer, the best-on-``val/the_metric`` checkpoint callback and the ``last.ckpt`` one."""
-    hw = cfg["_derived"]
+    hw, optim = s.hardware, s.optim
     best = ModelCheckpoint(
         dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:03d}-step{step}", monitor="val/the_metric",
         mode="max", save_top_k=1, auto_insert_metric_name=False)
@@ -96,21 +84,18 @@ def build_trainer(cfg: dict, run_dir: Path, logger: CSVLogger | bool
     callbacks: list[pl.Callback] = [best, last]
     if logger:
         callbacks.append(LearningRateMonitor(logging_interval="step"))
-    val_check = cfg.get("val_check_interval", 1.0)
-    val_check = float(val_check) if float(val_check) <= 1.0 else int(val_check)
-    strategy: str | DDPStrategy = hw["strategy"]
+    val_check = optim.val_check_interval if optim.val_check_interval <= 1.0 else int(optim.val_check_interval)
+    strategy: str | DDPStrategy = hw.strategy
     if strategy == "ddp":
         # Unused parameters: a batch without some modality leaves its expert without gradient. No buffer
         # broadcast: the model's buffers are constants, and ranks may run one evaluation batch more or less.
         strategy = DDPStrategy(find_unused_parameters=True, broadcast_buffers=False)
     trainer = pl.Trainer(
-        accelerator=hw["accelerator"], devices=hw["devices"], num_nodes=hw["num_nodes"],
-        strategy=strategy, precision=hw["precision"],
-        max_epochs=int(cfg["max_epoch"]), max_steps=int(cfg["max_steps"]) if cfg.get("max_steps") else -1,
-        accumulate_grad_batches=hw["accumulate"],
-        gradient_clip_val=float(cfg["grad_clip"]) if cfg.get("grad_clip") else None,
-        val_check_interval=val_check, check_val_every_n_epoch=int(cfg.get("check_val_every_n_epoch") or 1),
-        fast_dev_run=cfg.get("fast_dev_run", False), logger=logger, callbacks=callbacks,
+        accelerator=hw.accelerator, devices=hw.devices, num_nodes=hw.num_nodes, strategy=strategy,
+        precision=hw.precision, max_epochs=optim.max_epoch, max_steps=optim.max_steps or -1,
+        accumulate_grad_batches=hw.accumulate, gradient_clip_val=optim.grad_clip or None,
+        val_check_interval=val_check, check_val_every_n_epoch=optim.check_val_every_n_epoch,
+        fast_dev_run=s.run.fast_dev_run, logger=logger, callbacks=callbacks,
         log_every_n_steps=10, num_sanity_val_steps=0, default_root_dir=str(run_dir),
         use_distributed_sampler=False,  # the datamodule splits data across ranks (exact evaluation)
         enable_model_summary=True, enable_progress_bar=True,
@@ -133,62 +118,70 @@ def summarise(results: dict[str, float], class_names: list[list[str]], setting: 
     return "\n".join(lines)
 
 
-def missing_setting(cfg: dict, split: str = "test") -> dict[str, Any]:
-    """The missing-modality setting a split is evaluated under (the datasets' own reading of the config)."""
-    ratio, mtype = BaseArrowDataset.missing_setting(cfg, split)
-    return {"missing_ratio": ratio, "missing_type": mtype, "both_ratio": cfg.get("both_ratio"),
-            "missing_ratio_2": cfg.get("missing_ratio_2"), "missing_fill": cfg.get("missing_fill"),
-            "missing_seed": cfg.get("missing_seed")}
+def missing_report(s: RunSettings, split: str = "test") -> dict[str, Any]:
+    """The missing-modality setting a split is evaluated under, as written to ``test_results.json``."""
+    m = s.missing.split(split)
+    return {"missing_ratio": m.ratio, "missing_type": m.type, "both_ratio": m.both_ratio,
+            "missing_ratio_2": m.ratio_2, "missing_fill": s.missing.fill, "missing_seed": m.seed}
 
 
-def run(config: dict) -> dict:
+def resolve_settings(config: Mapping[str, Any]) -> RunSettings:
+    """The typed settings of a Sacred config: the catalogue names the datasets and their kind, the method
+    registry gives the method's options class, and :func:`mamol.settings.resolve` checks everything."""
+    cfg = dict(config)
+    datasets = catalogue.canonical_names(cfg.get("datasets"))
+    kind = catalogue.kind_of(datasets, cfg.get("data_root"))
+    return settings.resolve(cfg, kind=kind, datasets=datasets, method_options=method_class(cfg["method"]).Options)
+
+
+def run(config: Mapping[str, Any]) -> dict:
     """Fit (then test the best checkpoint) or, with ``test_only``, test ``load_path``.
 
     Returns the test report (as written to ``test_results.json``) plus ``summary``, a readable text.
     """
-    cfg = settings.resolve(config)
-    hw = cfg["_derived"]
-    cfg["per_gpu_batchsize"] = hw["per_device_batch"]
-    pl.seed_everything(int(cfg["seed"]), workers=True)
+    s = resolve_settings(config)
+    pl.seed_everything(s.run.seed, workers=True)
 
-    datamodule = MaMOLDataModule(cfg)
-    module = MaMOLModule(cfg, datamodule.infos)
-    if cfg.get("load_path"):
-        module.load_weights(cfg["load_path"])
+    datamodule = MaMOLDataModule(s.data, s.missing, s.hardware.per_device_batch, s.run.seed,
+                                 pin_memory=s.hardware.accelerator == "gpu" and torch.cuda.is_available())
+    module = MaMOLModule(s, datamodule.infos)
+    if s.run.load_path:
+        module.load_weights(s.run.load_path)
 
-    csv_logger = CSVLogger(save_dir=cfg["log_dir"], name=cfg["exp_name"])
+    csv_logger = CSVLogger(save_dir=s.run.log_dir, name=s.run.exp_name)
     run_dir = Path(csv_logger.log_dir)
-    trainer, best, last = build_trainer(cfg, run_dir, False if cfg.get("fast_dev_run") else csv_logger)
+    trainer, best, last = build_trainer(s, run_dir, False if s.run.fast_dev_run else csv_logger)
     if trainer.is_global_zero:
         csv_logger.experiment  # noqa: B018 - creates the run folder before anything else writes into it
-        write_json(run_dir / "config.json", {"config": cfg, "versions": versions()})
+        write_json(run_dir / "config.json", {"config": s.config, "settings": s.to_dict(), "versions": versions()})
         log.info("run folder: %s", run_dir)
 
-    tested_path = cfg.get("load_path") or None
-    if not cfg.get("test_only"):
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("resume_from") or None)
-        if best.best_model_path and not cfg.get("fast_dev_run"):
+    tested_path = str(s.run.load_path) if s.run.load_path else None
+    if not s.run.test_only:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=s.run.resume_from)
+        if best.best_model_path and not s.run.fast_dev_run:
             module.load_weights(best.best_model_path)
             tested_path = best.best_model_path
         else:  # no validation happened: test the final weights
             tested_path = last.last_model_path or None
     trainer.test(module, datamodule=datamodule, verbose=False)
     results = dict(module.test_results)
-    setting = missing_setting(cfg)
+    setting = missing_report(s)
     report: dict[str, Any] = {
         "tasks": [i.name for i in datamodule.infos],
         "metrics": {k.removeprefix("test/"): round(100.0 * v, 4) for k, v in results.items()},
         "missing": setting,
         "checkpoint": tested_path,
+        "method": s.method.name,
         "class_names": {i.name: list(i.class_names) for i in datamodule.infos},
         "dataset": {i.name: i.metadata for i in datamodule.infos},
-        "config": cfg,
+        "config": s.config,
+        "settings": s.to_dict(),
         "versions": versions(),
     }
     if trainer.is_global_zero:
         write_json(run_dir / "test_results.json", report)
-    text = summarise(results, [list(i.class_names) for i in datamodule.infos],
-                     f"missing {setting['missing_type']} at {setting['missing_ratio']:g}")
+    text = summarise(results, [list(i.class_names) for i in datamodule.infos], s.missing.test.describe())
     report["summary"] = f"{text}\nwritten to {run_dir / 'test_results.json'}"
     report["run_dir"] = str(run_dir)
     return report

@@ -21,7 +21,7 @@ def test_remote_metrics_match_hand_computed_confusion_matrix():
     pe = (cm.sum(axis=0) * cm.sum(axis=1)).sum() / n**2
     kappa = (oa - pe) / (1 - pe)
 
-    metrics = TaskMetrics("remote", "scene", 3)
+    metrics = TaskMetrics("remote", 3)
     metrics.update(_logits(pred[:6], 3), torch.tensor(target[:6]))  # two batches accumulate
     metrics.update(_logits(pred[6:], 3), torch.tensor(target[6:]))
     out = metrics.compute()
@@ -47,7 +47,7 @@ def test_samples_f1_matches_per_sample_definition():
 
 
 def test_mmimdb_metrics_names_and_macro_is_the_metric():
-    metrics = TaskMetrics("natural", "mmimdb", 4)
+    metrics = TaskMetrics("multilabel", 4)
     target = torch.tensor([[1, 0, 1, 0], [0, 1, 0, 0]])
     logits = torch.tensor([[3.0, -3.0, 3.0, -3.0], [-3.0, 3.0, -3.0, -3.0]])
     metrics.update(logits, target.float())
@@ -59,7 +59,7 @@ def test_mmimdb_metrics_names_and_macro_is_the_metric():
 
 
 def test_hatememes_auroc_and_accuracy():
-    metrics = TaskMetrics("natural", "hatememes", 2)
+    metrics = TaskMetrics("binary", 2)
     labels = torch.tensor([0, 0, 1, 1])
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.0, 0.5], [0.0, 3.0]])  # p1 ranks: 0.12, 0.73, 0.62, 0.95
     metrics.update(logits, labels)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mamol.missing import (
+    MissingSetting,
     describe_table,
     load_or_make_missing_table,
     make_missing_table,
@@ -24,6 +25,10 @@ from mamol.missing import (
 TWO = ("hsi", "lidar")
 THREE = ("hsi", "lidar", "sar")
 NATURAL = ("text", "image")
+
+
+def setting(ratio: float, kind: str, both_ratio: float = 0.5, ratio_2: float = 0.0, seed: int = 0) -> MissingSetting:
+    return MissingSetting(ratio=ratio, type=kind, both_ratio=both_ratio, ratio_2=ratio_2, seed=seed)
 
 
 def test_codes_and_present_mask() -> None:
@@ -80,7 +85,7 @@ def test_parse_missing_type_rejects(name: str, modalities: tuple[str, ...], matc
 
 
 def test_both_counts_exact() -> None:
-    table = make_missing_table(1000, TWO, 0.7, "both", both_ratio=0.5, seed=3)
+    table = make_missing_table(1000, TWO, setting(0.7, "both", 0.5, seed=3))
     assert table.dtype == torch.int64 and table.shape == (1000,)
     assert describe_table(table, TWO) == {"complete": 300, "hsi": 350, "lidar": 350}
 
@@ -89,7 +94,7 @@ def test_both_counts_exact() -> None:
 @pytest.mark.parametrize("ratio", [0.0, 0.1, 0.29, 0.5, 0.7, 1.0])
 @pytest.mark.parametrize("both_ratio", [0.0, 0.3, 0.5, 1.0])
 def test_both_counts_floor(n: int, ratio: float, both_ratio: float) -> None:
-    counts = torch.bincount(make_missing_table(n, NATURAL, ratio, "both", both_ratio), minlength=3).tolist()
+    counts = torch.bincount(make_missing_table(n, NATURAL, setting(ratio, "both", both_ratio)), minlength=3).tolist()
     n_missing = int(np.floor(round(ratio * n, 9)))
     n_second = int(np.floor(round(both_ratio * n_missing, 9)))
     assert counts == [n - n_missing, n_missing - n_second, n_second]
@@ -98,13 +103,13 @@ def test_both_counts_floor(n: int, ratio: float, both_ratio: float) -> None:
 @pytest.mark.parametrize("ratio", [0.0, 0.3, 0.7, 1.0])
 @pytest.mark.parametrize(("kind", "code"), [("hsi", 1), ("lidar", 2), ("sar", 4)])
 def test_single_counts(ratio: float, kind: str, code: int) -> None:
-    table = make_missing_table(500, THREE, ratio, kind, seed=1)
+    table = make_missing_table(500, THREE, setting(ratio, kind, seed=1))
     assert int((table == code).sum()) == int(np.floor(round(ratio * 500, 9)))
     assert set(table.unique().tolist()) <= {0, code}
 
 
 def test_pair_counts_independent_with_overlap() -> None:
-    table = make_missing_table(1000, THREE, 0.5, "SAR_Lidar", missing_ratio_2=0.4, seed=0)
+    table = make_missing_table(1000, THREE, setting(0.5, "SAR_Lidar", ratio_2=0.4))
     sar_missing = (table & 4) > 0
     lidar_missing = (table & 2) > 0
     assert int(sar_missing.sum()) == 500 and int(lidar_missing.sum()) == 400
@@ -114,7 +119,7 @@ def test_pair_counts_independent_with_overlap() -> None:
 
 
 def test_all_mix_uniform() -> None:
-    table = make_missing_table(6000, THREE, 0.6, "HS_SAR_Lidar", seed=0)
+    table = make_missing_table(6000, THREE, setting(0.6, "HS_SAR_Lidar"))
     counts = torch.bincount(table, minlength=8).tolist()
     assert counts[0] == 2400 and counts[7] == 0
     assert all(400 < c < 800 for c in counts[1:7])  # ~600 each
@@ -123,19 +128,19 @@ def test_all_mix_uniform() -> None:
 def test_determinism_and_dedicated_rng() -> None:
     torch.manual_seed(0)
     np.random.seed(0)
-    a = make_missing_table(300, TWO, 0.7, "both", seed=5)
+    a = make_missing_table(300, TWO, setting(0.7, "both", seed=5))
     torch.manual_seed(123)
     np.random.seed(123)
-    b = make_missing_table(300, TWO, 0.7, "both", seed=5)
-    c = make_missing_table(300, TWO, 0.7, "both", seed=6)
+    b = make_missing_table(300, TWO, setting(0.7, "both", seed=5))
+    c = make_missing_table(300, TWO, setting(0.7, "both", seed=6))
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
 def test_bad_ratios() -> None:
     with pytest.raises(ValueError, match="missing_ratio must be in"):
-        make_missing_table(10, TWO, 1.5, "both")
+        make_missing_table(10, TWO, setting(1.5, "both"))
     with pytest.raises(ValueError, match="both_ratio must be in"):
-        make_missing_table(10, TWO, 0.5, "both", both_ratio=-0.1)
+        make_missing_table(10, TWO, setting(0.5, "both", both_ratio=-0.1))
 
 
 def test_table_path() -> None:
@@ -144,12 +149,10 @@ def test_table_path() -> None:
     )
     assert missing_table_path("/r", "mmimdb_dev.arrow", "text", 1.0).name == "mmimdb_dev_missing_text_10.pt"
     assert missing_table_path("/r", "x_test", "hsi", 0.05).name == "x_test_missing_hsi_005.pt"
-    assert missing_table_path(None, "a", "both", 0.5).parent.name == "missing_tables"
 
 
 def test_load_or_make_reuse_regenerate_refuse(tmp_path, caplog) -> None:
-    args = dict(n=100, modalities=TWO, missing_ratio=0.7, missing_type="both", both_ratio=0.5,
-                missing_ratio_2=0.0, seed=0)
+    args = dict(n=100, modalities=TWO, setting=setting(0.7, "both"))
     first = load_or_make_missing_table(tmp_path, "s_train", **args)
     path = tmp_path / "s_train_missing_both_07.pt"
     assert path.is_file()
@@ -162,21 +165,22 @@ def test_load_or_make_reuse_regenerate_refuse(tmp_path, caplog) -> None:
     assert int(load_or_make_missing_table(tmp_path, "s_train", **args).sum()) == 0
     # Other parameters: refuse names the file and each mismatching parameter.
     with pytest.raises(ValueError, match=r"s_train_missing_both_07\.pt.*both_ratio: stored 0\.5, requested 0\.3"):
-        load_or_make_missing_table(tmp_path, "s_train", **{**args, "both_ratio": 0.3}, on_mismatch="refuse")
+        load_or_make_missing_table(tmp_path, "s_train", **{**args, "setting": setting(0.7, "both", 0.3)},
+                                   on_mismatch="refuse")
     with pytest.raises(ValueError, match=r"n: stored 100, requested 90"):
         load_or_make_missing_table(tmp_path, "s_train", **{**args, "n": 90}, on_mismatch="refuse")
     # ... or regenerate with a warning.
     with caplog.at_level(logging.WARNING, logger="mamol.missing"):
-        again = load_or_make_missing_table(tmp_path, "s_train", **{**args, "seed": 0, "n": 90})
+        again = load_or_make_missing_table(tmp_path, "s_train", **{**args, "n": 90})
     assert "regenerating" in caplog.text and len(again) == 90
     assert torch.load(path, weights_only=True)["params"]["n"] == 90
     assert len(first) == 100
 
 
 def test_irrelevant_params_do_not_mismatch(tmp_path) -> None:
-    load_or_make_missing_table(tmp_path, "s_val", 50, TWO, 0.5, "hsi", both_ratio=0.5, seed=0)
+    load_or_make_missing_table(tmp_path, "s_val", 50, TWO, setting(0.5, "hsi", both_ratio=0.5))
     # both_ratio does not shape an 'hsi' table: no refusal.
-    table = load_or_make_missing_table(tmp_path, "s_val", 50, TWO, 0.5, "HS", both_ratio=0.9, seed=0,
+    table = load_or_make_missing_table(tmp_path, "s_val", 50, TWO, setting(0.5, "HS", both_ratio=0.9),
                                        on_mismatch="refuse")
     assert int((table == 1).sum()) == 25
 
@@ -185,11 +189,11 @@ def test_corrupt_table_refused_or_regenerated(tmp_path) -> None:
     path = tmp_path / "s_test_missing_both_07.pt"
     path.write_bytes(b"not a torch file")
     with pytest.raises(ValueError, match="cannot be read"):
-        load_or_make_missing_table(tmp_path, "s_test", 20, TWO, 0.7, "both", on_mismatch="refuse")
-    table = load_or_make_missing_table(tmp_path, "s_test", 20, TWO, 0.7, "both")
+        load_or_make_missing_table(tmp_path, "s_test", 20, TWO, setting(0.7, "both"), on_mismatch="refuse")
+    table = load_or_make_missing_table(tmp_path, "s_test", 20, TWO, setting(0.7, "both"))
     assert len(table) == 20
     with pytest.raises(ValueError, match="on_mismatch"):
-        load_or_make_missing_table(tmp_path, "s_test", 20, TWO, 0.7, "both", on_mismatch="ignore")
+        load_or_make_missing_table(tmp_path, "s_test", 20, TWO, setting(0.7, "both"), on_mismatch="ignore")
 
 
 @pytest.mark.parametrize("gen", [np.random.default_rng(0), torch.Generator().manual_seed(0)])

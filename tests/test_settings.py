@@ -1,52 +1,107 @@
-"""Config validation and the learning-rate schedule."""
+"""Typed settings: resolving the Sacred config, errors that name the key, the learning-rate schedule."""
+import dataclasses
+
 import pytest
 
-from mamol.settings import ConfigError, hardware, lr_lambda, resolve
+from mamol.errors import ConfigError
+from mamol.methods.mamol import PAPER, MaMOLOptions
+from mamol.missing import MissingSetting
+from mamol.optim import lr_lambda
+from mamol.settings import coerce, hardware_settings, resolve
+from tests.helpers import tiny_config
 
 
-def _cfg(tmp_path, **kw):
-    base = dict(datasets=["scene"], data_root=str(tmp_path), batch_size=128, per_gpu_batchsize=32, num_gpus=0,
-                num_nodes=1, precision=16, missing_ratio={"train": 0.7, "val": 0.7, "test": 0.7},
-                missing_type={"train": "both", "val": "both", "test": "both"}, both_ratio=0.5, top_k=1,
-                num_dynamic_experts=2, optim_type="adamw", warmup_steps=0.1, decay_power=1, loss_names={})
-    base.update(kw)
-    return base
+def _resolve(tmp_path, *named, kind="remote", datasets=("scene",), **updates):
+    cfg = tiny_config(*named, **{"data_root": str(tmp_path), **updates})
+    return resolve(cfg, kind=kind, datasets=datasets, method_options=MaMOLOptions)
 
 
 def test_accumulation_from_batch_sizes(tmp_path):
-    hw = resolve(_cfg(tmp_path))["_derived"]
-    assert hw["accumulate"] == 4 and hw["per_device_batch"] == 32 and hw["accelerator"] == "cpu"
+    hw = _resolve(tmp_path, batch_size=128, per_gpu_batchsize=32).hardware
+    assert hw.accumulate == 4 and hw.per_device_batch == 32 and hw.accelerator == "cpu"
 
 
 def test_accumulation_guard_names_the_keys(tmp_path):
     with pytest.raises(ConfigError, match="batch_size.*per_gpu_batchsize"):
-        resolve(_cfg(tmp_path, batch_size=16, per_gpu_batchsize=32))
+        _resolve(tmp_path, batch_size=16, per_gpu_batchsize=32)
 
 
 def test_cpu_never_gets_half_precision(tmp_path):
-    assert hardware(_cfg(tmp_path, precision=16))["precision"] == "32-true"
-    assert hardware(_cfg(tmp_path, precision="bf16"))["precision"] == "32-true"
+    cfg = tiny_config(batch_size=8, per_gpu_batchsize=8)
+    assert hardware_settings(cfg | {"precision": 16}, 8, cuda_available=False).precision == "32-true"
+    assert hardware_settings(cfg | {"precision": "bf16"}, 8, cuda_available=False).precision == "32-true"
+    assert hardware_settings(cfg | {"precision": 16, "num_gpus": 1}, 8, cuda_available=True).precision == "16-mixed"
 
 
 def test_bad_values_name_their_key(tmp_path):
     with pytest.raises(ConfigError, match="data_root"):
-        resolve(_cfg(tmp_path, data_root=""))
+        _resolve(tmp_path, data_root="")
     with pytest.raises(ConfigError, match="missing_ratio\\['train'\\]"):
-        resolve(_cfg(tmp_path, missing_ratio={"train": 1.5, "val": 0.1, "test": 0.1}))
+        _resolve(tmp_path, missing_ratio={"train": 1.5, "val": 0.1, "test": 0.1})
     with pytest.raises(ConfigError, match="top_k"):
-        resolve(_cfg(tmp_path, top_k=3))
+        _resolve(tmp_path, top_k=3)
     with pytest.raises(ConfigError, match="load_path"):
-        resolve(_cfg(tmp_path, test_only=True, load_path=""))
+        _resolve(tmp_path, test_only=True, load_path="")
     with pytest.raises(ConfigError, match="max_text_len=1024"):
-        resolve(_cfg(tmp_path, datasets=["mmimdb"], loss_names={"mmimdb": 1}, max_text_len=1024))
+        _resolve(tmp_path, kind="natural", datasets=("mmimdb",), loss_names={"mmimdb": 1}, max_text_len=1024)
     with pytest.raises(ConfigError, match="loss_names\\['mmimdb'\\]"):
-        resolve(_cfg(tmp_path, datasets=["mmimdb"], loss_names={"remote": 1, "mmimdb": 0}))
+        _resolve(tmp_path, kind="natural", datasets=("mmimdb",), loss_names={"remote": 1, "mmimdb": 0})
+
+
+@pytest.mark.parametrize("key,value,expected", [
+    ("learning_rate", "1e-3", "learning_rate='1e-3': expected a number, found str"),
+    ("max_epoch", 2.5, "max_epoch=2.5: expected an integer"),
+    ("skip_missing", "yes", "skip_missing='yes': expected True/False"),
+    ("adapter_layers", 6, "adapter_layers=6: expected a list of an integer or None"),
+    ("missing_fill", "twos", "missing_fill='twos': expected 'ones' or 'zeros'"),
+    ("decay_power", "linear", "decay_power='linear': expected a number or 'cosine'"),
+    ("num_workers", -1, "num_workers must be >= 0"),
+])
+def test_ill_typed_values_name_their_key(tmp_path, key, value, expected):
+    with pytest.raises(ConfigError) as err:
+        _resolve(tmp_path, **{key: value})
+    assert expected in str(err.value)
 
 
 def test_scalar_missing_settings_apply_to_every_split(tmp_path):
-    cfg = resolve(_cfg(tmp_path, missing_ratio=0.5, missing_type="HS"))
-    assert cfg["missing_ratio"] == {"train": 0.5, "val": 0.5, "test": 0.5}
-    assert cfg["missing_type"]["test"] == "HS"
+    missing = _resolve(tmp_path, missing_ratio=0.5, missing_type="HS").missing
+    assert missing.train == missing.val == missing.test == MissingSetting(0.5, "HS", 0.5, 0.0, 0)
+
+
+def test_test_overrides_and_ratio_zero(tmp_path):
+    missing = _resolve(tmp_path, test_ratio=1.0, test_type="lidar").missing
+    assert missing.train == MissingSetting(0.7, "both", 0.5, 0.0, 0)
+    assert missing.val == missing.test == MissingSetting(1.0, "lidar", 0.5, 0.0, 0)
+    assert _resolve(tmp_path, test_ratio=0.0).missing.test.type == "none"  # nothing goes missing
+
+
+def test_paper_defaults_per_data_kind(tmp_path):
+    remote = _resolve(tmp_path, "remote").method.options
+    natural = _resolve(tmp_path, "task_finetune_mmimdb", kind="natural", datasets=("mmimdb",)).method.options
+    for options, kind in ((remote, "remote"), (natural, "natural")):
+        assert {k: getattr(options, k) for k in PAPER[kind]} == PAPER[kind]
+    assert (remote.adapter_rank, natural.adapter_rank, natural.adapter_scale) == (8, 16, 0.2)
+    assert _resolve(tmp_path, adapter_rank=4).method.options.adapter_rank == 4  # an explicit value wins
+
+
+def test_natural_named_configs_clip_gradients_like_the_release(tmp_path):
+    for name, task in (("task_finetune_mmimdb", "mmimdb"), ("task_finetune_food101", "food101"),
+                       ("task_finetune_hatememes", "hatememes")):
+        s = _resolve(tmp_path, name, kind="natural", datasets=(task,))
+        assert s.optim.grad_clip == 1.0 and s.optim.learning_rate == 1e-2 and s.data.loss_weights == {task: 1.0}
+
+
+def test_settings_are_frozen_and_serialisable(tmp_path):
+    s = _resolve(tmp_path, "remote")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.optim.learning_rate = 1.0  # type: ignore[misc]
+    flat = s.to_dict()
+    assert flat["data"]["root"] == str(tmp_path) and flat["method"]["options"]["adapter_rank"] == 8
+
+
+def test_coerce_accepts_command_line_forms():
+    assert coerce("k", 3, float) == 3.0 and coerce("k", [1, 2], tuple[int, ...]) == (1, 2)
+    assert coerce("k", None, int | None) is None and coerce("k", 2.0, int) == 2
 
 
 def test_warmup_then_linear_decay_to_end():

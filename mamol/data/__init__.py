@@ -1,5 +1,5 @@
-"""Data: scene/.mat reading, Arrow conversion, datasets and the LightningDataModule.
+"""Data: .mat reading, Arrow conversion, the dataset catalogue, datasets and the LightningDataModule.
 
-Submodules are imported on use (the converters, ``mamol.data.convert_remote`` and the image–text ones built
-on ``mamol.data.convert_natural``, stay free of torch).
+The remote converter (``mamol.data.convert_remote`` with ``scenes`` and ``splits``) stays free of torch; each
+image–text dataset's file holds its converter and its Dataset class.
 """

@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from mamol.data.formats import METADATA_KEY
-from mamol.errors import DataError
+from mamol.errors import DataError, MissingFileError
 from mamol.files import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def write_table(path: str | os.PathLike, table: pa.Table, metadata: dict | None 
 
 def _open_reader(path: Path) -> pa.ipc.RecordBatchFileReader:
     if not path.is_file():
-        raise FileNotFoundError(f"Arrow file {path} does not exist")
+        raise MissingFileError(f"Arrow file {path} does not exist")
     try:
         return pa.ipc.open_file(pa.memory_map(str(path), "r"))
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as err:
@@ -115,7 +115,7 @@ def fixed_list_view(chunk: pa.Array, shape: tuple[int, ...]) -> np.ndarray:
     if not pa.types.is_fixed_size_list(chunk.type):
         raise TypeError(f"expected a fixed-size list column, got {chunk.type}")
     if chunk.null_count:
-        raise ValueError("fixed-size list column holds nulls; expected dense data")
+        raise DataError("fixed-size list column holds nulls; expected dense data")
     values = chunk.flatten()  # slice of the child array honouring the chunk's offset, no copy
     return values.to_numpy(zero_copy_only=True).reshape((len(chunk), *shape))
 

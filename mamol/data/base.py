@@ -1,14 +1,14 @@
-"""BaseArrowDataset: one Arrow split + its missing table + the fill for missing inputs.
+"""BaseArrowDataset: one Arrow split + its missing table + the fill for missing inputs; DatasetEntry.
 
-Shared by the remote and the natural datasets. A subclass says which file holds a split
-(:attr:`split_files`), how to build its :class:`TaskInfo` from the file's metadata
-(:meth:`build_task_info`), and how to read one sample (:meth:`get_sample`). A split holds one sample per
+Shared by the remote and the image–text datasets. The catalogue entry (:class:`DatasetEntry`) says which
+file holds a split; a subclass says how to build its :class:`TaskInfo` from the file's metadata
+(:meth:`build_task_info`) and how to read one sample (:meth:`get_sample`). A split holds one sample per
 Arrow row unless the subclass maps samples to rows itself (:meth:`num_samples`, :meth:`row_of`; MM-IMDb
 has one sample per plot). The base class
 
-* reads ``data_root`` and the ``missing_*`` keys of the config (``test_ratio`` / ``test_type`` override the
-  val and test settings), and builds or loads the split's missing table (:mod:`mamol.missing`), one entry
-  per Arrow row: samples sharing a row share its code;
+* builds or loads the split's missing table (:mod:`mamol.missing`) for the split's missing setting, one
+  entry per Arrow row (samples sharing a row share its code), stored beside the Arrow files unless
+  ``missing_table_root`` says otherwise;
 * opens the Arrow file memory-mapped lazily, once per process: DataLoader workers each map the same file
   and share the OS page cache, so no worker holds a copy of the data (the open table is never pickled);
 * redraws the code of complete training samples on every access when ``simulate_missing`` is set;
@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -29,24 +30,48 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mamol.data.arrow import num_rows, open_arrow, read_metadata
-from mamol.data.datamodule import TaskInfo
+from mamol.errors import DataError, MissingFileError
 from mamol.missing import load_or_make_missing_table, simulate_missing
+from mamol.settings import DataSettings, MissingSettings
+from mamol.tasks import SPLITS, TaskInfo
 
 logger = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
-MISSING_FILLS = ("ones", "zeros")
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """One dataset of the catalogue (:mod:`mamol.data.catalogue`): everything that differs between datasets."""
+
+    name: str  # task name and Arrow file prefix ("hatememes")
+    kind: str  # "remote" | "natural"
+    task_type: str  # decides loss and metrics (mamol.tasks)
+    dataset: type[BaseArrowDataset]  # the Dataset class serving its splits
+    convert: Any  # raw data -> Arrow files: ``convert(root, target, **options)`` (datasets/make_arrow.py)
+    split_files: dict[str, str]  # split -> file tag: <name>_<tag>.arrow
+    modalities: tuple[str, ...] | None = None  # code order; None = read from the files (remote scenes)
+    aliases: tuple[str, ...] = ()  # other spellings accepted for the name ("hateful_memes")
+
+    def arrow_stem(self, split: str) -> str:
+        """File stem of a split, e.g. ``houston2013_train`` or ``mmimdb_dev``."""
+        return f"{self.name}_{self.split_files[split]}"
+
+    def arrow_path(self, root: Path, split: str) -> Path:
+        """Path of the split's Arrow file in ``root``; MissingFileError listing what was expected when absent."""
+        path = Path(root) / f"{self.arrow_stem(split)}.arrow"
+        if not path.is_file():
+            raise missing_arrow_error(Path(root), self.name, [f"{self.arrow_stem(s)}.arrow" for s in SPLITS])
+        return path
 
 
-def missing_arrow_error(data_root: Path, name: str, expected: list[str]) -> FileNotFoundError:
-    """A FileNotFoundError listing the files expected for ``name`` and the Arrow files ``data_root`` holds."""
+def missing_arrow_error(data_root: Path, name: str, expected: list[str]) -> MissingFileError:
+    """An error listing the files expected for ``name`` and the Arrow files ``data_root`` holds."""
     if not data_root.is_dir():
-        return FileNotFoundError(
+        return MissingFileError(
             f"data_root {data_root} does not exist; expected a folder holding {', '.join(expected)} "
             f"(make them with datasets/make_arrow.py)"
         )
     found = sorted(p.name for p in data_root.glob("*.arrow"))
-    return FileNotFoundError(
+    return MissingFileError(
         f"no Arrow data for dataset {name!r} in data_root {data_root}: expected {', '.join(expected)}; "
         f"found {', '.join(found) if found else 'no .arrow files'} (make them with datasets/make_arrow.py)"
     )
@@ -55,85 +80,38 @@ def missing_arrow_error(data_root: Path, name: str, expected: list[str]) -> File
 class BaseArrowDataset(Dataset):
     """One split of one dataset stored as an Arrow file; samples are dicts with fixed keys."""
 
-    kind: ClassVar[str] = ""  # "remote" | "natural"
-    split_files: ClassVar[dict[str, str]] = {"train": "train", "val": "val", "test": "test"}  # split -> file tag
-
-    def __init__(self, cfg: dict, name: str, split: str) -> None:
+    def __init__(self, entry: DatasetEntry, data: DataSettings, missing: MissingSettings, split: str) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        self.cfg = cfg
-        self.name = name
-        self.split = split
-        self.data_root = Path(cfg["data_root"])
-        self.path = self.arrow_path(cfg, name, split)
-        self.info = self.task_info(cfg, name)
+        self.entry, self.data, self.split = entry, data, split
+        self.name = entry.name
+        self.path = entry.arrow_path(data.root, split)
+        self.info = self.task_info(entry, data)
         self.modalities = self.info.modalities
         self.metadata = read_metadata(self.path)
-        self.missing_fill = cfg.get("missing_fill", "ones")
-        if self.missing_fill not in MISSING_FILLS:
-            raise ValueError(f"missing_fill must be one of {MISSING_FILLS}, got {self.missing_fill!r}")
-        self.simulate = bool(cfg.get("simulate_missing", False)) and split == "train"
+        self.missing_fill = missing.fill
+        self.simulate = missing.simulate and split == "train"
+        self.missing_seed = missing.split(split).seed
         self._n = num_rows(self.path)
-        self.missing_ratio, self.missing_type = self.missing_setting(cfg, split)
-        self.missing_table = load_or_make_missing_table(
-            cfg.get("missing_table_root"),
-            self.arrow_stem(name, split),
-            self._n,
-            self.modalities,
-            self.missing_ratio,
-            self.missing_type,
-            both_ratio=float(cfg.get("both_ratio", 0.5) if cfg.get("both_ratio") is not None else 0.5),
-            missing_ratio_2=float(cfg.get("missing_ratio_2") or 0.0),
-            seed=int(cfg.get("missing_seed") or 0),
-            on_mismatch=cfg.get("missing_table_on_mismatch") or "regenerate",
-        )  # (N,) int64
+        self.missing = missing.split(split)
+        table_root = missing.table_root if missing.table_root is not None else data.root / "missing_tables"
+        self.missing_table = load_or_make_missing_table(table_root, entry.arrow_stem(split), self._n,
+                                                        self.modalities, self.missing, missing.on_mismatch)  # (N,)
         self._table: pa.Table | None = None
         self._pid: int | None = None
         self._rng: np.random.Generator | None = None
         self._rng_pid: int | None = None
 
-    # ---------------------------------------------------------------- files and metadata
+    # ---------------------------------------------------------------- task description
     @classmethod
-    def arrow_stem(cls, name: str, split: str) -> str:
-        """File stem of a split, e.g. ``houston2013_train`` or ``mmimdb_dev``."""
-        return f"{name}_{cls.split_files[split]}"
+    def task_info(cls, entry: DatasetEntry, data: DataSettings) -> TaskInfo:
+        """TaskInfo of ``entry`` from the train file's schema metadata (cheap: no data is read)."""
+        return cls.build_task_info(entry, data, read_metadata(entry.arrow_path(data.root, "train")))
 
     @classmethod
-    def arrow_path(cls, cfg: dict, name: str, split: str) -> Path:
-        """Path of the split's Arrow file; FileNotFoundError listing what was expected when absent."""
-        root = Path(cfg["data_root"])
-        path = root / f"{cls.arrow_stem(name, split)}.arrow"
-        if not path.is_file():
-            expected = [f"{cls.arrow_stem(name, s)}.arrow" for s in SPLITS]
-            raise missing_arrow_error(root, name, expected)
-        return path
-
-    @classmethod
-    def task_info(cls, cfg: dict, name: str) -> TaskInfo:
-        """TaskInfo of ``name`` from the train file's schema metadata (cheap: no data is read)."""
-        return cls.build_task_info(cfg, name, read_metadata(cls.arrow_path(cfg, name, "train")))
-
-    @classmethod
-    def build_task_info(cls, cfg: dict, name: str, metadata: dict) -> TaskInfo:
-        """Subclasses: TaskInfo from the stored metadata and the config (e.g. selected modalities)."""
+    def build_task_info(cls, entry: DatasetEntry, data: DataSettings, metadata: dict) -> TaskInfo:
+        """Subclasses: TaskInfo from the stored metadata and the settings (e.g. selected modalities)."""
         raise NotImplementedError
-
-    @staticmethod
-    def missing_setting(cfg: dict, split: str) -> tuple[float, str]:
-        """(missing_ratio, missing_type) of ``split``; ``test_ratio``/``test_type`` override val and test."""
-        ratios = cfg.get("missing_ratio") or {}
-        types = cfg.get("missing_type") or {}
-        ratio = ratios.get(split, 0.0) if isinstance(ratios, dict) else ratios
-        kind = types.get(split, "none") if isinstance(types, dict) else types
-        if split in ("val", "test"):
-            if cfg.get("test_ratio") is not None:
-                ratio = cfg["test_ratio"]
-            if cfg.get("test_type") is not None:
-                kind = cfg["test_type"]
-        ratio = float(ratio if ratio is not None else 0.0)
-        if ratio == 0.0 and not float(cfg.get("missing_ratio_2") or 0.0):
-            kind = "none"  # nothing goes missing, whatever the type says (e.g. 'both' on 3 modalities)
-        return ratio, str(kind if kind is not None else "none")
 
     # ---------------------------------------------------------------- lazy per-process open
     @property
@@ -143,7 +121,7 @@ class BaseArrowDataset(Dataset):
             self._table = open_arrow(self.path)
             self._pid = os.getpid()
             if self._table.num_rows != self._n:
-                raise ValueError(f"{self.path}: holds {self._table.num_rows} rows, expected {self._n}")
+                raise DataError(f"{self.path}: holds {self._table.num_rows} rows, expected {self._n}")
             self.on_open(self._table)
         return self._table
 
@@ -181,7 +159,7 @@ class BaseArrowDataset(Dataset):
         """Per-process generator for ``simulate_missing`` (seeded from missing_seed and torch's process seed)."""
         if self._rng is None or self._rng_pid != os.getpid():
             # torch.initial_seed() differs per worker and per epoch (Lightning seeds it), so draws differ too.
-            seed = np.random.SeedSequence([int(self.cfg.get("missing_seed") or 0), torch.initial_seed() % 2**63])
+            seed = np.random.SeedSequence([self.missing_seed, torch.initial_seed() % 2**63])
             self._rng = np.random.default_rng(seed)
             self._rng_pid = os.getpid()
         return self._rng

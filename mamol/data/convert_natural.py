@@ -6,7 +6,7 @@ carries JSON metadata (class names, source files, counts) through :mod:`mamol.da
 
 The conversion runs in two passes so that bad input fails early and by name: a cheap *plan* pass reads
 the split, class and text files and checks that every listed image and label file exists (a
-:class:`_SplitPlan` per split), then the *convert* pass reads each image, checks that Pillow can decode it
+:class:`SplitPlan` per split), then the *convert* pass reads each image, checks that Pillow can decode it
 (a corrupt file is reported by its path here, not later inside a data-loader worker) and streams the rows
 into the Arrow file (written to a temporary file and renamed into place, so a failed run leaves no
 half-written output).
@@ -20,9 +20,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import pyarrow as pa
 from PIL import Image
@@ -34,7 +35,6 @@ from mamol.errors import DataError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PrepareError", "verify_image"]
 
 _BATCH_ROWS = 256  # rows per Arrow record batch while streaming
 
@@ -60,7 +60,7 @@ def verify_image(data: bytes, path: Path | str) -> None:
         ) from err
 
 
-def _read_image(path: Path) -> bytes:
+def read_image_bytes(path: Path) -> bytes:
     if not path.is_file():
         raise PrepareError(f"{path}: image file not found")
     data = path.read_bytes()
@@ -68,7 +68,7 @@ def _read_image(path: Path) -> bytes:
     return data
 
 
-def _load_json(path: Path, what: str) -> Any:
+def load_json(path: Path, what: str) -> Any:
     try:
         with open(path, encoding="utf-8") as fp:
             return json.load(fp)
@@ -78,7 +78,7 @@ def _load_json(path: Path, what: str) -> Any:
         raise PrepareError(f"{path}: {what} is not valid JSON ({err})") from err
 
 
-def _need_dir(path: Path, what: str) -> Path:
+def need_dir(path: Path, what: str) -> Path:
     if not path.is_dir():
         parent = path.parent
         found = sorted(p.name for p in parent.iterdir()) if parent.is_dir() else "(no such folder)"
@@ -86,7 +86,7 @@ def _need_dir(path: Path, what: str) -> Path:
     return path
 
 
-def _find_side_file(explicit: str | Path | None, root: Path, raw_name: str, shipped_name: str,
+def find_side_file(explicit: str | Path | None, root: Path, raw_name: str, shipped_name: str,
                     datasets_dir: Path, what: str) -> Path:
     """``explicit`` if given, else ``root/raw_name``, else ``datasets_dir/shipped_name``."""
     if explicit is not None:
@@ -104,9 +104,9 @@ def _find_side_file(explicit: str | Path | None, root: Path, raw_name: str, ship
     )
 
 
-def _split_lists(split_path: Path, splits: Sequence[str]) -> dict[str, list[str]]:
+def split_lists(split_path: Path, splits: Sequence[str]) -> dict[str, list[str]]:
     """Read ``{split: [ids]}`` from ``split_path``, checking every split key is a list."""
-    data = _load_json(split_path, "split file")
+    data = load_json(split_path, "split file")
     if not isinstance(data, dict):
         raise PrepareError(f"{split_path}: expected a JSON object {{split: [ids]}}, found {type(data).__name__}")
     out = {}
@@ -125,7 +125,7 @@ def _split_lists(split_path: Path, splits: Sequence[str]) -> dict[str, list[str]
 
 
 @dataclass
-class _SplitPlan:
+class SplitPlan:
     """Rows of one split before the images are read: ``images[i]`` and the other columns' values."""
 
     images: list[Path] = field(default_factory=list)
@@ -140,7 +140,7 @@ class _SplitPlan:
         return len(self.images)
 
 
-def _write_split(path: Path, schema: pa.Schema, plan: _SplitPlan, metadata: dict, progress: bool) -> Path:
+def write_split(path: Path, schema: pa.Schema, plan: SplitPlan, metadata: dict, progress: bool) -> Path:
     """Stream ``plan`` (reading + verifying each image) into the Arrow IPC file ``path``, atomically."""
     names = [n for n in schema.names if n != "image"]
 
@@ -148,7 +148,7 @@ def _write_split(path: Path, schema: pa.Schema, plan: _SplitPlan, metadata: dict
         with tqdm(total=len(plan), desc=path.name, unit="img", disable=not progress, leave=False) as bar:
             for start in range(0, len(plan), _BATCH_ROWS):
                 stop = min(start + _BATCH_ROWS, len(plan))
-                cols = {"image": [_read_image(p) for p in plan.images[start:stop]]}
+                cols = {"image": [read_image_bytes(p) for p in plan.images[start:stop]]}
                 cols.update({n: plan.columns[n][start:stop] for n in names})
                 bar.update(stop - start)
                 yield pa.RecordBatch.from_pydict(cols, schema=schema)
@@ -158,7 +158,7 @@ def _write_split(path: Path, schema: pa.Schema, plan: _SplitPlan, metadata: dict
     return path
 
 
-def _write_all(prefix: str, target: Path, schema: pa.Schema, plans: dict[str, _SplitPlan],
+def write_all(prefix: str, target: Path, schema: pa.Schema, plans: dict[str, SplitPlan],
                metadata: dict, progress: bool, samples: dict[str, int] | None = None) -> list[Path]:
     """Write one file per split; ``samples`` counts samples per split where they differ from rows."""
     target.mkdir(parents=True, exist_ok=True)
@@ -168,11 +168,11 @@ def _write_all(prefix: str, target: Path, schema: pa.Schema, plans: dict[str, _S
     for split, plan in plans.items():
         meta = dict(metadata, split=split, num_rows=len(plan), samples=samples[split], split_rows=counts,
                     split_samples=samples)
-        out.append(_write_split(target / f"{prefix}_{split}.arrow", schema, plan, meta, progress))
+        out.append(write_split(target / f"{prefix}_{split}.arrow", schema, plan, meta, progress))
     return out
 
 
-def _base_metadata(dataset: str, class_names: Sequence[str], loss: str, source: dict) -> dict:
+def base_metadata(dataset: str, class_names: Sequence[str], loss: str, source: dict) -> dict:
     return {
         "dataset": dataset,
         "kind": "natural",

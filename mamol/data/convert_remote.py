@@ -34,6 +34,7 @@ from mamol.data.formats import MODALITY_ORDER, NAN_POLICIES, NORMALIZATIONS, REM
 from mamol.data.matfile import MatVariable, read_variable, resolve_variable
 from mamol.data.scenes import _EXAMPLE_FILES, KNOWN_SCENES, ROLE_KEYS, class_names_for, find_scene_files
 from mamol.data.splits import draw_split, fixed_split
+from mamol.errors import DataError, MissingFileError
 from mamol.tasks import SPLITS
 
 logger = logging.getLogger(__name__)
@@ -48,26 +49,27 @@ BATCH_BYTES = 32 * 2**20  # target size of one written record batch
 
 def _hw(var: MatVariable) -> tuple[int, int]:
     if len(var.shape) not in (2, 3):
-        raise ValueError(f"{var.label}: expected an H×W or H×W×C array, found shape {var.shape}")
+        raise DataError(f"{var.label}: expected an H×W or H×W×C array, found shape {var.shape}")
     return var.shape[0], var.shape[1]
 
 
-def check_sizes(modalities: dict[str, MatVariable], label: MatVariable, extra: Sequence[MatVariable] = ()) -> tuple[int, int]:
+def check_sizes(modalities: dict[str, MatVariable], label: MatVariable,
+                extra: Sequence[MatVariable] = ()) -> tuple[int, int]:
     """Common H×W of all modalities, the label raster and split rasters; ValueError naming the odd one out."""
     shapes = {m: _hw(v) for m, v in modalities.items()}
     first = next(iter(modalities))
     h, w = shapes[first]
-    for m, hw in shapes.items():
+    for hw in shapes.values():
         if hw != (h, w):
             listing = ", ".join(f"{modalities[k].label} {a}×{b}" for k, (a, b) in shapes.items())
-            raise ValueError(
+            raise DataError(
                 f"modalities have different H×W: {listing}; all must cover the same scene (resample them, or "
                 f"leave one out with --modalities)"
             )
     for var in (label, *extra):
         shape = var.shape[:2] if len(var.shape) == 3 and var.shape[2] == 1 else var.shape
         if tuple(shape) != (h, w):
-            raise ValueError(
+            raise DataError(
                 f"label raster {var.label} has shape {'×'.join(map(str, var.shape))}, expected {h}×{w} "
                 f"like {modalities[first].label}"
             )
@@ -83,17 +85,17 @@ def check_labels(raster: np.ndarray, var: MatVariable, num_classes: int | None) 
         bad = ~np.isfinite(raster) | (raster != np.round(raster))
         if bad.any():
             example = raster[bad].flat[0].item()
-            raise ValueError(
+            raise DataError(
                 f"{var.label}: labels must be integers 0..K, found {int(bad.sum())} non-integer values "
                 f"(e.g. {example!r})"
             )
     elif raster.dtype.kind not in "iub":
-        raise ValueError(f"{var.label}: labels must be integers 0..K, found dtype {raster.dtype}")
+        raise DataError(f"{var.label}: labels must be integers 0..K, found dtype {raster.dtype}")
     high = int(num_classes) if num_classes is not None else 32767
     out_of_range = (raster < 0) | (raster > high)
     if out_of_range.any():
         values = np.unique(raster[out_of_range])[:5].tolist()
-        raise ValueError(
+        raise DataError(
             f"{var.label}: labels must lie in 0..{high} (0 = unlabelled), found {int(out_of_range.sum())} "
             f"pixels with values {values}"
         )
@@ -106,7 +108,7 @@ def check_finite(cube: np.ndarray, var: MatVariable, policy: str = "refuse") -> 
     ``cube`` is H×W×C float and is filled in place. Returns the number of values filled.
     """
     if policy not in NAN_POLICIES:
-        raise ValueError(f"nan policy must be one of {NAN_POLICIES}, got {policy!r}")
+        raise DataError(f"nan policy must be one of {NAN_POLICIES}, got {policy!r}")
     total, n_nan, bands = 0, 0, []
     for c in range(cube.shape[2]):
         band = cube[..., c]
@@ -121,7 +123,7 @@ def check_finite(cube: np.ndarray, var: MatVariable, policy: str = "refuse") -> 
             good = band[~bad]
             band[bad] = good.mean(dtype=np.float64) if good.size else 0.0
     if total and policy == "refuse":
-        raise ValueError(
+        raise DataError(
             f"{var.path}: variable {var.key!r} holds {total} non-finite values ({n_nan} NaN, {total - n_nan} "
             f"Inf) in bands {bands[:10]}{'...' if len(bands) > 10 else ''}; fix the file or convert with "
             f"--nan fill (replaces them with the band mean)"
@@ -139,7 +141,7 @@ def normalize_cube(cube: np.ndarray, method: str, what: str = "") -> dict[str, l
     (std 0 -> 1); ``none``: unchanged.
     """
     if method not in NORMALIZATIONS:
-        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {method!r}")
+        raise DataError(f"normalize must be one of {NORMALIZATIONS}, got {method!r}")
     if method == "none":
         return {}
     n_bands = cube.shape[2]
@@ -189,7 +191,7 @@ def extract_patches(padded: np.ndarray, rows: np.ndarray, cols: np.ndarray, patc
 def _as_cube(array: np.ndarray, var: MatVariable) -> np.ndarray:
     """Freshly read H×W or H×W×C numeric array -> H×W×C float32 (may be Fortran-ordered; no copy if float32)."""
     if array.dtype.kind not in "biuf":
-        raise ValueError(f"{var.label}: expected a numeric array, found dtype {array.dtype}")
+        raise DataError(f"{var.label}: expected a numeric array, found dtype {array.dtype}")
     if array.ndim == 2:
         array = array[..., None]
     if array.dtype == np.float32 and array.flags.writeable:
@@ -200,7 +202,7 @@ def _as_cube(array: np.ndarray, var: MatVariable) -> np.ndarray:
 def _scene_stem(dataset: str) -> str:
     name = dataset.strip().lower()
     if not re.fullmatch(r"[a-z0-9][a-z0-9_]*", name):
-        raise ValueError(f"dataset name {dataset!r}: use lower-case letters, digits and '_' (it names the files)")
+        raise DataError(f"dataset name {dataset!r}: use lower-case letters, digits and '_' (it names the files)")
     return name
 
 
@@ -231,23 +233,23 @@ def prepare_remote(
     """
     name = _scene_stem(dataset)
     if normalize not in NORMALIZATIONS:
-        raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+        raise DataError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
     if nan not in NAN_POLICIES:
-        raise ValueError(f"nan must be one of {NAN_POLICIES}, got {nan!r}")
+        raise DataError(f"nan must be one of {NAN_POLICIES}, got {nan!r}")
     if split not in ("random", "fixed"):
-        raise ValueError(f"split must be 'random' or 'fixed', got {split!r}")
+        raise DataError(f"split must be 'random' or 'fixed', got {split!r}")
     if patch_size < 1:
-        raise ValueError(f"patch_size must be >= 1, got {patch_size}")
+        raise DataError(f"patch_size must be >= 1, got {patch_size}")
     files = find_scene_files(root)
     present = [m for m in MODALITY_ORDER if m in files]
     if modalities is not None:
         wanted = [m.lower() for m in modalities]
         absent = [m for m in wanted if m not in present]
         if absent:
-            raise ValueError(f"{root}: modalities {absent} requested but only {present} found")
+            raise DataError(f"{root}: modalities {absent} requested but only {present} found")
         present = [m for m in MODALITY_ORDER if m in wanted]
     if split == "fixed" and not ("train" in files and "test" in files):
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{root}: split='fixed' needs TR/TS rasters ({_EXAMPLE_FILES['train']} and "
             f"{_EXAMPLE_FILES['test']}); found {sorted(p.name for p in files.values())}"
         )
@@ -263,7 +265,7 @@ def prepare_remote(
     labels = check_labels(read_variable(label_var), label_var, known_k)
     num_classes = known_k if known_k is not None else int(labels.max())
     if num_classes < 1:
-        raise ValueError(f"{label_var.label}: holds no labelled pixels (all 0)")
+        raise DataError(f"{label_var.label}: holds no labelled pixels (all 0)")
     class_names = class_names_for(name, num_classes)
     per_class = {"train": train_per_class, "val": val_per_class, "test": test_per_class}
     if split == "fixed":

@@ -1,87 +1,22 @@
-"""TaskInfo, the registry of dataset classes, and the LightningDataModule that serves them."""
+"""The LightningDataModule that serves the datasets of a run (from the catalogue), and its task-aware batching."""
 
 from __future__ import annotations
 
-import importlib
 import logging
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
-import torch
 import torch.distributed as dist
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Sampler
 
+from mamol.data import catalogue
+from mamol.data.remote import SceneWindows
+from mamol.settings import DataSettings, MissingSettings
+from mamol.tasks import SPLITS, TaskInfo
+
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class TaskInfo:
-    """What a model and the metrics need to know about one dataset (read from Arrow metadata)."""
-
-    name: str  # "houston2013", "synthetic", "mmimdb", ...
-    kind: str  # "remote" | "natural"
-    modalities: tuple[str, ...]  # code order of the missing-type bitmask; natural: ("text", "image")
-    bands: dict[str, int]  # remote: channels per modality; natural: {}
-    num_classes: int  # head outputs
-    class_names: tuple[str, ...]
-    loss: str  # "ce" | "bce"
-    patch_size: int  # remote patch side (14); natural 0
-    metadata: dict = field(default_factory=dict, compare=False)  # everything stored with the Arrow data
-
-
-REMOTE_DATASET = "mamol.data.remote:RemoteDataset"
-REGISTRY: dict[str, str] = {
-    "houston2013": REMOTE_DATASET,
-    "trento": REMOTE_DATASET,
-    "augsburg": REMOTE_DATASET,
-    "mmimdb": "mamol.data.natural:MMIMDbDataset",
-    "food101": "mamol.data.natural:Food101Dataset",
-    "hatememes": "mamol.data.natural:HatefulMemesDataset",
-}
-"""Dataset name -> "module:Class" (imported lazily). Other names: remote if ``<name>_train.arrow`` is remote."""
-
-ALIASES: dict[str, str] = {"hateful_memes": "hatememes", "houston": "houston2013"}
-
-
-def canonical_name(name: str) -> str:
-    """Registry name for a user-facing dataset name (``hateful_memes`` -> ``hatememes``)."""
-    low = name.strip().lower()
-    return ALIASES.get(low, low)
-
-
-def _import(target: str) -> type:
-    module, _, cls = target.partition(":")
-    return getattr(importlib.import_module(module), cls)
-
-
-def dataset_class(name: str, data_root: str | Path) -> type:
-    """The dataset class serving ``name``: from :data:`REGISTRY`, else remote when its train file is remote.
-
-    Raises FileNotFoundError listing the expected files when ``data_root`` holds no Arrow data for ``name``.
-    """
-    name = canonical_name(name)
-    if name in REGISTRY:
-        return _import(REGISTRY[name])
-    from mamol.data.arrow import read_metadata
-
-    train = Path(data_root) / f"{name}_train.arrow"
-    if not train.is_file():
-        from mamol.data.base import missing_arrow_error
-
-        raise missing_arrow_error(Path(data_root), name, [f"{name}_{s}.arrow" for s in ("train", "val", "test")])
-    kind = read_metadata(train).get("kind")
-    if kind != "remote":
-        raise ValueError(
-            f"dataset {name!r} is not registered and {train} is not a remote scene file "
-            f"(metadata kind={kind!r}, expected 'remote'); known datasets: {sorted(REGISTRY)}"
-        )
-    return _import(REMOTE_DATASET)
-
-
-SPLITS = ("train", "val", "test")
 _STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",),
                  None: SPLITS}
 
@@ -155,7 +90,7 @@ class TaskCollate:
 
 
 class MaMOLDataModule(pl.LightningDataModule):
-    """Serves the datasets named in ``cfg["datasets"]``; ``infos`` is ready right after construction.
+    """Serves the datasets named in ``data.datasets``; ``infos`` is ready right after construction.
 
     train: shuffled; with several datasets, batches never mix tasks (:class:`TaskBatchSampler`).
     val/test: in order; one DataLoader, or a list with one per dataset when there are several.
@@ -166,31 +101,23 @@ class MaMOLDataModule(pl.LightningDataModule):
     count each sample once.
     """
 
-    def __init__(self, cfg: dict) -> None:
+    def __init__(self, data: DataSettings, missing: MissingSettings, batch_size: int, seed: int,
+                 pin_memory: bool = False) -> None:
         super().__init__()
-        self.cfg = cfg
-        names = cfg.get("datasets")
-        names = [names] if isinstance(names, str) else list(names or [])
-        if not names:
-            raise ValueError("cfg['datasets'] is empty; name at least one dataset, e.g. ['houston2013']")
-        if cfg.get("data_root") is None:
-            raise ValueError("cfg['data_root'] is None; set data_root to the folder holding the Arrow files")
-        self.names = [canonical_name(n) for n in names]
-        if len(set(self.names)) != len(self.names):
-            raise ValueError(f"cfg['datasets'] names a dataset twice: {names}")
-        self.data_root = Path(cfg["data_root"])
-        self.classes = {n: dataset_class(n, self.data_root) for n in self.names}
-        self.infos: list[TaskInfo] = [self.classes[n].task_info(cfg, n) for n in self.names]
-        self.batch_size = int(cfg.get("per_gpu_batchsize") or cfg.get("batch_size") or 1)
-        self.num_workers = int(cfg.get("num_workers", 0))
-        self.pin_memory = torch.cuda.is_available() and cfg.get("num_gpus", 1) != 0
+        if len(set(data.datasets)) != len(data.datasets):
+            raise ValueError(f"datasets names a dataset twice: {list(data.datasets)}")
+        self.data, self.missing = data, missing
+        self.entries = [catalogue.entry(name, data.root) for name in data.datasets]
+        self.infos: list[TaskInfo] = [e.dataset.task_info(e, data) for e in self.entries]
+        self.batch_size, self.seed, self.pin_memory = batch_size, seed, pin_memory
+        self.num_workers = data.num_workers
         self.datasets: dict[str, list[Dataset]] = {}
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets of the splits ``stage`` needs (once each)."""
         for split in _STAGE_SPLITS.get(stage, SPLITS):
             if split not in self.datasets:
-                self.datasets[split] = [self.classes[n](self.cfg, n, split) for n in self.names]
+                self.datasets[split] = [e.dataset(e, self.data, self.missing, split) for e in self.entries]
 
     def _datasets(self, split: str) -> list[Dataset]:
         if split not in self.datasets:
@@ -218,13 +145,12 @@ class MaMOLDataModule(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         datasets = self._datasets("train")
         world, rank = self.replicas()
-        seed = int(self.cfg.get("seed", 0))
         if len(datasets) == 1:
             if world == 1:
                 return self._loader(datasets[0], shuffle=True, collate_fn=datasets[0].collate)
-            sampler = DistributedSampler(datasets[0], num_replicas=world, rank=rank, shuffle=True, seed=seed)
+            sampler = DistributedSampler(datasets[0], num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
             return self._loader(datasets[0], shuffle=False, sampler=sampler, collate_fn=datasets[0].collate)
-        batches = TaskBatchSampler([len(d) for d in datasets], self.batch_size, shuffle=True, seed=seed,
+        batches = TaskBatchSampler([len(d) for d in datasets], self.batch_size, shuffle=True, seed=self.seed,
                                    num_replicas=world, rank=rank)
         return self._loader(ConcatDataset(datasets), shuffle=False, batch_sampler=batches,
                             collate_fn=TaskCollate(datasets))
@@ -246,7 +172,6 @@ class MaMOLDataModule(pl.LightningDataModule):
 
     def scene_dataloader(self, name: str, missing_type: int = 0, labelled_only: bool = False) -> DataLoader:
         """Every pixel of remote scene ``name`` (row-major) for full-scene maps, windows cut on the fly."""
-        from mamol.data.remote import SceneWindows
-
-        scene = SceneWindows.from_config(self.cfg, canonical_name(name), missing_type, labelled_only)
+        scene = SceneWindows.from_settings(self.data, self.missing.fill, catalogue.canonical_name(name),
+                                           missing_type, labelled_only)
         return self._loader(scene, shuffle=False, collate_fn=scene.collate)

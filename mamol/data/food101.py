@@ -10,6 +10,7 @@ root (``split.json``, ``class_idx.json``), else the shipped ``datasets/food101_s
 from __future__ import annotations
 
 import csv
+import json
 import logging
 from pathlib import Path
 
@@ -17,19 +18,19 @@ import pyarrow as pa
 
 from mamol.data.convert_natural import (
     PrepareError,
-    _base_metadata,
-    _find_side_file,
-    _load_json,
-    _need_dir,
-    _split_lists,
-    _SplitPlan,
-    _write_all,
+    SplitPlan,
+    base_metadata,
+    find_side_file,
+    load_json,
+    need_dir,
+    split_lists,
+    write_all,
 )
 from mamol.data.formats import SHIPPED_DIR
+from mamol.data.natural import NaturalArrowDataset
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FOOD101_CLASSES", "FOOD101_SCHEMA", "FOOD101_SPLITS", "SHIPPED_FOOD101_CLASS_IDX", "prepare_food101"]
 
 #: The 101 Food-101 classes in their standard (alphabetical, ``meta/classes.txt``) order. Label indices
 #: come from ``class_idx.json`` instead (the MMP/DCP release's order, shipped as
@@ -68,7 +69,7 @@ FOOD101_SCHEMA = pa.schema([
 
 
 def _food101_class_idx(path: Path) -> dict[str, int]:
-    data = _load_json(path, "Food-101 class index file")
+    data = load_json(path, "Food-101 class index file")
     if not isinstance(data, dict) or not all(isinstance(v, int) for v in data.values()):
         raise PrepareError(f"{path}: expected a JSON object {{class name: int index}}, found {str(data):.80}")
     if sorted(data.values()) != list(range(len(data))):
@@ -81,7 +82,7 @@ def _food101_titles(root: Path) -> tuple[dict[str, str], dict[str, str], str]:
     """(file -> title, file -> class from the csv (empty for text.json), source description)."""
     text_json = root / "text.json"
     if text_json.is_file():
-        data = _load_json(text_json, "Food-101 title file")
+        data = load_json(text_json, "Food-101 title file")
         if not isinstance(data, dict):
             raise PrepareError(f"{text_json}: expected a JSON object {{file: title}}, found "
                                f"{type(data).__name__}")
@@ -125,23 +126,23 @@ def prepare_food101(root: str | Path, target: str | Path, split_file: str | Path
     did silently).
     """
     root, target, datasets_dir = Path(root), Path(target), Path(datasets_dir)
-    _need_dir(root, "Food-101 raw root")
+    need_dir(root, "Food-101 raw root")
     for folder in ("train", "test"):
-        _need_dir(root / "images" / folder, "Food-101 image")
+        need_dir(root / "images" / folder, "Food-101 image")
     splits = FOOD101_SPLITS
-    split_path = _find_side_file(split_file, root, "split.json", "food101_split.json", datasets_dir,
+    split_path = find_side_file(split_file, root, "split.json", "food101_split.json", datasets_dir,
                                  "Food-101 split file")
-    class_path = _find_side_file(class_idx_file, root, "class_idx.json", "food101_class_idx.json",
+    class_path = find_side_file(class_idx_file, root, "class_idx.json", "food101_class_idx.json",
                                  datasets_dir, "Food-101 class index file")
     class_idx = _food101_class_idx(class_path)
     class_names = [c for c, _ in sorted(class_idx.items(), key=lambda kv: kv[1])]
-    files = _split_lists(split_path, splits)
+    files = split_lists(split_path, splits)
     titles, csv_classes, text_source = _food101_titles(root)
 
-    plans: dict[str, _SplitPlan] = {}
+    plans: dict[str, SplitPlan] = {}
     skipped: dict[str, int] = {}
     for split in splits:
-        plan = _SplitPlan()
+        plan = SplitPlan()
         folder = "test" if split == "test" else "train"
         for name in files[split]:
             if name not in titles:
@@ -162,7 +163,16 @@ def prepare_food101(root: str | Path, target: str | Path, split_file: str | Path
     if skipped:
         log.warning("Food-101: skipped split entries without a title: %s", skipped)
 
-    meta = _base_metadata("food101", class_names, "ce", {
+    meta = base_metadata("food101", class_names, "ce", {
         "root": str(root), "split_file": str(split_path), "class_idx_file": str(class_path),
         "text_source": text_source, "skipped_without_text": skipped})
-    return _write_all("food101", target, FOOD101_SCHEMA, plans, meta, progress)
+    return write_all("food101", target, FOOD101_SCHEMA, plans, meta, progress)
+
+
+class Food101Dataset(NaturalArrowDataset):
+    """UPMC Food-101 recipe classification (101 classes, CE); split files ``food101_{train,val,test}``."""
+
+    @classmethod
+    def default_class_names(cls) -> tuple[str, ...]:
+        class_idx = json.loads(SHIPPED_FOOD101_CLASS_IDX.read_text())
+        return tuple(c for c, _ in sorted(class_idx.items(), key=lambda kv: kv[1]))

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import pyarrow as pa
 
-from mamol.data.convert_natural import PrepareError, _base_metadata, _need_dir, _SplitPlan, _write_all
+from mamol.data.convert_natural import PrepareError, SplitPlan, base_metadata, need_dir, write_all
+from mamol.data.natural import NaturalArrowDataset
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HATEMEMES_CLASSES", "HATEMEMES_SCHEMA", "prepare_hateful_memes"]
 
 HATEMEMES_CLASSES: tuple[str, ...] = ("not_hateful", "hateful")
 
@@ -65,12 +65,12 @@ def prepare_hateful_memes(root: str | Path, target: str | Path, allow_missing_te
     and dev are written, with a warning).
     """
     root, target = Path(root), Path(target)
-    _need_dir(root, "Hateful Memes raw root")
+    need_dir(root, "Hateful Memes raw root")
     base = next((b for b in (root, root / "data") if (b / "train.jsonl").is_file()), None)
     if base is None:
         raise PrepareError(f"{root}: Hateful Memes train.jsonl not found at the root or in data/; found "
                            f"{sorted(p.name for p in root.iterdir())}")
-    _need_dir(base / "img", "Hateful Memes image")
+    need_dir(base / "img", "Hateful Memes image")
 
     def pick(split: str, names: Sequence[str]) -> Path | None:
         for name in names:
@@ -95,9 +95,9 @@ def prepare_hateful_memes(root: str | Path, target: str | Path, allow_missing_te
         log.warning("%s Writing train and dev only.", note)
         del sources["test"]
 
-    plans: dict[str, _SplitPlan] = {}
+    plans: dict[str, SplitPlan] = {}
     for split, path in sources.items():
-        plan = _SplitPlan()
+        plan = SplitPlan()
         for row in _read_jsonl(path, require_label=True):
             img_path = base / row["img"]
             if not img_path.is_file():
@@ -105,6 +105,14 @@ def prepare_hateful_memes(root: str | Path, target: str | Path, allow_missing_te
             plan.add(img_path, text=[str(row["text"])], label=int(row["label"]), split=split)
         plans[split] = plan
 
-    meta = _base_metadata("hatememes", HATEMEMES_CLASSES, "ce", {
+    meta = base_metadata("hatememes", HATEMEMES_CLASSES, "ce", {
         "root": str(root), "files": {s: str(p) for s, p in sources.items()}})
-    return _write_all("hatememes", target, HATEMEMES_SCHEMA, plans, meta, progress)
+    return write_all("hatememes", target, HATEMEMES_SCHEMA, plans, meta, progress)
+
+
+class HatefulMemesDataset(NaturalArrowDataset):
+    """Hateful Memes (2 classes, CE; AUROC on the hateful probability)."""
+
+    @classmethod
+    def default_class_names(cls) -> tuple[str, ...]:
+        return HATEMEMES_CLASSES

@@ -18,6 +18,8 @@ import h5py
 import numpy as np
 import scipy.io
 
+from mamol.errors import DataError, MissingFileError
+
 logger = logging.getLogger(__name__)
 
 _HDF5_SKIP = ("#refs#", "#subsystem#")
@@ -41,7 +43,7 @@ def mat_version(path: str | os.PathLike) -> str:
     """'7.3' for an HDF5-based file, else '5' (v4/v5/v7: scipy validates it when reading)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"MATLAB file {path} does not exist")
+        raise MissingFileError(f"MATLAB file {path} does not exist")
     return "7.3" if h5py.is_hdf5(path) else "5"  # anything else is checked when scipy reads it
 
 
@@ -59,7 +61,7 @@ def list_variables(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
     try:
         entries = scipy.io.whosmat(str(path))
     except Exception as err:  # scipy raises several types for foreign or truncated files
-        raise ValueError(
+        raise DataError(
             f"{path} is not a readable MATLAB .mat file (v5/v7 via scipy, v7.3 via h5py): "
             f"{type(err).__name__}: {err}"
         ) from err
@@ -72,14 +74,14 @@ def resolve_variable(path: str | os.PathLike, known_keys: Sequence[str], what: s
     version = mat_version(path)
     variables = list_variables(path)
     if not variables:
-        raise ValueError(f"{path}: holds no variables; expected {what} under one of the keys {list(known_keys)}")
+        raise DataError(f"{path}: holds no variables; expected {what} under one of the keys {list(known_keys)}")
     key = next((k for k in known_keys if k in variables), None)
     if key is None:
         lower = {name.lower(): name for name in variables}
         key = next((lower[k.lower()] for k in known_keys if k.lower() in lower), None)
     if key is None:
         if len(variables) > 1:
-            raise ValueError(
+            raise DataError(
                 f"{path}: none of the known keys {list(known_keys)} for {what} found and several candidate "
                 f"variables {sorted(variables)}; keep one variable in the file or rename it to {known_keys[0]!r}"
             )
@@ -96,14 +98,16 @@ def read_variable(var: MatVariable) -> np.ndarray:
         with h5py.File(var.path, "r") as fh:
             data = fh[var.key][()]
         if not isinstance(data, np.ndarray) or data.dtype.kind not in "biuf":
-            raise ValueError(f"{var.label}: expected a numeric array, found {type(data).__name__} {getattr(data, 'dtype', '')}")
+            raise DataError(f"{var.label}: expected a numeric array, found {type(data).__name__} "
+                            f"{getattr(data, 'dtype', '')}")
         return data.T  # h5py gives the column-major axes reversed
     try:
         data = scipy.io.loadmat(str(var.path), variable_names=[var.key])[var.key]
     except Exception as err:  # truncated or corrupt payloads surface as several exception types
-        raise ValueError(f"{var.label}: cannot read the variable ({type(err).__name__}: {err})") from err
+        raise DataError(f"{var.label}: cannot read the variable ({type(err).__name__}: {err})") from err
     if not isinstance(data, np.ndarray) or data.dtype.kind not in "biuf":
-        raise ValueError(f"{var.label}: expected a numeric array, found {type(data).__name__} {getattr(data, 'dtype', '')}")
+        raise DataError(f"{var.label}: expected a numeric array, found {type(data).__name__} "
+                        f"{getattr(data, 'dtype', '')}")
     return data
 
 

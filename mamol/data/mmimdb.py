@@ -9,26 +9,34 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from torch import Tensor
 from tqdm import tqdm
 
+from mamol.data.arrow import open_arrow
+from mamol.data.base import DatasetEntry
 from mamol.data.convert_natural import (
     PrepareError,
-    _base_metadata,
-    _find_side_file,
-    _load_json,
-    _need_dir,
-    _split_lists,
-    _SplitPlan,
-    _write_all,
+    SplitPlan,
+    base_metadata,
+    find_side_file,
+    load_json,
+    need_dir,
+    split_lists,
+    write_all,
 )
 from mamol.data.formats import SHIPPED_DIR
+from mamol.data.natural import NaturalArrowDataset
+from mamol.errors import DataError
+from mamol.settings import DataSettings, MissingSettings
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MMIMDB_GENRES", "MMIMDB_SCHEMA", "MMIMDB_SPLITS", "prepare_mmimdb"]
 
 #: MM-IMDb genre order, label index 0..22 (SPEC §3.2, as DCP/MMP).
 MMIMDB_GENRES: tuple[str, ...] = (
@@ -70,19 +78,19 @@ def prepare_mmimdb(root: str | Path, target: str | Path, split_file: str | Path 
     out of ``label`` (as DCP).
     """
     root, target, datasets_dir = Path(root), Path(target), Path(datasets_dir)
-    _need_dir(root, "MM-IMDb raw root")
+    need_dir(root, "MM-IMDb raw root")
     layout, img_dir, lbl_dir = _mmimdb_layout(root)
     splits = MMIMDB_SPLITS
-    split_path = _find_side_file(split_file, root, "split.json", "mmimdb_split.json", datasets_dir,
+    split_path = find_side_file(split_file, root, "split.json", "mmimdb_split.json", datasets_dir,
                                  "MM-IMDb split file")
-    ids = _split_lists(split_path, splits)
+    ids = split_lists(split_path, splits)
     genre_index = {g: i for i, g in enumerate(MMIMDB_GENRES)}
     unknown: dict[str, int] = {}
 
-    plans: dict[str, _SplitPlan] = {}
+    plans: dict[str, SplitPlan] = {}
     plots_per_split: dict[str, int] = {}
     for split in splits:
-        plan = _SplitPlan()
+        plan = SplitPlan()
         for mid in tqdm(ids[split], desc=f"mmimdb {split} labels", disable=not progress, leave=False):
             lbl_path, img_path = lbl_dir / f"{mid}.json", img_dir / f"{mid}.jpeg"
             if not lbl_path.is_file():
@@ -90,7 +98,7 @@ def prepare_mmimdb(root: str | Path, target: str | Path, split_file: str | Path 
                                    f"{lbl_path}")
             if not img_path.is_file():
                 raise PrepareError(f"{split_path}: id '{mid}' of split '{split}' has no image {img_path}")
-            record = _load_json(lbl_path, "MM-IMDb label file")
+            record = load_json(lbl_path, "MM-IMDb label file")
             plots, genres = _mmimdb_fields(record, lbl_path)
             label = [0] * len(MMIMDB_GENRES)
             for g in genres:
@@ -104,9 +112,9 @@ def prepare_mmimdb(root: str | Path, target: str | Path, split_file: str | Path 
     if unknown:
         log.info("MM-IMDb: genres outside the 23 classes (kept in 'genres', not in 'label'): %s", unknown)
 
-    meta = _base_metadata("mmimdb", MMIMDB_GENRES, "bce", {
+    meta = base_metadata("mmimdb", MMIMDB_GENRES, "bce", {
         "root": str(root), "layout": layout, "split_file": str(split_path)})
-    return _write_all("mmimdb", target, MMIMDB_SCHEMA, plans, meta, progress, samples=plots_per_split)
+    return write_all("mmimdb", target, MMIMDB_SCHEMA, plans, meta, progress, samples=plots_per_split)
 
 
 def _mmimdb_fields(record: Any, path: Path) -> tuple[list[str], list[str]]:
@@ -125,3 +133,36 @@ def _mmimdb_fields(record: Any, path: Path) -> tuple[list[str], list[str]]:
     if not isinstance(genres, list) or not all(isinstance(g, str) for g in genres):
         raise PrepareError(f"{path}: field 'genres' must be a list of strings, found {genres!r:.80}")
     return plots, genres
+
+
+class MMIMDbDataset(NaturalArrowDataset):
+    """MM-IMDb genre classification (23 labels, multi-label, BCE): one sample per plot of each movie."""
+
+    text_column: ClassVar[str] = "plots"
+
+    def __init__(self, entry: DatasetEntry, data: DataSettings, missing: MissingSettings, split: str) -> None:
+        super().__init__(entry, data, missing, split)
+        # Sample -> (row, plot) from the plots column's list lengths (offsets only; no text is read).
+        lengths = pc.list_value_length(open_arrow(self.path).column("plots")).to_numpy(zero_copy_only=False)
+        lengths = np.nan_to_num(lengths.astype(np.float64), nan=0).astype(np.int64)  # null lists: no plot
+        if (lengths == 0).any():
+            bad = int(np.flatnonzero(lengths == 0)[0])
+            raise DataError(f"{self.path}: row {bad} has no plot; every movie needs at least one")
+        self._rows = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)  # (n_samples,)
+        starts = np.cumsum(lengths) - lengths
+        self._positions = np.arange(len(self._rows), dtype=np.int64) - np.repeat(starts, lengths)
+
+    @classmethod
+    def default_class_names(cls) -> tuple[str, ...]:
+        return MMIMDB_GENRES
+
+    def num_samples(self) -> int:
+        return len(self._rows)
+
+    def row_of(self, index: int) -> tuple[int, int]:
+        """(movie row, plot position in its ``plots`` list) of sample ``index``."""
+        return int(self._rows[index]), int(self._positions[index])
+
+    def read_label(self, row: int) -> Tensor:
+        label = self._labels[row].as_py()
+        return torch.tensor(label, dtype=torch.float32)  # (23,) multi-hot

@@ -7,7 +7,7 @@ views; a sample copies only its own patch. Sample dict (one pixel)::
      "label": int64 (0..K-1; SceneWindows: -1 for unlabelled pixels), "row", "col": int64 pixel position,
      "missing_type": int64 code (mamol.missing), "index": int64, "task": str}
 
-Selected modalities (``cfg["modalities"]``; None = HSI + LiDAR when stored, else HSI + the next stored one)
+Selected modalities (the ``modalities`` key; None = HSI + LiDAR when stored, else HSI + the next stored one)
 are kept in the canonical order hsi, lidar, sar, msi, which is the missing-type code order.
 """
 
@@ -25,15 +25,20 @@ from numpy.lib.stride_tricks import sliding_window_view
 from torch.utils.data import Dataset
 
 from mamol.data.arrow import column_views, fixed_list_view, open_arrow, read_metadata
-from mamol.data.base import BaseArrowDataset, MISSING_FILLS, collate_samples, missing_arrow_error
-from mamol.data.datamodule import TaskInfo
+from mamol.data.base import BaseArrowDataset, DatasetEntry, collate_samples, missing_arrow_error
 from mamol.data.formats import MODALITY_ORDER, REMOTE_FORMAT, REMOTE_FORMAT_VERSION
+from mamol.errors import ConfigError, DataError
 from mamol.missing import MODALITY_ALIASES
+from mamol.settings import DataSettings, MissingSettings
+from mamol.tasks import REMOTE, TaskInfo
+
+MISSING_FILLS = ("ones", "zeros")
 
 logger = logging.getLogger(__name__)
 
 
-def select_modalities(stored: Sequence[str], requested: Sequence[str] | str | None, source: str = "") -> tuple[str, ...]:
+def select_modalities(stored: Sequence[str], requested: Sequence[str] | str | None,
+                      source: str = "") -> tuple[str, ...]:
     """The modalities a run uses, in code order: ``requested`` (validated) or the default pair."""
     stored = [m for m in MODALITY_ORDER if m in stored] + [m for m in stored if m not in MODALITY_ORDER]
     if requested is None:
@@ -47,7 +52,7 @@ def select_modalities(stored: Sequence[str], requested: Sequence[str] | str | No
     wanted = [MODALITY_ALIASES.get(m.strip().lower(), m.strip().lower()) for m in requested]  # 'DSM' -> lidar
     absent = [m for m in wanted if m not in stored]
     if absent or not wanted or len(set(wanted)) != len(wanted):
-        raise ValueError(
+        raise ConfigError(
             f"modalities={list(requested)!r}: {source or 'the data'} stores {stored}; "
             f"choose distinct names among them (or None for the default)"
         )
@@ -59,12 +64,12 @@ def select_modalities(stored: Sequence[str], requested: Sequence[str] | str | No
 
 def _check_remote_metadata(metadata: dict, path: Path) -> None:
     if metadata.get("format") != REMOTE_FORMAT or metadata.get("kind") != "remote":
-        raise ValueError(
+        raise DataError(
             f"{path}: not a remote scene file written by datasets/make_arrow.py (metadata format="
             f"{metadata.get('format')!r}, kind={metadata.get('kind')!r}; expected {REMOTE_FORMAT!r}, 'remote')"
         )
     if metadata.get("format_version") != REMOTE_FORMAT_VERSION:
-        raise ValueError(
+        raise DataError(
             f"{path}: format_version {metadata.get('format_version')!r}, this code reads {REMOTE_FORMAT_VERSION}; "
             f"re-create it with datasets/make_arrow.py"
         )
@@ -73,31 +78,29 @@ def _check_remote_metadata(metadata: dict, path: Path) -> None:
 class RemoteDataset(BaseArrowDataset):
     """One split (``<name>_<split>.arrow``) of a converted remote scene."""
 
-    kind = "remote"
-
     @classmethod
-    def build_task_info(cls, cfg: dict, name: str, metadata: dict) -> TaskInfo:
-        path = Path(cfg["data_root"]) / f"{cls.arrow_stem(name, 'train')}.arrow"
+    def build_task_info(cls, entry: DatasetEntry, data: DataSettings, metadata: dict) -> TaskInfo:
+        path = entry.arrow_path(data.root, "train")
         _check_remote_metadata(metadata, path)
-        modalities = select_modalities(metadata["modalities"], cfg.get("modalities"), str(path))
+        modalities = select_modalities(metadata["modalities"], data.modalities, str(path))
         return TaskInfo(
-            name=name,
+            name=entry.name,
             kind="remote",
+            task_type=REMOTE,
             modalities=modalities,
             bands={m: int(metadata["bands"][m]) for m in modalities},
             num_classes=int(metadata["num_classes"]),
             class_names=tuple(metadata["class_names"]),
-            loss="ce",
             patch_size=int(metadata["patch_size"]),
             metadata=metadata,
         )
 
-    def __init__(self, cfg: dict, name: str, split: str) -> None:
-        super().__init__(cfg, name, split)
+    def __init__(self, entry: DatasetEntry, data: DataSettings, missing: MissingSettings, split: str) -> None:
+        super().__init__(entry, data, missing, split)
         _check_remote_metadata(self.metadata, self.path)
         for key in ("bands", "class_names", "patch_size", "normalize", "scene_shape"):
             if self.metadata.get(key) != self.info.metadata.get(key):
-                raise ValueError(
+                raise DataError(
                     f"{self.path}: {key}={self.metadata.get(key)!r} differs from the train file's "
                     f"{self.info.metadata.get(key)!r}; the splits come from different conversions, re-run "
                     f"datasets/make_arrow.py"
@@ -183,12 +186,13 @@ class SceneWindows(Dataset):
             self._windows = None  # reopened lazily in each process
 
     @classmethod
-    def from_config(cls, cfg: dict, name: str, missing_type: int = 0, labelled_only: bool = False) -> SceneWindows:
-        """Scene of dataset ``name`` in ``cfg["data_root"]`` with the run's modalities and fill."""
-        path = Path(cfg["data_root"]) / f"{name}_scene.arrow"
+    def from_settings(cls, data: DataSettings, fill: str, name: str, missing_type: int = 0,
+                      labelled_only: bool = False) -> SceneWindows:
+        """Scene of dataset ``name`` in ``data.root`` with the run's modalities and ``fill``."""
+        path = data.root / f"{name}_scene.arrow"
         if not path.is_file():
-            raise missing_arrow_error(Path(cfg["data_root"]), name, [path.name])
-        return cls(path, cfg.get("modalities"), missing_type, cfg.get("missing_fill", "ones"), labelled_only, name)
+            raise missing_arrow_error(data.root, name, [path.name])
+        return cls(path, data.modalities, missing_type, fill, labelled_only, name)
 
     def _open(self) -> None:
         if self._windows is not None and self._pid == os.getpid():

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mamol.data.formats import MODALITY_ORDER
+from mamol.errors import DataError, MissingFileError
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def find_scene_files(root: str | os.PathLike) -> dict[str, Path]:
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"scene folder {root} does not exist (expected a folder of .mat files)")
+        raise MissingFileError(f"scene folder {root} does not exist (expected a folder of .mat files)")
     mats = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() == ".mat")
     found: dict[str, list[Path]] = {}
     for path in mats:
@@ -96,19 +97,19 @@ def find_scene_files(root: str | os.PathLike) -> dict[str, Path]:
         found.setdefault(role, []).append(path)
     for role, paths in found.items():
         if len(paths) > 1:
-            raise ValueError(
+            raise DataError(
                 f"{root}: several files for {role}: {[p.name for p in paths]}; keep exactly one of them"
             )
     files = {role: paths[0] for role, paths in found.items()}
     names = [p.name for p in mats] or ["no .mat files"]
     for role in ("hsi", "label"):
         if role not in files:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{root}: no {role if role != 'label' else 'label raster'} file; expected one of "
                 f"{_EXAMPLE_FILES[role]} (any case); found {', '.join(names)}"
             )
     if not any(m in files for m in MODALITY_ORDER[1:]):
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{root}: only HSI found; expected a second modality file (LiDAR.mat / data_DSM.mat, SAR.mat, "
             f"MSI.mat / data_MS_HR.mat, ...); found {', '.join(names)}"
         )

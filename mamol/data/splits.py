@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mamol.errors import DataError
 from mamol.tasks import SPLITS
 
 logger = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ __all__ = ["draw_split", "fixed_split"]
 
 def _check_count(split: str, value: int) -> int:
     if not isinstance(value, (int, np.integer)) or value < -1:
-        raise ValueError(f"{split}_per_class must be an integer >= 0, or -1 for all remaining; got {value!r}")
+        raise DataError(f"{split}_per_class must be an integer >= 0, or -1 for all remaining; got {value!r}")
     return int(value)
 
 
@@ -58,7 +59,7 @@ def draw_split(
             if take > left:
                 asked = ", ".join(f"{s} {'all' if counts[s] == -1 else counts[s]}" for s in SPLITS)
                 if split != "test" or strict or left == 0:
-                    raise ValueError(
+                    raise DataError(
                         f"class {k} ({name!r}) has {len(pixels)} labelled pixels, fewer than requested ({asked}); "
                         f"lower the per-class counts or pass -1 to take all remaining"
                     )
@@ -79,7 +80,7 @@ def fixed_split(
 ) -> dict[str, np.ndarray]:
     """Split from TR/TS rasters: test = TS pixels, val = ``val_per_class`` seeded TR pixels per class, train = rest."""
     if val_per_class < 0:
-        raise ValueError(f"val_per_class must be >= 0 with split='fixed' (carved from TR), got {val_per_class}")
+        raise DataError(f"val_per_class must be >= 0 with split='fixed' (carved from TR), got {val_per_class}")
     overlap = int(((train_raster > 0) & (test_raster > 0)).sum())
     if overlap:
         logger.warning("TR and TS rasters share %d labelled pixels; they stay in both train and test", overlap)
@@ -89,7 +90,7 @@ def fixed_split(
     for k, name in enumerate(class_names, start=1):
         pixels = rng.permutation(np.flatnonzero(tr == k))
         if len(pixels) < val_per_class + 1:
-            raise ValueError(
+            raise DataError(
                 f"class {k} ({name!r}) has {len(pixels)} pixels in the TR raster, too few for "
                 f"{val_per_class} validation pixels plus at least one training pixel; lower val_per_class"
             )

@@ -1,1 +1,1 @@
-"""MaMOL models: frozen CLIP backbone, MaMOL adapter, modality tokenizers, remote and image-text classifiers."""
+"""Models: the frozen CLIP backbone, the hosts (remote, image-text) a method plugs into, the MaMOL layer."""

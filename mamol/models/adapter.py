@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mamol.errors import ConfigError
+
 
 class PatternEmbedding(nn.Module):
     """Missing-pattern embedding ``e = Linear(code features -> dim)``, one per encoder.
@@ -174,8 +176,8 @@ class MaMOLAdapter(nn.Module):
         Assignments are sorted by expert, the selected tokens gathered once, each expert runs on its
         contiguous block, and the weighted outputs are scattered back with one ``index_add``.
         """
-        n, l, d = z.shape
-        flat = z.reshape(n * l, d)  # (T, D)
+        n, length, d = z.shape
+        flat = z.reshape(n * length, d)  # (T, D)
         expert = gate_idx.reshape(-1)  # (T*k,) expert of each (token, slot) assignment
         order = expert.argsort(stable=True)  # assignments grouped by expert
         token = torch.div(order, self.top_k, rounding_mode="floor")  # (T*k,) token of each sorted assignment
@@ -184,8 +186,8 @@ class MaMOLAdapter(nn.Module):
         picked = flat.index_select(0, token)  # (T*k, D)
         outs = [((x @ self.dyn_A[e]) * g) @ self.dyn_B[e]  # (n_e, D), only the tokens routed to expert e
                 for e, (x, g) in enumerate(zip(picked.split(counts), gate.split(counts)))]
-        acc = flat.new_zeros(n * l, d) if base is None else base.reshape(n * l, d)
-        return acc.index_add(0, token, torch.cat(outs)).reshape(n, l, d)
+        acc = flat.new_zeros(n * length, d) if base is None else base.reshape(n * length, d)
+        return acc.index_add(0, token, torch.cat(outs)).reshape(n, length, d)
 
     # ---------------------------------------------------------------- forward
     def forward(self, z: Tensor, context: AdapterContext) -> Tensor:
@@ -250,12 +252,12 @@ def resolve_layers(layers: Sequence[int] | None, depth: int, key: str, default: 
     out = []
     for i in values:
         if not isinstance(i, int) or isinstance(i, bool) or not -depth <= i < depth:
-            raise ValueError(f"{key}={values}: block {i!r} does not exist in a {depth}-block encoder "
+            raise ConfigError(f"{key}={values}: block {i!r} does not exist in a {depth}-block encoder "
                              f"(valid 0..{depth - 1} or -{depth}..-1); for this backbone e.g. {key}="
                              f"{list(range(depth // 2, depth))} or {key}=None for the default")
         out.append(i % depth)
     if len(set(out)) != len(out):
-        raise ValueError(f"{key}={values} names a block twice")
+        raise ConfigError(f"{key}={values} names a block twice")
     return sorted(out)
 
 
@@ -275,46 +277,3 @@ def inject_adapters(transformer: nn.Module, layers: Sequence[int], make_adapter:
         block.mlp = MLPWithAdapter(block.mlp, adapter, context)
         adapters.append(adapter)
     return adapters
-
-
-def config_value(cfg: dict, key: str, default):
-    """``cfg[key]``, or ``default`` when the key is absent or None (None = "the paper's value for this data")."""
-    value = cfg.get(key)
-    return default if value is None else value
-
-
-def adapter_settings(cfg: dict, defaults: dict) -> dict:
-    """MaMOLAdapter keyword arguments from the config keys (``None`` or absent -> ``defaults``)."""
-    def get(key: str):
-        return config_value(cfg, key, defaults[key])
-
-    return dict(rank=int(get("adapter_rank")), num_dynamic=int(get("num_dynamic_experts")), top_k=int(get("top_k")),
-                num_shared=int(get("num_shared_experts")), pattern_dim=int(get("pattern_dim")),
-                router_hidden=cfg.get("router_hidden"), scale=float(get("adapter_scale")),
-                sparse=bool(get("sparse_experts")))
-
-
-def attach_adapters(transformer: nn.Module, cfg: dict, layers_key: str, default_layers: Sequence[int],
-                    n_modalities: int, defaults: dict) -> tuple[AdapterContext, list[MaMOLAdapter]]:
-    """Put MaMOL adapters (sized from ``cfg``) beside the MLPs of the blocks ``cfg[layers_key]`` of a tower.
-
-    Returns the tower's shared context and its adapters (in block order).
-    """
-    depth = len(transformer.resblocks)
-    layers = resolve_layers(cfg.get(layers_key), depth, layers_key, default_layers)
-    settings = adapter_settings(cfg, defaults)
-    width = transformer.width
-    context = AdapterContext()
-    adapters = inject_adapters(transformer, layers, lambda: MaMOLAdapter(width, n_modalities, **settings), context)
-    balance = float(cfg.get("load_balance_weight") or 0.0) > 0
-    for adapter in adapters:
-        adapter.balance = balance
-    return context, adapters
-
-
-def balance_loss(model: nn.Module, weight: float) -> Tensor | None:
-    """``weight`` × mean load-balancing term of the adapters in ``model`` (last training forward), or None."""
-    if weight <= 0:
-        return None
-    terms = [m.aux_loss for m in model.modules() if isinstance(m, MaMOLAdapter) and m.aux_loss is not None]
-    return weight * torch.stack(terms).mean() if terms else None

@@ -181,9 +181,13 @@ def test_hateful_memes_labelled_test_jsonl_is_accepted(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------- bad input
-def test_unknown_dataset(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="unknown natural dataset 'imagenet'"):
-        _make_arrow().prepare_natural("imagenet", tmp_path, tmp_path)
+def test_unknown_dataset(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A name the catalogue does not know is a custom remote scene: a folder of images is refused as one."""
+    make_food101_raw(tmp_path / "raw", counts=(1, 1, 1))
+    assert _make_arrow().main(["--dataset", "imagenet", "--root", str(tmp_path / "raw"), "--target",
+                               str(tmp_path / "out"), "-q"]) == 2
+    assert "raw: no hsi file; expected one of HSI.mat" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("prepare", [prepare_mmimdb, prepare_food101, prepare_hateful_memes],

@@ -36,11 +36,12 @@ __all__ = [
     "make_hateful_memes_raw",
 ]
 
-_WORDS = (
-    "a the old new dark bright city night story love war family secret road house river friend young "
-    "king dream ghost lost last first hidden journey village storm summer winter mountain ocean heart "
-    "crispy sweet spicy fresh grilled baked homemade easy classic creamy roasted golden"
-).split()
+_WORDS = [
+    "a", "the", "old", "new", "dark", "bright", "city", "night", "story", "love", "war", "family", "secret",
+    "road", "house", "river", "friend", "young", "king", "dream", "ghost", "lost", "last", "first", "hidden",
+    "journey", "village", "storm", "summer", "winter", "mountain", "ocean", "heart", "crispy", "sweet",
+    "spicy", "fresh", "grilled", "baked", "homemade", "easy", "classic", "creamy", "roasted", "golden",
+]
 
 # A few real genre / class names so generated labels exercise the real mappings.
 _MMIMDB_GENRES = ("Drama", "Comedy", "Romance", "Thriller", "Crime", "Action", "Horror", "Sci-Fi", "Short")

@@ -1,26 +1,24 @@
-"""NaturalMaMOL on the tiny backbone: open_clip equivalence, skipped towers == compute-and-zero, trainable set."""
+"""MaMOL in the image-text host on the tiny backbone: open_clip equivalence, skipped towers ==
+compute-and-zero, trainable set."""
+import dataclasses
+
 import open_clip
 import pytest
 import torch
 
-from mamol.data.datamodule import TaskInfo
+from mamol.errors import ConfigError
 from mamol.missing import IMAGE_MISSING, TEXT_MISSING
 from mamol.models.adapter import MaMOLAdapter
 from mamol.models.backbone import build_clip
-from mamol.models.natural import NaturalMaMOL
+from mamol.models.natural import NaturalModel
+from tests.helpers import natural_info, tiny_model
 
-CFG = {"vit": "tiny", "clip_random_init": True}
 TEXTS = ["a man walks a dog", "", "drama about a lost city", "cooking pasta with tomatoes", "x", "a cat"]
 
 
-def info(name="mmimdb", classes=23, loss="bce") -> TaskInfo:
-    return TaskInfo(name=name, kind="natural", modalities=("text", "image"), bands={}, num_classes=classes,
-                    class_names=tuple(f"c{i}" for i in range(classes)), loss=loss, patch_size=0, metadata={})
-
-
-def model(infos=None, **cfg) -> NaturalMaMOL:
+def model(infos=None, **updates) -> NaturalModel:
     torch.manual_seed(0)
-    return NaturalMaMOL({**CFG, **cfg}, infos or [info()])
+    return tiny_model(infos or [natural_info()], **updates)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +33,7 @@ def batch(tokenizer, codes, task="mmimdb", seed=0) -> dict:
             "missing_type": torch.tensor(codes), "task": task}
 
 
-def reference_clip(net: NaturalMaMOL):
+def reference_clip(net: NaturalModel):
     ref = build_clip("tiny", None, True)
     ref.load_state_dict({k: v for k, v in net.clip.state_dict().items() if ".adapter." not in k}, strict=True)
     return ref
@@ -101,7 +99,8 @@ def test_trainable_set_and_no_backbone_gradient(tokenizer):
               "clip.ln_final.bias"}
     assert extras <= trainable
     for name in trainable - extras:
-        assert name.startswith(("image_pattern.", "text_pattern.", "heads.")) or ".adapter." in name, name
+        own = name.startswith(("method.patterns.image.", "method.patterns.text.", "heads."))
+        assert own or ".adapter." in name, name
     assert any(n.startswith("clip.visual.transformer.resblocks.3.mlp.adapter.") for n in trainable)
     assert any(n.startswith("clip.transformer.resblocks.2.mlp.adapter.") for n in trainable)
     assert "clip.text_projection" not in trainable
@@ -110,9 +109,9 @@ def test_trainable_set_and_no_backbone_gradient(tokenizer):
 
 
 def test_one_head_per_task(tokenizer):
-    net = model([info("mmimdb", 23, "bce"), info("food101", 101, "ce")])
+    net = model([natural_info("mmimdb", 23), natural_info("food101", 101)])
     assert net(batch(tokenizer, [0, 1], task="food101")).shape == (2, 101)
-    assert net(batch(tokenizer, [0, 2], task=["mmimdb", "mmimdb"])).shape == (2, 23)
+    assert net(batch(tokenizer, [0, 2], task="mmimdb")).shape == (2, 23)
     with pytest.raises(KeyError, match="hatememes"):
         net(batch(tokenizer, [0], task="hatememes"))
 
@@ -123,16 +122,16 @@ def test_natural_defaults_and_layer_validation():
     assert len(adapters) == 4  # last two blocks of each tower
     a = adapters[0]
     assert (a.rank, a.num_dynamic, a.top_k, a.scale) == (16, 4, 2, 0.2)
-    with pytest.raises(ValueError, match=r"adapter_layers_text=\[10, 11\].*4-block"):
+    with pytest.raises(ConfigError, match=r"adapter_layers_text=\[10, 11\].*4-block"):
         model(adapter_layers_text=[10, 11])
     with pytest.raises(ValueError, match="code order"):
-        NaturalMaMOL(CFG, [TaskInfo("x", "natural", ("image", "text"), {}, 2, ("a", "b"), "ce", 0, {})])
+        model([dataclasses.replace(natural_info("food101", 2), modalities=("image", "text"))])
 
 
 @pytest.mark.heavy
 def test_vit_b16_towers(tokenizer):
     torch.manual_seed(0)
-    net = NaturalMaMOL({"vit": "ViT-B/16", "clip_random_init": True}, [info()])
+    net = tiny_model([natural_info()], vit="ViT-B/16")
     blocks = {n.removesuffix(".adapter"): m.dim for n, m in net.named_modules() if isinstance(m, MaMOLAdapter)}
     assert blocks == {"clip.visual.transformer.resblocks.10.mlp": 768, "clip.visual.transformer.resblocks.11.mlp": 768,
                       "clip.transformer.resblocks.10.mlp": 512, "clip.transformer.resblocks.11.mlp": 512}

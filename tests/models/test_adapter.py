@@ -5,8 +5,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mamol.models.adapter import (AdapterContext, MaMOLAdapter, MLPWithAdapter, PatternEmbedding, inject_adapters,
-                                  resolve_layers)
+from mamol.models.adapter import (
+    AdapterContext,
+    MaMOLAdapter,
+    MLPWithAdapter,
+    PatternEmbedding,
+    inject_adapters,
+    resolve_layers,
+)
 from mamol.models.backbone import build_clip
 
 

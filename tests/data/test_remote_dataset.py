@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import shutil
 from pathlib import Path
@@ -12,9 +13,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from mamol.data.arrow import ArrowFileError, column_views, open_arrow
-from mamol.data.remote import RemoteDataset, SceneWindows, select_modalities
 from mamol.data.convert_remote import prepare_remote
+from mamol.data.remote import RemoteDataset, SceneWindows, select_modalities
 from mamol.data.synthetic import generate_scene, write_scene
+from tests.helpers import open_split, run_settings
 
 H, W, BANDS = 16, 20, 5
 
@@ -31,19 +33,15 @@ def converted(tmp_path_factory) -> tuple[Path, object]:
     return tmp / "arrow", scene
 
 
-def _cfg(root: Path, tmp_path: Path, **kw) -> dict:
-    return {
-        "data_root": str(root), "missing_table_root": str(tmp_path / "tables"), "missing_seed": 0,
-        "missing_ratio": {"train": 0.0, "val": 0.0, "test": 0.0},
-        "missing_type": {"train": "both", "val": "both", "test": "both"}, "both_ratio": 0.5,
-        "test_ratio": None, "test_type": None, "simulate_missing": False, "missing_fill": "ones",
-        "modalities": None, "missing_ratio_2": 0.0,
-    } | kw
+def _open(root: Path, tmp_path: Path, split: str, **updates) -> RemoteDataset:
+    """A split with nothing missing unless ``updates`` say otherwise; tables under ``tmp_path``."""
+    updates = {"missing_ratio": 0.0, "missing_table_root": str(tmp_path / "tables"), **updates}
+    return open_split(root, "synthetic", split, **updates)
 
 
 def test_sample_keys_shapes_and_values(converted, tmp_path) -> None:
     root, _ = converted
-    ds = RemoteDataset(_cfg(root, tmp_path), "synthetic", "train")
+    ds = _open(root, tmp_path, "train")
     assert len(ds) == 24 and ds.modalities == ("hsi", "lidar")
     assert ds.info.bands == {"hsi": BANDS, "lidar": 1} and ds.info.num_classes == 4 and ds.info.patch_size == 14
     sample = ds[5]
@@ -67,39 +65,39 @@ def test_modality_selection(converted, tmp_path) -> None:
     assert select_modalities(["hsi", "lidar", "sar"], None) == ("hsi", "lidar")
     assert select_modalities(["hsi", "lidar", "sar"], ["SAR", "hs"]) == ("hsi", "sar")
     assert select_modalities(["hsi", "lidar"], "hsi,DSM") == ("hsi", "lidar")
-    ds = RemoteDataset(_cfg(root, tmp_path, modalities=["sar", "lidar", "hsi"]), "synthetic", "val")
+    ds = _open(root, tmp_path, "val", modalities=["sar", "lidar", "hsi"])
     assert ds.modalities == ("hsi", "lidar", "sar") and set(ds[0]) >= {"hsi", "lidar", "sar"}
     assert ds[0]["sar"].shape == (2, 14, 14)
     with pytest.raises(ValueError, match=r"modalities=\['hsi', 'msi'\].*stores \['hsi', 'lidar', 'sar'\]"):
-        RemoteDataset(_cfg(root, tmp_path, modalities=["hsi", "msi"]), "synthetic", "train")
+        _open(root, tmp_path, "train", modalities=["hsi", "msi"])
 
 
 @pytest.mark.parametrize("fill", ["ones", "zeros"])
 def test_missing_fill_and_table(converted, tmp_path, fill: str) -> None:
     root, _ = converted
-    cfg = _cfg(root, tmp_path, missing_fill=fill, missing_ratio={"train": 1.0, "val": 0.0, "test": 0.0},
+    cfg = dict(missing_fill=fill, missing_ratio={"train": 1.0, "val": 0.0, "test": 0.0},
                missing_type={"train": "HS", "val": "both", "test": "both"})
-    ds = RemoteDataset(cfg, "synthetic", "train")
+    ds = _open(root, tmp_path, "train", **cfg)
     assert (tmp_path / "tables" / "synthetic_train_missing_hsi_10.pt").is_file()
     sample = ds[3]
     assert int(sample["missing_type"]) == 1
     assert torch.equal(sample["hsi"], torch.full((BANDS, 14, 14), 1.0 if fill == "ones" else 0.0))
     assert not torch.equal(sample["lidar"], torch.full((1, 14, 14), 1.0))
-    with pytest.raises(ValueError, match="missing_fill must be one of"):
-        RemoteDataset(_cfg(root, tmp_path, missing_fill="nan"), "synthetic", "train")
+    with pytest.raises(ValueError, match="missing_fill='nan': expected 'ones' or 'zeros'"):
+        _open(root, tmp_path, "train", missing_fill="nan")
 
 
 def test_three_modality_codes_and_overrides(converted, tmp_path) -> None:
     root, _ = converted
-    cfg = _cfg(root, tmp_path, modalities=["hsi", "lidar", "sar"],
+    cfg = dict(modalities=["hsi", "lidar", "sar"],
                missing_ratio={"train": 0.5, "val": 0.0, "test": 0.0},
                missing_type={"train": "HS_SAR_Lidar", "val": "hsi", "test": "hsi"},
                test_ratio=1.0, test_type="SAR")
-    train = RemoteDataset(cfg, "synthetic", "train")
+    train = _open(root, tmp_path, "train", **cfg)
     assert int((train.missing_table > 0).sum()) == 12 and int(train.missing_table.max()) <= 6
     for split in ("val", "test"):  # test_ratio / test_type override val and test
-        ds = RemoteDataset(cfg, "synthetic", split)
-        assert (ds.missing_type, ds.missing_ratio) == ("SAR", 1.0)
+        ds = _open(root, tmp_path, split, **cfg)
+        assert (ds.missing.type, ds.missing.ratio) == ("SAR", 1.0)
         assert bool((ds.missing_table == 4).all())
         sample = ds[0]
         assert torch.equal(sample["sar"], torch.ones(2, 14, 14)) and int(sample["missing_type"]) == 4
@@ -107,17 +105,17 @@ def test_three_modality_codes_and_overrides(converted, tmp_path) -> None:
 
 def test_simulate_missing_only_in_training(converted, tmp_path) -> None:
     root, _ = converted
-    cfg = _cfg(root, tmp_path, simulate_missing=True)
-    train = RemoteDataset(cfg, "synthetic", "train")
+    cfg = dict(simulate_missing=True)
+    train = _open(root, tmp_path, "train", **cfg)
     codes = {int(train[i]["missing_type"]) for i in range(len(train)) for _ in range(3)}
     assert codes == {0, 1, 2}  # DCP's redraw: complete stays possible
-    val = RemoteDataset(cfg, "synthetic", "val")
+    val = _open(root, tmp_path, "val", **cfg)
     assert {int(val[i]["missing_type"]) for i in range(len(val))} == {0}
 
 
 def test_pickle_and_workers(converted, tmp_path) -> None:
     root, _ = converted
-    ds = RemoteDataset(_cfg(root, tmp_path), "synthetic", "test")
+    ds = _open(root, tmp_path, "test")
     ds[0]  # open in this process
     clone = pickle.loads(pickle.dumps(ds))
     assert clone._table is None and clone._views is None  # the mapped data never travels
@@ -129,7 +127,7 @@ def test_pickle_and_workers(converted, tmp_path) -> None:
 
 def test_collate(converted, tmp_path) -> None:
     root, _ = converted
-    ds = RemoteDataset(_cfg(root, tmp_path), "synthetic", "val")
+    ds = _open(root, tmp_path, "val")
     batch = ds.collate([ds[i] for i in range(4)])
     assert batch["hsi"].shape == (4, BANDS, 14, 14) and batch["label"].shape == (4,)
     assert batch["task"] == "synthetic"
@@ -145,21 +143,22 @@ def test_corrupt_or_mismatched_files(converted, tmp_path) -> None:
     data = (bad / "synthetic_val.arrow").read_bytes()
     (bad / "synthetic_val.arrow").write_bytes(data[: len(data) // 3])
     with pytest.raises(ArrowFileError, match=r"synthetic_val\.arrow is not a readable Arrow IPC file"):
-        RemoteDataset(_cfg(bad, tmp_path), "synthetic", "val")
+        _open(bad, tmp_path, "val")
     # A split converted with other settings is refused.
     write_scene(scene, tmp_path / "raw")
     other = prepare_remote("synthetic", tmp_path / "raw", tmp_path / "other", normalize="zscore",
                            train_per_class=6, val_per_class=3, test_per_class=8, progress=False)
     shutil.copy(other["test"], bad / "synthetic_test.arrow")
     with pytest.raises(ValueError, match=r"synthetic_test\.arrow: normalize='zscore' differs from the train file"):
-        RemoteDataset(_cfg(bad, tmp_path), "synthetic", "test")
+        _open(bad, tmp_path, "test")
 
 
 def test_scene_windows(converted, tmp_path) -> None:
     root, scene = converted
-    windows = SceneWindows.from_config(_cfg(root, tmp_path), "synthetic")
+    s = run_settings(root, datasets=["synthetic"])
+    windows = SceneWindows.from_settings(s.data, s.missing.fill, "synthetic")
     assert len(windows) == H * W and windows.modalities == ("hsi", "lidar")
-    test = RemoteDataset(_cfg(root, tmp_path), "synthetic", "test")
+    test = _open(root, tmp_path, "test")
     for i in (0, 5, len(test) - 1):
         sample = test[i]
         r, c = int(sample["row"]), int(sample["col"])
@@ -185,4 +184,4 @@ def test_scene_windows(converted, tmp_path) -> None:
     with pytest.raises(ValueError, match="holds split 'train', expected a scene file"):
         SceneWindows(root / "synthetic_train.arrow")
     with pytest.raises(FileNotFoundError, match="expected synthetic_scene.arrow"):
-        SceneWindows.from_config(_cfg(tmp_path, tmp_path), "synthetic")
+        SceneWindows.from_settings(dataclasses.replace(s.data, root=tmp_path), "ones", "synthetic")

@@ -1,4 +1,4 @@
-"""MaMOLDataModule, TaskInfo, the registry and TaskBatchSampler (mamol.data.datamodule)."""
+"""MaMOLDataModule, the dataset catalogue and TaskBatchSampler (mamol.data.datamodule, mamol.data.catalogue)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from mamol.data.datamodule import REGISTRY, MaMOLDataModule, TaskBatchSampler, TaskInfo, dataset_class
-from mamol.data.remote import RemoteDataset
+from mamol.data import catalogue
 from mamol.data.convert_remote import prepare_remote
+from mamol.data.datamodule import MaMOLDataModule, TaskBatchSampler
+from mamol.data.remote import RemoteDataset
 from mamol.data.synthetic import generate_scene, write_scene
+from mamol.errors import ConfigError
+from mamol.tasks import TaskInfo
+from tests.helpers import run_settings
 
 
 @pytest.fixture(scope="module")
@@ -27,31 +31,27 @@ def data_root(tmp_path_factory) -> Path:
     return tmp / "arrow"
 
 
-def _cfg(root: Path, tmp_path: Path, **kw) -> dict:
-    return {
-        "datasets": ["synthetic"], "data_root": str(root), "per_gpu_batchsize": 6, "num_workers": 0,
-        "num_gpus": 0, "seed": 0, "missing_table_root": str(tmp_path / "tables"),
-        "missing_ratio": {"train": 0.7, "val": 0.7, "test": 0.7},
-        "missing_type": {"train": "both", "val": "both", "test": "both"}, "both_ratio": 0.5,
-        "test_ratio": None, "test_type": None, "simulate_missing": False, "missing_fill": "ones",
-        "modalities": None,
-    } | kw
+def _datamodule(root: Path, tmp_path: Path, **updates) -> MaMOLDataModule:
+    """The datamodule of a run on ``root`` (batches of 6, tables under ``tmp_path``)."""
+    s = run_settings(root, **{"datasets": ["synthetic"], "per_gpu_batchsize": 6, "batch_size": 6,
+                              "missing_table_root": str(tmp_path / "tables"), **updates})
+    return MaMOLDataModule(s.data, s.missing, s.hardware.per_device_batch, s.run.seed)
 
 
 def test_infos_right_after_init(data_root, tmp_path) -> None:
-    dm = MaMOLDataModule(_cfg(data_root, tmp_path, datasets=["synthetic", "trento"]))
+    dm = _datamodule(data_root, tmp_path, datasets=["synthetic", "trento"])
     assert not dm.datasets and not (tmp_path / "tables").exists()  # cheap: nothing built yet
     syn, trento = dm.infos
     assert isinstance(syn, TaskInfo)
-    assert (syn.name, syn.kind, syn.modalities, syn.bands, syn.num_classes, syn.loss, syn.patch_size) == (
-        "synthetic", "remote", ("hsi", "lidar"), {"hsi": 4, "lidar": 1}, 4, "ce", 14)
+    assert (syn.name, syn.kind, syn.task_type, syn.modalities, syn.bands, syn.num_classes, syn.loss,
+            syn.patch_size) == ("synthetic", "remote", "remote", ("hsi", "lidar"), {"hsi": 4, "lidar": 1}, 4, "ce", 14)
     assert trento.class_names[0] == "Apple trees" and trento.num_classes == 6
     assert trento.metadata["modalities"] == ["hsi", "lidar", "sar"]
     assert dm.pin_memory is False
 
 
 def test_loaders_shuffle_train_only(data_root, tmp_path) -> None:
-    dm = MaMOLDataModule(_cfg(data_root, tmp_path))
+    dm = _datamodule(data_root, tmp_path)
     dm.setup("fit")
     torch.manual_seed(0)
     train = [b["index"] for b in dm.train_dataloader()]
@@ -66,7 +66,7 @@ def test_loaders_shuffle_train_only(data_root, tmp_path) -> None:
 
 
 def test_several_datasets_never_mix(data_root, tmp_path) -> None:
-    dm = MaMOLDataModule(_cfg(data_root, tmp_path, datasets=["synthetic", "trento"]))
+    dm = _datamodule(data_root, tmp_path, datasets=["synthetic", "trento"])
     dm.setup("fit")
     tasks, sizes = [], {"synthetic": 0, "trento": 0}
     for batch in dm.train_dataloader():
@@ -96,26 +96,32 @@ def test_missing_arrow_files_listed(data_root, tmp_path) -> None:
     with pytest.raises(FileNotFoundError, match=r"no Arrow data for dataset 'houston2013' in data_root .*: "
                                                 r"expected houston2013_train.arrow, houston2013_val.arrow, "
                                                 r"houston2013_test.arrow; found synthetic_scene.arrow"):
-        MaMOLDataModule(_cfg(data_root, tmp_path, datasets=["houston2013"]))
+        _datamodule(data_root, tmp_path, datasets=["houston2013"])
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(FileNotFoundError, match=r"expected myscene_train.arrow, .*; found no .arrow files"):
-        MaMOLDataModule(_cfg(empty, tmp_path, datasets=["myscene"]))
-    with pytest.raises(FileNotFoundError, match="data_root .*absent does not exist"):
-        MaMOLDataModule(_cfg(tmp_path / "absent", tmp_path, datasets=["trento"]))
-    with pytest.raises(ValueError, match="cfg\\['datasets'\\] is empty"):
-        MaMOLDataModule(_cfg(data_root, tmp_path, datasets=[]))
+        _datamodule(empty, tmp_path, datasets=["myscene"])
+    with pytest.raises(ConfigError, match="data_root=.*absent' is not a folder"):
+        _datamodule(tmp_path / "absent", tmp_path, datasets=["trento"])
+    with pytest.raises(ConfigError, match="datasets=\\[\\]: name at least one dataset"):
+        _datamodule(data_root, tmp_path, datasets=[])
 
 
-def test_registry(data_root) -> None:
-    assert dataset_class("synthetic", data_root) is RemoteDataset  # unregistered, remote by its metadata
-    assert dataset_class("Trento", data_root) is RemoteDataset
-    assert REGISTRY["mmimdb"] == "mamol.data.natural:MMIMDbDataset"
-    assert REGISTRY["hatememes"].endswith(":HatefulMemesDataset")
+def test_catalogue(data_root) -> None:
+    assert catalogue.entry("synthetic", data_root).dataset is RemoteDataset  # not catalogued: remote by metadata
+    assert catalogue.entry("Trento", data_root).dataset is RemoteDataset
+    assert catalogue.canonical_names(["hateful_memes", "Houston"]) == ("hatememes", "houston2013")
+    hate = catalogue.entry("hatememes", None)
+    assert (hate.kind, hate.task_type, hate.arrow_stem("val")) == ("natural", "binary", "hatememes_dev")
+    assert catalogue.kind_of(["synthetic", "trento"], data_root) == "remote"
+    with pytest.raises(ConfigError, match="mixes remote scenes and image-text tasks"):
+        catalogue.kind_of(["synthetic", "mmimdb"], data_root)
+    with pytest.raises(ConfigError, match="names a dataset twice"):
+        catalogue.canonical_names(["hatememes", "hateful_memes"])
 
 
 def test_scene_dataloader(data_root, tmp_path) -> None:
-    dm = MaMOLDataModule(_cfg(data_root, tmp_path))
+    dm = _datamodule(data_root, tmp_path)
     loader = dm.scene_dataloader("synthetic", missing_type=1)
     assert len(loader.dataset) == 16 * 20
     batch = next(iter(loader))
@@ -129,7 +135,7 @@ def test_ranks_split_the_data_and_evaluate_each_sample_once(data_root, tmp_path,
 
     seen = {"train": [], "val": [], "test": []}
     for rank in range(world):
-        dm = MaMOLDataModule(_cfg(data_root, tmp_path))
+        dm = _datamodule(data_root, tmp_path)
         dm.trainer = SimpleNamespace(world_size=world, global_rank=rank)
         dm.setup("fit")
         dm.setup("test")

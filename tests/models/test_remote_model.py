@@ -1,24 +1,19 @@
-"""RemoteMaMOL on the tiny backbone: frozen-tower equivalence, skip-missing == compute-and-zero, trainable set."""
+"""MaMOL in the remote host on the tiny backbone: frozen-tower equivalence, skip-missing == compute-and-zero,
+trainable set."""
 import pytest
 import torch
 
-from mamol.data.datamodule import TaskInfo
+from mamol.errors import ConfigError
 from mamol.models.adapter import MaMOLAdapter
 from mamol.models.backbone import build_clip
-from mamol.models.remote import RemoteMaMOL
-
-CFG = {"vit": "tiny", "clip_random_init": True}
-
-
-def info(modalities=("hsi", "lidar"), bands=(12, 1), classes=5) -> TaskInfo:
-    return TaskInfo(name="synthetic", kind="remote", modalities=tuple(modalities), bands=dict(zip(modalities, bands)),
-                    num_classes=classes, class_names=tuple(f"c{i}" for i in range(classes)), loss="ce",
-                    patch_size=14, metadata={})
+from mamol.models.method import Rows
+from mamol.models.remote import RemoteModel
+from tests.helpers import remote_info, tiny_model
 
 
-def model(modalities=("hsi", "lidar"), bands=(12, 1), **cfg) -> RemoteMaMOL:
+def model(modalities=("hsi", "lidar"), bands=(12, 1), **updates) -> RemoteModel:
     torch.manual_seed(0)
-    return RemoteMaMOL({**CFG, **cfg}, info(modalities, bands))
+    return tiny_model(remote_info(modalities, bands), **updates)
 
 
 def batch(codes, modalities=("hsi", "lidar"), bands=(12, 1), patch=14, seed=0) -> dict:
@@ -52,9 +47,9 @@ def test_zeroed_adapters_give_the_frozen_open_clip_tower():
     reference.visual.load_state_dict(frozen, strict=True)  # backbone keys are open_clip's own
     image = torch.randn(3, 3, 224, 224)
     tokens = reference.visual.conv1(image).flatten(2).transpose(1, 2)  # CLIP's own patch tokens (3, 196, 64)
-    pattern, presence = torch.randn(3, 8), torch.ones(3, 2)
+    rows = Rows(codes=torch.zeros(3, dtype=torch.long), present=torch.ones(3, 2, dtype=torch.bool))
     with torch.no_grad():
-        ours = net.encode(tokens, (14, 14), pattern, presence)
+        ours = net.encode(tokens, (14, 14), rows)
         torch.testing.assert_close(ours, reference.visual(image), rtol=0, atol=1e-6)
 
 
@@ -106,9 +101,9 @@ def test_only_the_mamol_parts_train_and_the_backbone_gets_no_gradient():
     trainable = {n for n, p in net.named_parameters() if p.requires_grad}
     assert trainable, "nothing trains"
     for name in trainable:
-        assert name.startswith(("tokenizers.", "pattern.", "head.")) or ".adapter." in name, name
+        assert name.startswith(("tokenizers.", "method.patterns.image.", "head.")) or ".adapter." in name, name
     assert any(n.startswith("visual.transformer.resblocks.3.mlp.adapter.") for n in trainable)
-    assert {"head.weight", "head.bias", "pattern.proj.weight", "tokenizers.hsi.conv3.weight",
+    assert {"head.weight", "head.bias", "method.patterns.image.proj.weight", "tokenizers.hsi.conv3.weight",
             "tokenizers.lidar.conv1.weight"} <= trainable
     for name, param in net.named_parameters():
         if param.requires_grad:
@@ -151,10 +146,12 @@ def test_bad_batches_and_configs_are_explained():
     del no_lidar["lidar"]
     with pytest.raises(KeyError, match="lidar"):
         net(no_lidar)
-    with pytest.raises(ValueError, match=r"adapter_layers=\[6, 7\].*4-block"):
+    with pytest.raises(ConfigError, match=r"adapter_layers=\[6, 7\].*4-block"):
         model(adapter_layers=[6, 7])
+    info = remote_info(("hsi", "sar"), (3, 1))
+    info.bands.pop("sar")
     with pytest.raises(ValueError, match="no band count"):
-        RemoteMaMOL(CFG, TaskInfo("x", "remote", ("hsi", "sar"), {"hsi": 3}, 2, ("a", "b"), "ce", 14, {}))
+        tiny_model(info)
 
 
 def test_no_adapters_when_adapter_layers_is_empty():
@@ -174,8 +171,7 @@ def houston_parameter_count(d=768, r=8, n_dyn=2, p=8, bands=(144, 1), classes=15
 @pytest.mark.heavy
 def test_houston_configuration_vit_b16():
     torch.manual_seed(0)
-    net = RemoteMaMOL({"vit": "ViT-B/16", "clip_random_init": True},
-                      info(("hsi", "lidar"), (144, 1), classes=15))
+    net = tiny_model(remote_info(("hsi", "lidar"), (144, 1), classes=15), vit="ViT-B/16")
     trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
     assert trainable == houston_parameter_count() == 6_449_723  # the release reports about 6.45 M
     data = batch([0, 1, 2], bands=(144, 1))

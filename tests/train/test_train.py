@@ -2,74 +2,40 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
-from run import ex  # importing run registers its main function with the experiment
-from mamol.data.convert_remote import prepare_remote
-from mamol.data.synthetic import make_synthetic_scene
-from mamol.module import CheckpointMismatch
-
-REPO = Path(__file__).resolve().parent.parent
+from mamol import train
+from mamol.errors import CheckpointError
+from tests.helpers import TINY, cli, cli_updates, convert_scene, run_experiment
 
 
-def _convert(tmp: Path, name: str, hsi_bands: int, seed: int = 0, size: tuple[int, int] = (48, 64),
-             **counts) -> Path:
-    make_synthetic_scene(tmp / f"raw_{name}", height=size[0], width=size[1], hsi_bands=hsi_bands, n_classes=4,
-                         n_heights=2, regions_per_class=2, seed=seed)
-    counts = {"train_per_class": 40, "val_per_class": 20, "test_per_class": 60, **counts}
-    prepare_remote("synthetic", tmp / f"raw_{name}", tmp / name, seed=seed, progress=False, **counts)
-    return tmp / name
+def _run(arrow: Path, tmp: Path, *named: str, **updates) -> dict:
+    """A short remote run on ``arrow`` (2 epochs, batch 32, validation every epoch) with ``updates``."""
+    base = dict(data_root=str(arrow), datasets=["synthetic"], batch_size=32, per_gpu_batchsize=32,
+                log_dir=str(tmp / "runs"), missing_table_root=str(tmp / "tables"), max_epoch=2,
+                check_val_every_n_epoch=1, learning_rate=1e-3)
+    return run_experiment(*(named or ("remote",)), **{**base, **updates})
 
 
-@pytest.fixture(scope="module")
-def arrow_root(tmp_path_factory) -> Path:
-    return _convert(tmp_path_factory.mktemp("scene"), "arrow", hsi_bands=8)
+def _cli_args(arrow: Path, tmp: Path, **updates) -> list[str]:
+    base = dict(data_root=str(arrow), datasets=["synthetic"], batch_size=32, per_gpu_batchsize=32,
+                log_dir=str(tmp / "runs"), missing_table_root=str(tmp / "tables"), max_epoch=2,
+                check_val_every_n_epoch=1, learning_rate=1e-3)
+    return cli_updates({**TINY, **base, **updates})
 
 
-def _updates(arrow: Path, tmp: Path, **kw) -> dict:
-    base = dict(data_root=str(arrow), datasets=["synthetic"], vit="tiny", clip_random_init=True, num_gpus=0,
-                num_workers=0, batch_size=32, per_gpu_batchsize=32, log_dir=str(tmp / "runs"),
-                missing_table_root=str(tmp / "tables"), max_epoch=2, check_val_every_n_epoch=1,
-                learning_rate=1e-3)
-    base.update(kw)
-    return base
-
-
-def _run(arrow: Path, tmp: Path, **kw) -> dict:
-    """Run the Sacred experiment in-process as run.py does; returns the new test_results.json (+ run_dir)."""
-    updates = _updates(arrow, tmp, **kw)
-    ex.run(named_configs=["remote"], config_updates=updates, options={"--loglevel": "ERROR"})
-    runs = sorted((tmp / "runs" / updates.get("exp_name", "mamol")).glob("version_*"),
-                  key=lambda p: int(p.name.split("_")[1]))
-    report = json.loads((runs[-1] / "test_results.json").read_text())
-    report["run_dir"] = str(runs[-1])
-    return report
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "run.py", "with", *args], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=600)
-
-
-def _cli_args(updates: dict) -> list[str]:
-    return [f"{k}={v!r}" if isinstance(v, (list, str)) else f"{k}={v}" for k, v in updates.items()]
-
-
-def test_fast_dev_run_through_cli(arrow_root, tmp_path):
-    proc = _cli("remote", *_cli_args(_updates(arrow_root, tmp_path, fast_dev_run=True)))
+def test_fast_dev_run_through_cli(remote_root, tmp_path):
+    proc = cli("with", "remote", *_cli_args(remote_root, tmp_path, fast_dev_run=True))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Test results" in proc.stdout
 
 
-def test_fit_checkpoints_and_test_only_cli_round_trip(arrow_root, tmp_path):
-    report = _run(arrow_root, tmp_path, exp_name="fit", max_epoch=2)
+def test_fit_checkpoints_and_test_only_cli_round_trip(remote_root, tmp_path):
+    report = _run(remote_root, tmp_path, exp_name="fit", max_epoch=2)
     run_dir = Path(report["run_dir"])
     ckpts = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert "last.ckpt" in ckpts and any(n.startswith("best-") for n in ckpts)
@@ -82,8 +48,7 @@ def test_fit_checkpoints_and_test_only_cli_round_trip(arrow_root, tmp_path):
     assert state["mamol"]["infos"][0]["bands"] == {"hsi": 8, "lidar": 1}
 
     # test_only through the CLI with the README's evaluation flags: same weights, same test metrics.
-    proc = _cli("remote", *_cli_args(_updates(arrow_root, tmp_path, exp_name="eval", test_only=True,
-                                              load_path=best)))
+    proc = cli("with", "remote", *_cli_args(remote_root, tmp_path, exp_name="eval", test_only=True, load_path=best))
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads(next((tmp_path / "runs" / "eval").glob("version_*/test_results.json")).read_text())
     assert results["metrics"] == pytest.approx(report["metrics"], abs=1e-6)
@@ -94,51 +59,53 @@ def test_fit_checkpoints_and_test_only_cli_round_trip(arrow_root, tmp_path):
     plain = {k: v for k, v in state["state_dict"].items()}
     for name, sd in (("prefixed.pt", plain), ("bare.pt", {k.removeprefix("model."): v for k, v in plain.items()})):
         torch.save(sd, tmp_path / name)
-        again = _run(arrow_root, tmp_path, exp_name="plain", test_only=True, load_path=str(tmp_path / name))
+        again = _run(remote_root, tmp_path, exp_name="plain", test_only=True, load_path=str(tmp_path / name))
         assert again["metrics"] == pytest.approx(report["metrics"], abs=1e-6)
 
     # Another missing setting at test time changes what is measured, not the weights.
-    single = _run(arrow_root, tmp_path, exp_name="hs", test_only=True, load_path=best, test_ratio=1.0,
+    single = _run(remote_root, tmp_path, exp_name="hs", test_only=True, load_path=best, test_ratio=1.0,
                   test_type="HS")
     assert single["missing"] == {**report["missing"], "missing_ratio": 1.0, "missing_type": "HS"}
+    assert report["method"] == "mamol" and report["settings"]["method"]["options"]["adapter_rank"] == 8
 
 
-def test_resume_from_last_continues(arrow_root, tmp_path):
-    first = _run(arrow_root, tmp_path, exp_name="resume", max_epoch=1)
+def test_resume_from_last_continues(remote_root, tmp_path):
+    first = _run(remote_root, tmp_path, exp_name="resume", max_epoch=1)
     last = Path(first["run_dir"]) / "checkpoints" / "last.ckpt"
     before = torch.load(last, map_location="cpu", weights_only=True)
-    second = _run(arrow_root, tmp_path, exp_name="resume", max_epoch=2, resume_from=str(last))
+    second = _run(remote_root, tmp_path, exp_name="resume", max_epoch=2, resume_from=str(last))
     after = torch.load(Path(second["run_dir"]) / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert after["epoch"] == before["epoch"] + 1  # one more epoch, not a restart
     assert after["global_step"] == 2 * before["global_step"]
     assert after["optimizer_states"][0]["state"], "optimizer state carried over"
 
 
-def test_checkpoint_of_another_dataset_is_refused(arrow_root, tmp_path):
-    report = _run(arrow_root, tmp_path, exp_name="src", max_epoch=1)
-    other = _convert(tmp_path, "other", hsi_bands=5)
-    with pytest.raises(CheckpointMismatch, match="bands.*'hsi': 8.*'hsi': 5"):
+def test_checkpoint_of_another_dataset_is_refused(remote_root, tmp_path):
+    report = _run(remote_root, tmp_path, exp_name="src", max_epoch=1)
+    other = convert_scene(tmp_path, "other", hsi_bands=5)
+    with pytest.raises(CheckpointError, match="bands.*'hsi': 8.*'hsi': 5"):
         _run(other, tmp_path, exp_name="dst", test_only=True, load_path=report["checkpoint"])
     garbage = tmp_path / "garbage.ckpt"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointMismatch, match="garbage.ckpt"):
-        _run(arrow_root, tmp_path, exp_name="dst", test_only=True, load_path=str(garbage))
+    with pytest.raises(CheckpointError, match="garbage.ckpt"):
+        _run(remote_root, tmp_path, exp_name="dst", test_only=True, load_path=str(garbage))
 
 
-def test_accumulation_guard_through_cli(arrow_root, tmp_path):
-    proc = _cli("remote", *_cli_args(_updates(arrow_root, tmp_path, batch_size=16, per_gpu_batchsize=32)))
+def test_accumulation_guard_through_cli(remote_root, tmp_path):
+    proc = cli("with", "remote", *_cli_args(remote_root, tmp_path, batch_size=16, per_gpu_batchsize=32))
     assert proc.returncode != 0
     assert "raise batch_size to at least 32" in proc.stderr
 
 
 def test_unknown_key_is_refused_by_the_cli():
-    proc = _cli("remote", "no_such_key=1")
+    proc = cli("with", "remote", "no_such_key=1")
     assert proc.returncode != 0 and "no_such_key" in proc.stderr
 
 
+@pytest.mark.heavy
 def test_short_training_beats_chance_and_uses_both_modalities(tmp_path):
-    arrow = _convert(tmp_path, "learn", hsi_bands=8, seed=2, size=(64, 96), train_per_class=80,
-                     val_per_class=20, test_per_class=80)
+    arrow = convert_scene(tmp_path, "learn", hsi_bands=8, seed=2, size=(64, 96), train_per_class=80,
+                          val_per_class=20, test_per_class=80)
     trained = _run(arrow, tmp_path, exp_name="learn", max_epoch=12, check_val_every_n_epoch=4,
                    learning_rate=2e-3, warmup_steps=0.05)
     oa = {}
@@ -151,12 +118,8 @@ def test_short_training_beats_chance_and_uses_both_modalities(tmp_path):
     assert oa["complete"] > oa["no_hsi"] + 10 and oa["complete"] > oa["no_lidar"] + 10, oa
 
 
-def test_last_checkpoint_after_every_epoch_without_validation(arrow_root, tmp_path):
+def test_last_checkpoint_after_every_epoch_without_validation(remote_root, tmp_path):
     """last.ckpt is written at each epoch end, also when validation runs only every few epochs."""
-    import pytorch_lightning as pl
-
-    from mamol import train
-
     seen: list[tuple[int, int]] = []
 
     class Probe(pl.Callback):
@@ -176,7 +139,7 @@ def test_last_checkpoint_after_every_epoch_without_validation(arrow_root, tmp_pa
 
     train.build_trainer = with_probe
     try:
-        report = _run(arrow_root, tmp_path, exp_name="last", max_epoch=3, check_val_every_n_epoch=5)
+        report = _run(remote_root, tmp_path, exp_name="last", max_epoch=3, check_val_every_n_epoch=5)
     finally:
         train.build_trainer = original
     assert seen == [(1, 0), (2, 1)]  # the file of epoch e-1 is there when epoch e starts

@@ -12,18 +12,15 @@ import pytest
 import torch
 from PIL import Image
 
+from mamol.data import catalogue
 from mamol.data.arrow import open_arrow
-from mamol.data.food101 import prepare_food101
+from mamol.data.food101 import Food101Dataset, prepare_food101
 from mamol.data.hateful_memes import prepare_hateful_memes
 from mamol.data.mmimdb import MMIMDB_GENRES, prepare_mmimdb
-from mamol.data.natural import (
-    Food101Dataset,
-    HatefulMemesDataset,
-    MMIMDbDataset,
-    clip_image_transform,
-    clip_tokenizer,
-)
+from mamol.data.natural import NaturalArrowDataset, clip_image_transform, clip_tokenizer
+from mamol.tasks import TaskInfo
 from tests.fakes.natural import make_food101_raw, make_hateful_memes_raw, make_mmimdb_raw
+from tests.helpers import open_split, run_settings
 
 
 @pytest.fixture(scope="module")
@@ -41,24 +38,18 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return {"root": root, "data_root": root / "arrow", "raw": raws}
 
 
-def make_cfg(data: dict, tmp_path: Path, ratio: float = 0.0, kind: str = "both", **extra) -> dict:
-    cfg = {
-        "data_root": str(data["data_root"]),
-        "missing_table_root": str(tmp_path / "tables"),
-        "missing_ratio": {"train": ratio, "val": ratio, "test": ratio},
-        "missing_type": {"train": kind, "val": kind, "test": kind},
-        "both_ratio": 0.5,
-        "missing_fill": "ones",
-        "simulate_missing": False,
-        "vit": "ViT-B/16",
-        "image_size": 224,
-        "max_text_len": 77,
-        "mmimdb_class_num": 23,
-        "food101_class_num": 101,
-        "hatememes_class_num": 2,
-    }
-    cfg.update(extra)
-    return cfg
+def _open(data: dict, tmp_path: Path, name: str, split: str, ratio: float = 0.0, kind: str = "both",
+          data_root: Path | None = None, **updates) -> NaturalArrowDataset:
+    """A split as a run serves it, every split at ``ratio`` / ``kind``; tables under ``tmp_path``."""
+    return open_split(data_root or data["data_root"], name, split, missing_ratio=ratio, missing_type=kind,
+                      missing_table_root=str(tmp_path / "tables"), vit="ViT-B/16", **updates)
+
+
+def _info(data: dict, name: str, data_root: Path | None = None, **updates) -> TaskInfo:
+    root = data_root or data["data_root"]
+    entry = catalogue.entry(name, root)
+    s = run_settings(root, f"task_finetune_{name}", datasets=[name], **updates)
+    return entry.dataset.task_info(entry, s.data)
 
 
 def raw_image(path: Path) -> torch.Tensor:
@@ -69,13 +60,13 @@ def raw_image(path: Path) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------- samples
 def test_mmimdb_one_sample_per_plot(data: dict, tmp_path: Path) -> None:
     raw = data["raw"]["mmimdb"]
-    ds = MMIMDbDataset(make_cfg(data, tmp_path), "mmimdb", "train")
+    ds = _open(data, tmp_path, "mmimdb", "train")
     assert len(ds) == raw.samples["train"] > raw.rows["train"]
     expected = []  # (id, plot) in file order
     for mid in raw.ids["train"]:
         record = json.loads((raw.root / "labels" / f"{mid}.json").read_text())
         expected += [(mid, p, record["genres"]) for p in record["plot"]]
-    for i, (mid, plot, genres) in enumerate(expected):
+    for i, (_mid, plot, genres) in enumerate(expected):
         sample = ds[i]
         assert sample["text"] == plot
         assert sample["label"].dtype == torch.float32 and sample["label"].shape == (23,)
@@ -89,7 +80,7 @@ def test_mmimdb_one_sample_per_plot(data: dict, tmp_path: Path) -> None:
 
 def test_mmimdb_missing_table_is_per_movie(data: dict, tmp_path: Path) -> None:
     """As DCP: one table entry per Arrow row (movie); all plots of a movie share its code."""
-    ds = MMIMDbDataset(make_cfg(data, tmp_path, ratio=0.7), "mmimdb", "train")
+    ds = _open(data, tmp_path, "mmimdb", "train", ratio=0.7)
     rows = data["raw"]["mmimdb"].rows["train"]
     assert ds.missing_table.shape == (rows,)
     codes: dict[int, set] = {}
@@ -109,9 +100,8 @@ def test_image_transform_is_clip_eval() -> None:
 
 
 def test_food101_and_hatememes_splits(data: dict, tmp_path: Path) -> None:
-    cfg = make_cfg(data, tmp_path)
     raw = data["raw"]["food101"]
-    food = Food101Dataset(cfg, "food101", "val")
+    food = _open(data, tmp_path, "food101", "val")
     assert food.path.name == "food101_val.arrow" and len(food) == raw.rows["val"]
     class_idx = json.loads((raw.root / "class_idx.json").read_text())
     name = raw.ids["val"][0]
@@ -120,7 +110,7 @@ def test_food101_and_hatememes_splits(data: dict, tmp_path: Path) -> None:
     assert sample["text"] == json.loads((raw.root / "text.json").read_text())[name]
     assert torch.equal(sample["image"], raw_image(raw.root / "images/train" / name.rsplit("_", 1)[0] / name))
 
-    hate = HatefulMemesDataset(cfg, "hatememes", "val")
+    hate = _open(data, tmp_path, "hatememes", "val")
     assert hate.path.name == "hatememes_dev.arrow" and len(hate) == data["raw"]["hatememes"].rows["dev"]
     assert int(hate[1]["label"]) in (0, 1) and hate[1]["task"] == "hatememes"
 
@@ -128,9 +118,9 @@ def test_food101_and_hatememes_splits(data: dict, tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------- missing
 @pytest.mark.parametrize("kind,code", [("text", 1), ("image", 2)])
 def test_substitution_per_code(data: dict, tmp_path: Path, kind: str, code: int) -> None:
-    cfg = make_cfg(data, tmp_path, ratio=1.0, kind=kind)
-    full = HatefulMemesDataset(make_cfg(data, tmp_path / "full"), "hatememes", "test")
-    ds = HatefulMemesDataset(cfg, "hatememes", "test")
+    cfg = dict(ratio=1.0, kind=kind)
+    full = _open(data, tmp_path / "full", "hatememes", "test")
+    ds = _open(data, tmp_path, "hatememes", "test", **cfg)
     assert ds.missing_table.tolist() == [code] * len(ds)
     for i in range(len(ds)):
         sample, ref = ds[i], full[i]
@@ -145,23 +135,23 @@ def test_substitution_per_code(data: dict, tmp_path: Path, kind: str, code: int)
 
 
 def test_zeros_fill(data: dict, tmp_path: Path) -> None:
-    ds = Food101Dataset(make_cfg(data, tmp_path, ratio=1.0, kind="image", missing_fill="zeros"), "food101", "test")
+    ds = _open(data, tmp_path, "food101", "test", ratio=1.0, kind="image", missing_fill="zeros")
     assert torch.equal(ds[0]["image"], torch.zeros(3, 224, 224))
 
 
 def test_both_counts_and_test_overrides(data: dict, tmp_path: Path) -> None:
-    ds = HatefulMemesDataset(make_cfg(data, tmp_path, ratio=0.7), "hatememes", "train")
+    ds = _open(data, tmp_path, "hatememes", "train", ratio=0.7)
     n = len(ds)  # 10: floor(0.7*10)=7 missing, floor(0.5*7)=3 image, 4 text
     assert torch.bincount(ds.missing_table, minlength=3).tolist() == [3, 4, 3]
-    cfg = make_cfg(data, tmp_path, ratio=0.0, test_ratio=1.0, test_type="image")
-    assert set(HatefulMemesDataset(cfg, "hatememes", "test").missing_table.tolist()) == {2}
-    assert set(HatefulMemesDataset(cfg, "hatememes", "train").missing_table.tolist()) == {0}
+    cfg = dict(ratio=0.0, test_ratio=1.0, test_type="image")
+    assert set(_open(data, tmp_path, "hatememes", "test", **cfg).missing_table.tolist()) == {2}
+    assert set(_open(data, tmp_path, "hatememes", "train", **cfg).missing_table.tolist()) == {0}
     assert n == 10
 
 
 # ------------------------------------------------------------------------------------------- collate
 def test_collate_shapes_and_tokens(data: dict, tmp_path: Path) -> None:
-    ds = MMIMDbDataset(make_cfg(data, tmp_path, ratio=0.7), "mmimdb", "test")
+    ds = _open(data, tmp_path, "mmimdb", "test", ratio=0.7)
     samples = [ds[i] for i in range(len(ds))]
     batch = ds.collate(samples)
     b = len(samples)
@@ -185,7 +175,7 @@ def test_tokenizer_truncates_long_text() -> None:
 
 
 def test_dataloader_with_collate(data: dict, tmp_path: Path) -> None:
-    ds = Food101Dataset(make_cfg(data, tmp_path, ratio=0.5, kind="text"), "food101", "train")
+    ds = _open(data, tmp_path, "food101", "train", ratio=0.5, kind="text")
     ds[0]  # open the table in this process; pickling must not carry it
     clone = pickle.loads(pickle.dumps(ds))
     assert clone._table is None and clone._images is None
@@ -197,16 +187,17 @@ def test_dataloader_with_collate(data: dict, tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------- task info
 def test_task_info(data: dict, tmp_path: Path) -> None:
-    cfg = make_cfg(data, tmp_path)
-    info = MMIMDbDataset.task_info(cfg, "mmimdb")
+    info = _info(data, "mmimdb")
     assert (info.kind, info.modalities, info.num_classes, info.loss) == ("natural", ("text", "image"), 23, "bce")
+    assert info.task_type == "multilabel"
     assert info.class_names == MMIMDB_GENRES and info.bands == {} and info.patch_size == 0
-    food = Food101Dataset.task_info(cfg, "food101")
+    food = _info(data, "food101")
     assert (food.num_classes, food.loss, len(food.class_names)) == (101, "ce", 101)
-    hate = HatefulMemesDataset.task_info(cfg, "hatememes")
+    hate = _info(data, "hatememes")
     assert (hate.num_classes, hate.loss, hate.class_names) == (2, "ce", ("not_hateful", "hateful"))
+    assert (food.task_type, hate.task_type) == ("multiclass", "binary")
     with pytest.raises(ValueError, match="food101_class_num=10 .* 101 classes"):
-        Food101Dataset.task_info(make_cfg(data, tmp_path, food101_class_num=10), "food101")
+        _info(data, "food101", food101_class_num=10)
 
 
 def test_reads_dcp_made_files_without_metadata(data: dict, tmp_path: Path) -> None:
@@ -218,13 +209,12 @@ def test_reads_dcp_made_files_without_metadata(data: dict, tmp_path: Path) -> No
         text = pa.array([t[0] for t in table.column("text").to_pylist()])
         plain = pa.table({"image": table.column("image"), "text": text, "label": table.column("label"),
                           "split": table.column("split")})
-        with pa.OSFile(str(root / f"hatememes_{split}.arrow"), "wb") as sink:
-            with pa.ipc.new_file(sink, plain.schema) as writer:
-                writer.write_table(plain)
-    cfg = make_cfg(data, tmp_path, data_root=str(root))
-    info = HatefulMemesDataset.task_info(cfg, "hatememes")
+        with pa.OSFile(str(root / f"hatememes_{split}.arrow"), "wb") as sink, \
+                pa.ipc.new_file(sink, plain.schema) as writer:
+            writer.write_table(plain)
+    info = _info(data, "hatememes", data_root=root)
     assert info.num_classes == 2 and info.metadata == {}
-    ours = HatefulMemesDataset(make_cfg(data, tmp_path / "ours"), "hatememes", "test")
-    theirs = HatefulMemesDataset(cfg, "hatememes", "test")
+    ours = _open(data, tmp_path / "ours", "hatememes", "test")
+    theirs = _open(data, tmp_path, "hatememes", "test", data_root=root)
     assert theirs[0]["text"] == ours[0]["text"] and torch.equal(theirs[0]["image"], ours[0]["image"])
     assert Food101Dataset.default_class_names()[0] == "frozen_yogurt"  # MMP/DCP index order

@@ -1,0 +1,47 @@
+"""The method registry: ``method=<name>`` picks one of :data:`METHODS`.
+
+A method is a :class:`mamol.models.method.Method` subclass in its own file here, with an ``Options``
+dataclass of its config keys; register it by adding one entry below. :func:`build_model` puts the chosen
+method into the host for the data kind (one encoder for every remote modality; two towers for image–text).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from mamol.errors import ConfigError
+from mamol.methods.mamol import MaMOL
+from mamol.models.method import Method
+from mamol.models.natural import NaturalModel
+from mamol.models.remote import RemoteModel
+from mamol.settings import BackboneSettings, MethodSettings, ModelSettings
+from mamol.tasks import TaskInfo
+
+METHODS: dict[str, type[Method]] = {
+    MaMOL.name: MaMOL,
+}
+"""Method name (the ``method`` config key) -> class."""
+
+
+def method_class(name: str) -> type[Method]:
+    """The class registered as ``name``; ConfigError listing the choices otherwise."""
+    if name not in METHODS:
+        raise ConfigError(f"method={name!r} is not a method of this framework; choose one of {sorted(METHODS)}")
+    return METHODS[name]
+
+
+def build_model(backbone: BackboneSettings, model: ModelSettings, method: MethodSettings,
+                infos: Sequence[TaskInfo]) -> nn.Module:
+    """The model of a run: its method inside the host for the data kind of ``infos``."""
+    infos = list(infos)
+    kinds = {info.kind for info in infos}
+    if len(kinds) != 1:
+        raise ConfigError(f"datasets={[i.name for i in infos]} mixes remote and image-text tasks; train them "
+                          f"separately")
+    chosen = method_class(method.name)(method.options, infos[0].kind, infos[0].modalities)
+    if infos[0].kind == "remote":
+        if len(infos) != 1:
+            raise ConfigError(f"datasets={[i.name for i in infos]}: a remote run trains on one scene at a time")
+        return RemoteModel(backbone, model, infos[0], chosen)
+    return NaturalModel(backbone, model, infos, chosen)

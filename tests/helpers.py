@@ -1,0 +1,114 @@
+"""Builders shared by the tests: configs from ``config.py``'s defaults, task descriptions, tiny models.
+
+Every test gets its config through :func:`tiny_config` (the Sacred defaults plus the tiny random backbone on
+the CPU), so no test restates a default.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from torch import nn
+
+from config import defaults
+from mamol.data import catalogue
+from mamol.data.base import BaseArrowDataset
+from mamol.data.convert_remote import prepare_remote
+from mamol.data.synthetic import generate_scene, write_scene
+from mamol.methods import build_model, method_class
+from mamol.settings import RunSettings, resolve_model
+from mamol.tasks import REMOTE, TaskInfo
+from mamol.train import resolve_settings
+from run import ex  # importing run registers its main function with the experiment
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = dict(vit="tiny", clip_random_init=True, num_gpus=0, num_workers=0)
+"""What every CPU test sets: the 4-block random CLIP, no GPU, no worker processes."""
+
+
+def tiny_config(*named_configs: str, **updates) -> dict:
+    """The config ``run.py with <named_configs> vit=tiny clip_random_init=True num_gpus=0 ... <updates>`` uses."""
+    return defaults(*named_configs, **{**TINY, **updates})
+
+
+def remote_info(modalities: Sequence[str] = ("hsi", "lidar"), bands: Sequence[int] = (12, 1), classes: int = 5,
+                name: str = "synthetic", patch_size: int = 14) -> TaskInfo:
+    """A remote scene's description without any file."""
+    return TaskInfo(name=name, kind="remote", task_type=REMOTE, modalities=tuple(modalities),
+                    bands=dict(zip(modalities, bands)), num_classes=classes,
+                    class_names=tuple(f"c{i}" for i in range(classes)), patch_size=patch_size, metadata={})
+
+
+def natural_info(name: str = "mmimdb", classes: int = 23) -> TaskInfo:
+    """An image-text task's description (task type from the catalogue) without any file."""
+    entry = catalogue.CATALOGUE[name]
+    return TaskInfo(name=name, kind="natural", task_type=entry.task_type, modalities=entry.modalities, bands={},
+                    num_classes=classes, class_names=tuple(f"c{i}" for i in range(classes)), patch_size=0,
+                    metadata={})
+
+
+def tiny_model(infos: TaskInfo | Sequence[TaskInfo], **updates) -> nn.Module:
+    """The model a run would build for ``infos`` with the tiny backbone and the config ``updates``."""
+    infos = [infos] if isinstance(infos, TaskInfo) else list(infos)
+    cfg = tiny_config(**updates)
+    kind = infos[0].kind
+    return build_model(*resolve_model(cfg, kind, method_class(cfg["method"]).Options), infos)
+
+
+def run_settings(data_root: str | Path, *named_configs: str, **updates) -> RunSettings:
+    """Typed settings of a tiny CPU run on the Arrow files in ``data_root`` (as ``run.py`` resolves them)."""
+    return resolve_settings(tiny_config(*named_configs, data_root=str(data_root), **updates))
+
+
+def open_split(data_root: str | Path, name: str, split: str, *named_configs: str, **updates) -> BaseArrowDataset:
+    """Split ``split`` of dataset ``name`` as a run with these config ``updates`` serves it.
+
+    Image-text datasets take their ``task_finetune_<name>`` named config unless others are given.
+    """
+    entry = catalogue.entry(name, data_root)
+    if entry.kind == "natural" and not named_configs:
+        named_configs = (f"task_finetune_{entry.name}",)
+    s = run_settings(data_root, *named_configs, datasets=[name], **updates)
+    return entry.dataset(entry, s.data, s.missing, split)
+
+
+def convert_scene(tmp: Path, name: str = "arrow", hsi_bands: int = 8, seed: int = 0,
+                  size: tuple[int, int] = (48, 64), modalities: Sequence[str] = ("hsi", "lidar"), **counts) -> Path:
+    """A generated 4-class scene (2 spectra x 2 heights) converted to Arrow under ``tmp/name``; returns that folder."""
+    scene = generate_scene(height=size[0], width=size[1], hsi_bands=hsi_bands, n_classes=4, n_heights=2,
+                           regions_per_class=2, modalities=tuple(modalities), sar_bands=2, seed=seed)
+    write_scene(scene, tmp / f"raw_{name}")
+    counts = {"train_per_class": 40, "val_per_class": 20, "test_per_class": 60, **counts}
+    prepare_remote("synthetic", tmp / f"raw_{name}", tmp / name, seed=seed, progress=False, **counts)
+    return tmp / name
+
+
+def run_experiment(*named_configs: str, **updates) -> dict:
+    """Run ``python run.py with <named_configs> <TINY> <updates>`` in this process (as ``run.py`` does).
+
+    Returns the new run's ``test_results.json`` with ``run_dir`` added.
+    """
+    updates = {**TINY, "exp_name": "mamol", **updates}
+    ex.run(named_configs=list(named_configs), config_updates=updates, options={"--loglevel": "ERROR"})
+    runs = sorted((Path(updates["log_dir"]) / updates["exp_name"]).glob("version_*"),
+                  key=lambda p: int(p.name.split("_")[1]))
+    report = json.loads((runs[-1] / "test_results.json").read_text())
+    report["run_dir"] = str(runs[-1])
+    return report
+
+
+def cli(*args: str, script: str = "run.py", timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run an entry point of the repository (``run.py`` by default) in a fresh interpreter."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, script, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def cli_updates(updates: dict) -> list[str]:
+    """``key=value`` words of a Sacred command line for ``updates``."""
+    return [f"{k}={v!r}" if isinstance(v, (list, str, dict)) else f"{k}={v}" for k, v in updates.items()]

@@ -1,0 +1,50 @@
+"""Image-text tasks through run.py's experiment: a fast_dev_run fit and a test_only run of each, tiny CLIP."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import run_experiment
+
+TASKS = {"mmimdb": ("task_finetune_mmimdb", "F1_macro"), "food101": ("task_finetune_food101", "accuracy"),
+         "hatememes": ("task_finetune_hatememes", "AUROC")}
+
+
+def _run(data_root: Path, tmp: Path, task: str, **updates) -> dict:
+    """One epoch of ``task``'s named config on the fake data, batches of 4."""
+    base = dict(data_root=str(data_root), batch_size=4, per_gpu_batchsize=4, log_dir=str(tmp / "runs"),
+                missing_table_root=str(tmp / "tables"), exp_name=task, max_epoch=1)
+    return run_experiment(TASKS[task][0], **{**base, **updates})
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_fast_dev_run_fit(natural_root, tmp_path, task):
+    report = _run(natural_root, tmp_path, task, fast_dev_run=True)
+    assert TASKS[task][1] in report["metrics"]
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_fit_then_test_only(natural_root, tmp_path, task):
+    fitted = _run(natural_root, tmp_path, task, val_check_interval=1.0)
+    checkpoint = fitted["checkpoint"]
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    assert state["mamol"]["infos"][0]["name"] == task
+    evaluated = _run(natural_root, tmp_path, task, test_only=True, load_path=checkpoint, test_ratio=0.7,
+                     test_type="both")
+    assert evaluated["metrics"] == pytest.approx(fitted["metrics"], abs=1e-6)  # same weights, same table
+    assert evaluated["missing"]["missing_type"] == "both" and evaluated["checkpoint"] == checkpoint
+    names = set(evaluated["metrics"])
+    expected = {"mmimdb": {"F1_micro", "F1_macro", "F1_weighted", "F1_samples"},
+                "food101": {"accuracy"}, "hatememes": {"AUROC", "accuracy"}}[task]
+    assert expected <= names and not any(n.startswith("val") for n in names)
+
+
+def test_two_tasks_train_and_evaluate_together(natural_root, tmp_path):
+    """DCP's multitask setting: one model, one head per task, batches never mixing tasks."""
+    report = _run(natural_root, tmp_path, "mmimdb", datasets=["mmimdb", "food101"],
+                  loss_names={"mmimdb": 1, "food101": 1}, exp_name="mmimdb", val_check_interval=1.0)
+    metrics = set(report["metrics"])
+    assert {"mmimdb/F1_macro", "food101/accuracy", "the_metric"} <= metrics
+    assert report["tasks"] == ["mmimdb", "food101"]
