@@ -97,7 +97,7 @@ def config():
     # ---------------------------------------------------------------- hardware
     num_gpus = 1  # GPUs per node; 0 (or no GPU present) = CPU
     num_nodes = 1  # nodes; more than one device in total runs DDP
-    precision = 16  # 16 = fp16 mixed on GPU, "bf16" = bf16 mixed on GPU, 32 = full; the CPU always uses 32
+    precision = 16  # 16 = fp16 mixed on GPU (32-bit on the CPU), "bf16" = bf16 mixed (GPU or CPU), 32 = full
 
     # ---------------------------------------------------------------- checkpoints and evaluation
     load_path = ""  # weights to start from or to test: Lightning .ckpt or plain state-dict .pt

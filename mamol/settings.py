@@ -324,10 +324,13 @@ def hardware_settings(cfg: Mapping[str, Any], batch_size: int,
             f"precision must be 16, 'bf16' or 32, found {cfg['precision']!r}")
     if use_gpu:
         lightning_precision = {"16": "16-mixed", "bf16": "bf16-mixed", "32": "32-true"}.get(precision, precision)
+    elif precision in {"bf16", "bf16-mixed"}:
+        lightning_precision = "bf16-mixed"  # asked for explicitly: bf16 autocast on the CPU (AVX-512 BF16 / AMX)
     else:
-        # Lightning would turn 16 into bf16 on the CPU; the CPU path is full precision by decision (SPEC §2).
+        # Lightning would turn 16 into bf16 on the CPU; fp16 is a GPU format, so the CPU runs 32-bit (SPEC §2).
         if precision not in {"32", "32-true"}:
-            log.info("precision=%s applies to GPUs only: the CPU run uses 32-bit", precision)
+            log.info("precision=%s applies to GPUs only: the CPU run uses 32-bit (precision='bf16' for bf16 "
+                     "autocast on the CPU)", precision)
         lightning_precision = "32-true"
 
     per_device = coerce("per_gpu_batchsize", cfg["per_gpu_batchsize"] or 0, int)

@@ -26,10 +26,10 @@ def test_accumulation_guard_names_the_keys(tmp_path):
         _resolve(tmp_path, batch_size=16, per_gpu_batchsize=32)
 
 
-def test_cpu_never_gets_half_precision(tmp_path):
+def test_cpu_never_gets_fp16_and_bf16_only_when_asked(tmp_path):
     cfg = tiny_config(batch_size=8, per_gpu_batchsize=8)
     assert hardware_settings(cfg | {"precision": 16}, 8, cuda_available=False).precision == "32-true"
-    assert hardware_settings(cfg | {"precision": "bf16"}, 8, cuda_available=False).precision == "32-true"
+    assert hardware_settings(cfg | {"precision": "bf16"}, 8, cuda_available=False).precision == "bf16-mixed"
     assert hardware_settings(cfg | {"precision": 16, "num_gpus": 1}, 8, cuda_available=True).precision == "16-mixed"
 
 
