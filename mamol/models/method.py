@@ -20,11 +20,12 @@ from torch import Tensor, nn
 
 @dataclass(frozen=True)
 class Rows:
-    """Per-row conditioning of one tower call: row ``n`` of the token batch belongs to a sample whose
-    missing-type code is ``codes[n]`` and whose modalities are present where ``present[n]`` is True."""
+    """Per-row conditioning of one tower call: row ``n`` of the token batch encodes modality ``modality[n]``
+    of a sample whose missing-type code is ``codes[n]`` and whose modalities are present where ``present[n]``."""
 
     codes: Tensor  # (N,) int64 missing-type codes (mamol.missing)
     present: Tensor  # (N, M) bool, modality order of the dataset
+    modality: Tensor  # (N,) int64 index (in the dataset's modality order) of the modality row n encodes
 
 
 @dataclass(frozen=True)

@@ -71,16 +71,18 @@ class NaturalModel(Host):
         x = clip.ln_final(x[torch.arange(x.shape[0], device=x.device), text_ids.argmax(dim=-1)])  # (N, D)
         return x @ clip.text_projection
 
-    def _tower(self, encode: Callable[[Tensor, Rows], Tensor], inputs: Tensor, keep: Tensor, codes: Tensor,
+    def _tower(self, encode: Callable[[Tensor, Rows], Tensor], inputs: Tensor, column: int, codes: Tensor,
                present: Tensor) -> Tensor:
-        """Features (B, E) of one tower, zero where ``keep`` (B,) is False; skipped rows are not computed."""
+        """Features (B, E) of the tower of modality ``column``, zero where it is missing (rows not computed)."""
+        keep = present[:, column]  # (B,)
+        modality = torch.full_like(codes, column)
         if not self.skip_missing:
-            out = encode(inputs, Rows(codes, present))  # (B, E)
+            out = encode(inputs, Rows(codes, present, modality))  # (B, E)
             return torch.where(keep.unsqueeze(-1), out, torch.zeros_like(out))
         idx = keep.nonzero().squeeze(1)  # (n,)
         if idx.numel() == 0:
             return present.new_zeros(keep.shape[0], self.embed_dim, dtype=self.clip.visual.proj.dtype)
-        out = encode(inputs.index_select(0, idx), Rows(codes[idx], present[idx]))  # (n, E)
+        out = encode(inputs.index_select(0, idx), Rows(codes[idx], present[idx], modality[idx]))  # (n, E)
         return out.new_zeros(keep.shape[0], out.shape[-1]).index_copy(0, idx, out)  # (B, E)
 
     def features(self, batch: dict) -> Tensor:
@@ -91,8 +93,8 @@ class NaturalModel(Host):
             raise ValueError(f"batch sizes differ: image {tuple(image.shape)}, text_ids {tuple(text_ids.shape)}, "
                              f"missing_type {tuple(missing.shape)}")
         present = present_mask(missing, len(NATURAL_MODALITIES))  # (B, 2) bool, code order (text, image)
-        img = self._tower(self.encode_image, image, present[:, self.image_col], missing, present)
-        txt = self._tower(self.encode_text, text_ids, present[:, self.text_col], missing, present)
+        img = self._tower(self.encode_image, image, self.image_col, missing, present)
+        txt = self._tower(self.encode_text, text_ids, self.text_col, missing, present)
         return torch.cat([img, txt], dim=1)  # (B, 2E)
 
     def forward(self, batch: dict) -> Tensor:

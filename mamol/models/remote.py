@@ -104,7 +104,8 @@ class RemoteModel(Host):
         batch_size = missing.shape[0]
         if not self.skip_missing:
             tokens = torch.cat([self.tokenizers[m](batch[m]) for m in self.modalities])  # (M*B, L, D)
-            rows = Rows(missing.repeat(n_mod), present.repeat(n_mod, 1))
+            slots = torch.arange(n_mod, device=missing.device).repeat_interleave(batch_size)  # (M*B,)
+            rows = Rows(missing.repeat(n_mod), present.repeat(n_mod, 1), slots)
             out = self.encode(tokens, grid, rows).reshape(n_mod, batch_size, -1).transpose(0, 1)  # (B, M, E)
             return torch.where(present.unsqueeze(-1), out, torch.zeros_like(out))
         samples, slots, tokens = [], [], []
@@ -116,7 +117,8 @@ class RemoteModel(Host):
             samples.append(idx)
             slots.append(torch.full_like(idx, j))
         sample, slot = torch.cat(samples), torch.cat(slots)  # (R,), R = present (sample, modality) pairs
-        out = self.encode(torch.cat(tokens), grid, Rows(missing[sample], present[sample]))  # (R, E), one call
+        rows = Rows(missing[sample], present[sample], slot)
+        out = self.encode(torch.cat(tokens), grid, rows)  # (R, E), one encoder call for every present pair
         feats = out.new_zeros(batch_size, n_mod, out.shape[-1])
         return feats.index_put((sample, slot), out)  # (B, M, E)
 

@@ -47,7 +47,8 @@ def test_zeroed_adapters_give_the_frozen_open_clip_tower():
     reference.visual.load_state_dict(frozen, strict=True)  # backbone keys are open_clip's own
     image = torch.randn(3, 3, 224, 224)
     tokens = reference.visual.conv1(image).flatten(2).transpose(1, 2)  # CLIP's own patch tokens (3, 196, 64)
-    rows = Rows(codes=torch.zeros(3, dtype=torch.long), present=torch.ones(3, 2, dtype=torch.bool))
+    rows = Rows(codes=torch.zeros(3, dtype=torch.long), present=torch.ones(3, 2, dtype=torch.bool),
+                modality=torch.zeros(3, dtype=torch.long))
     with torch.no_grad():
         ours = net.encode(tokens, (14, 14), rows)
         torch.testing.assert_close(ours, reference.visual(image), rtol=0, atol=1e-6)
