@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import warnings
 
+from docopt import docopt
+
 # sacred 0.8.7 imports pkg_resources (hence setuptools<81 in requirements.txt), which warns on import.
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
 
 from sacred import SETTINGS, Experiment  # noqa: E402
+from sacred.arg_parser import get_config_updates  # noqa: E402
 
 SETTINGS.CAPTURE_MODE = "no"  # no observers record output; keep Lightning's progress bar untouched
 ex = Experiment("MaMOL", save_git_info=False)
@@ -95,14 +98,18 @@ def config():
     check_val_every_n_epoch = 1  # validate every N epochs (the release: 20 on remote data, see `remote`)
 
     # ---------------------------------------------------------------- hardware
-    num_gpus = 1  # GPUs per node; 0 (or no GPU present) = CPU
-    num_nodes = 1  # nodes; more than one device in total runs DDP
+    num_gpus = 1  # GPUs per node; 0 = the CPU (asking for GPUs that are not there is an error)
+    num_processes = 1  # CPU processes per node when num_gpus=0 (DDP over gloo when > 1)
+    num_nodes = 1  # nodes; more than one process in all runs DDP (torchrun / SLURM set these themselves)
     precision = 16  # 16 = fp16 mixed on GPU (32-bit on the CPU), "bf16" = bf16 mixed (GPU or CPU), 32 = full
 
     # ---------------------------------------------------------------- checkpoints and evaluation
     load_path = ""  # weights to start from or to test: Lightning .ckpt or plain state-dict .pt
     resume_from = ""  # Lightning .ckpt to resume training from (optimizer, schedule, epoch)
     test_only = False  # evaluate load_path on the test split and write test_results.json
+    test_after_fit = True  # a training run ends by testing its best checkpoint
+    limit_test = 1.0  # test on a fraction of the test split (<= 1.0) or on its first N batches (> 1)
+    debug = False  # run.py: show the full traceback of a project error instead of the one-line message
 
 
 # The paper's remote-sensing protocol (SPEC §5.3, §6): the root config above holds its values (Houston2013,
@@ -149,3 +156,11 @@ def _merge(base: dict, changes: dict) -> None:
             base[key] = {**base[key], **value}
         else:
             base[key] = value
+
+
+def parse_command_line(argv: list[str]) -> tuple[dict, list[str], bool]:
+    """(config updates, named configs, debug) of a ``run.py`` command line, parsed as Sacred parses it."""
+    _, _, internal_usage = ex.get_usage()
+    args = docopt(internal_usage, [str(a) for a in argv[1:]], default_help=False)
+    updates, named = get_config_updates(args["UPDATE"])
+    return updates, list(named), bool(updates.get("debug") or args.get("--debug"))

@@ -1,17 +1,67 @@
-"""Train or evaluate MaMOL: ``python run.py with data_root=<ARROW_ROOT> remote exp_name=mamol``.
+"""Train or evaluate: ``python run.py with data_root=<ARROW_ROOT> remote exp_name=mamol``.
 
-See README.md for every command. The Sacred config lives in ``config.py``; the package takes a plain dict.
+See README.md for every command. The Sacred config lives in ``config.py``; ``mamol.train`` types it. A project
+error (bad config, data or checkpoint) is printed as one line and exits with status 2 (``debug=True``: the
+full traceback); a run stopped by SIGTERM/SIGINT names the checkpoint to resume from.
 """
 from __future__ import annotations
 
 import copy
+import logging
+import sys
 
-from config import ex
+from config import ex, parse_command_line
+from mamol import cli
+from mamol.errors import MamolError
+from mamol.train import run
+
+_ONE_LINE = False  # set by command_line(): in-process callers (tests, sweeps) get the project errors as raised
 
 
-@ex.automain
+def _one_line() -> bool:
+    return _ONE_LINE
+
+
+def _sacred_logger() -> logging.Logger:
+    """Sacred's warnings only, without the ones that repeat what the run says itself: no observers (none are
+    used), changed types (the settings check every type) and "Failed after" (the one-line error says it)."""
+    logger = logging.getLogger("mamol.run")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s - %(name)s - %(message)s"))
+        for prefix in ("No observers", "Changed type of config entry", "Failed after"):
+            handler.addFilter(cli.DropLine(prefix))
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
+    return logger
+
+
+@ex.main
+@cli.one_line_errors(_one_line)
 def main(_config: dict) -> None:
-    from mamol.train import run
-
     report = run(copy.deepcopy(dict(_config)))
     print(report["summary"], flush=True)
+
+
+def command_line(argv: list[str]) -> int:
+    """Check the keys and named configs of ``argv`` (with suggestions), then run Sacred's command line."""
+    global _ONE_LINE
+    updates, named, debug = parse_command_line(argv)
+    _ONE_LINE = not debug
+    ex.logger = _sacred_logger()
+    try:
+        cli.check_names(updates, named, set(ex.configurations[0]()), set(ex.named_configs))
+        ex.run_commandline(argv)
+    except cli.ProjectExit as stop:
+        return cli.print_error(stop.error)
+    except MamolError as err:
+        if debug:
+            raise
+        return cli.print_error(err)
+    finally:
+        _ONE_LINE = False
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(command_line(sys.argv))

@@ -19,6 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
+from mamol.cli import print_error
 from mamol.data import catalogue
 from mamol.data.convert_remote import human_bytes
 from mamol.data.formats import NAN_POLICIES, NORMALIZATIONS
@@ -68,6 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     n.add_argument("--allow-missing-test", action="store_true",
                    help="hateful_memes: without a labelled test file write only train and dev instead of failing")
     p.add_argument("-q", "--quiet", action="store_true", help="warnings only, no progress bars")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an input error (default: one line)")
     args = p.parse_args(argv)
     dataset = catalogue.canonical_name(args.dataset or "")
     for dest, datasets in NATURAL_OPTIONS.items():
@@ -117,8 +119,9 @@ def main(argv: list[str] | None = None) -> int:
             for split, path in written.items():
                 print(f"{dataset:>12} {split:>5}: {path} ({human_bytes(path.stat().st_size)})")
     except MamolError as err:
-        print(f"make_arrow: error: {err}", file=sys.stderr)
-        return 2
+        if args.debug:
+            raise
+        return print_error(err)
     return 0
 
 

@@ -27,3 +27,12 @@ class MissingFileError(MamolError, FileNotFoundError):
 
 class CheckpointError(MamolError, ValueError):
     """A checkpoint that cannot be read or was made for another dataset, model or backbone."""
+
+
+class TrainingInterrupted(MamolError):
+    """Training stopped by SIGTERM or SIGINT at a batch boundary; ``checkpoint`` resumes it."""
+
+    def __init__(self, signal_name: str, signal_number: int, checkpoint: str, detail: str) -> None:
+        super().__init__(f"interrupted by {signal_name} {detail}; resume with resume_from={checkpoint}")
+        self.signal_name, self.checkpoint = signal_name, checkpoint
+        self.exit_code = 128 + signal_number  # what a shell reports for a process ended by that signal

@@ -7,9 +7,12 @@ multiply by 100.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
+from torchmetrics.aggregation import SumMetric
 from torchmetrics.classification import (
     BinaryAUROC,
     MulticlassAccuracy,
@@ -52,13 +55,18 @@ class TaskMetrics(nn.Module):
     """The metrics of one task, chosen by its task type (:mod:`mamol.tasks`).
 
     ``update(logits, labels)``, ``compute() -> {name: value}`` (plus ``the_metric``, the checkpoint-selection
-    metric), ``reset()``.
+    metric), ``reset()``. A metric that is undefined on what was seen — AUROC when the split holds one class,
+    F1 when it holds no positive label — is NaN, never a number that looks like a score; ``undefined`` then
+    says which metrics and why.
     """
 
     def __init__(self, task_type: str, num_classes: int) -> None:
         super().__init__()
         self.task_type, self.num_classes = task_type, num_classes
         self.updated = False  # whether any batch was seen since the last reset
+        self.undefined: dict[str, str] = {}  # metric -> why it is NaN, from the last compute()
+        # Positive labels and samples seen (summed over processes), to tell when AUROC / F1 are undefined.
+        self.counts = MetricCollection({"positives": SumMetric(), "samples": SumMetric()})
         if task_type == REMOTE:
             self.metrics = MetricCollection({
                 "OA": MulticlassAccuracy(num_classes, average="micro"),
@@ -91,6 +99,9 @@ class TaskMetrics(nn.Module):
     def update(self, logits: Tensor, labels: Tensor) -> None:
         self.updated = True
         logits = logits.float()
+        if self.task_type in (BINARY, MULTILABEL):
+            self.counts["positives"].update((labels > 0).sum().float())
+            self.counts["samples"].update(torch.tensor(float(labels.shape[0])))
         if self.task_type == MULTILABEL:
             self.metrics.update(torch.sigmoid(logits), labels.long())
         elif self.task_type == BINARY:
@@ -100,18 +111,38 @@ class TaskMetrics(nn.Module):
         else:
             self.metrics.update(logits, labels)
 
+    def _undefined(self) -> dict[str, str]:
+        """Metrics that what was seen leaves undefined, with the reason."""
+        if self.task_type not in (BINARY, MULTILABEL):
+            return {}
+        counts = self.counts.compute()
+        positives, samples = int(counts["positives"]), int(counts["samples"])
+        if self.task_type == BINARY and positives in (0, samples):
+            which = "positive" if positives else "negative"
+            return {"AUROC": f"all {samples} samples are {which}: AUROC needs both classes"}
+        if self.task_type == MULTILABEL and positives == 0:
+            reason = f"none of the {samples} samples has a positive label: F1 is 0/0"
+            return {name: reason for name in ("F1_micro", "F1_macro", "F1_weighted", "F1_samples")}
+        return {}
+
     def compute(self) -> dict[str, Tensor]:
-        """Scalars by name; remote ``class_acc`` is expanded to ``acc_<class index>``."""
-        values = self.metrics.compute()
+        """Scalars by name (undefined ones NaN); remote ``class_acc`` is expanded to ``acc_<class index>``."""
+        self.undefined = self._undefined()
+        with warnings.catch_warnings():  # torchmetrics warns, then returns 0, for what _undefined() reports
+            warnings.filterwarnings("ignore", message=".*(positive|negative) samples in targets.*")
+            values = self.metrics.compute()
         out: dict[str, Tensor] = {}
         for key, value in values.items():
+            if key in self.undefined:
+                value = torch.tensor(float("nan"))
             if key == "class_acc":
                 out.update({f"acc_{i}": v for i, v in enumerate(value)})
             else:
                 out[key] = value
-        out["the_metric"] = values[self.the_metric]
+        out["the_metric"] = out[self.the_metric]
         return out
 
     def reset(self) -> None:
         self.updated = False
         self.metrics.reset()
+        self.counts.reset()

@@ -14,9 +14,11 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from mamol import checkpoint
+from mamol.errors import CheckpointError
 from mamol.methods import build_model
 from mamol.metrics import TaskMetrics
 from mamol.optim import build_optimizer
@@ -87,14 +89,20 @@ class MaMOLModule(pl.LightningModule):
         self._eval_step("test", batch)
 
     def _eval_epoch_end(self, stage: str) -> dict[str, float]:
-        """Log ``<stage>/<metric>`` (``<stage>/<task>/<metric>`` with several tasks) and ``<stage>/the_metric``."""
+        """Log ``<stage>/<metric>`` (``<stage>/<task>/<metric>`` with several tasks) and ``<stage>/the_metric``.
+
+        Values are x100 in logs and files alike (OA 97.75, not 0.9775); an undefined metric is NaN, with a
+        warning naming the split and why, and a NaN ``val/the_metric`` never selects a checkpoint.
+        """
         results: dict[str, float] = {}
         the_metrics = []
         for info in self.infos:
             metrics = self.metrics[f"{stage}_{info.name}"]
             if not metrics.updated:
                 continue
-            values = metrics.compute()
+            values = {key: 100.0 * torch.as_tensor(v, dtype=torch.float32) for key, v in metrics.compute().items()}
+            for name, why in metrics.undefined.items():
+                rank_zero_warn(f"{stage}/{info.name}: {name} is undefined on this split and reported as NaN ({why})")
             metrics.reset()
             prefix = self._prefix(stage, info)
             for key, value in values.items():
@@ -104,7 +112,7 @@ class MaMOLModule(pl.LightningModule):
                 results[prefix + key] = float(value)
             the_metrics.append(values["the_metric"])
         if the_metrics:
-            the_metric = torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in the_metrics]).mean()
+            the_metric = torch.stack(the_metrics).mean()
             self.log(f"{stage}/the_metric", the_metric, prog_bar=True)
             results[f"{stage}/the_metric"] = float(the_metric)
         return results
@@ -137,6 +145,17 @@ class MaMOLModule(pl.LightningModule):
         """Resuming (``resume_from``): upgrade an older format in place, refuse a mismatched checkpoint."""
         checkpoint.upgrade(ckpt)
         source = f"resume_from={str(self.settings.run.resume_from)!r}"
+        self._check(ckpt.get(checkpoint.SECTION), source)
+        checkpoint.check_state(ckpt["state_dict"], self.state_dict(), checkpoint.trainable_keys(self.model), source,
+                               self.describe())
+
+    def check_resumable(self, path: str | Path) -> None:
+        """Refuse a ``resume_from`` file that cannot be read or was made for other data, method or backbone."""
+        source = f"resume_from={str(path)!r}"
+        ckpt = checkpoint.read(path, source)
+        if "state_dict" not in ckpt or "optimizer_states" not in ckpt:
+            raise CheckpointError(f"{source} is not a Lightning training checkpoint (no optimizer state): "
+                                             f"resume from checkpoints/last.ckpt of a run, or pass it as load_path")
         self._check(ckpt.get(checkpoint.SECTION), source)
         checkpoint.check_state(ckpt["state_dict"], self.state_dict(), checkpoint.trainable_keys(self.model), source,
                                self.describe())

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import types
 import typing
 from collections.abc import Mapping
@@ -42,6 +43,8 @@ class RunInfo:
     test_only: bool
     load_path: Path | None
     resume_from: Path | None
+    test_after_fit: bool  # test the best checkpoint when training ends
+    limit_test: float  # part of the test split evaluated: a fraction (<= 1) or a number of batches (> 1)
 
 
 @dataclass(frozen=True)
@@ -306,18 +309,51 @@ def missing_settings(cfg: Mapping[str, Any]) -> MissingSettings:
                        **splits)
 
 
-def hardware_settings(cfg: Mapping[str, Any], batch_size: int,
-                      cuda_available: bool | None = None) -> HardwareSettings:
-    """Accelerator, devices, precision, strategy and gradient accumulation."""
+def launcher_processes(env: Mapping[str, str]) -> tuple[str, int, int] | None:
+    """(launcher, processes per node, nodes) when an external launcher started this process, else None.
+
+    torchrun sets ``LOCAL_WORLD_SIZE`` and ``WORLD_SIZE``; ``srun`` sets ``SLURM_NTASKS`` and ``SLURM_NNODES``
+    (an interactive SLURM shell, as Lightning treats it, does not count).
+    """
+    if "TORCHELASTIC_RUN_ID" in env and "LOCAL_WORLD_SIZE" in env and "WORLD_SIZE" in env:
+        local, world = int(env["LOCAL_WORLD_SIZE"]), int(env["WORLD_SIZE"])
+        return "torchrun", local, max(world // max(local, 1), 1)
+    if int(env.get("SLURM_NTASKS", "1")) > 1 and env.get("SLURM_JOB_NAME") not in ("bash", "interactive"):
+        tasks, nodes = int(env["SLURM_NTASKS"]), int(env.get("SLURM_NNODES", "1"))
+        return "SLURM", max(tasks // nodes, 1), nodes
+    return None
+
+
+def hardware_settings(cfg: Mapping[str, Any], batch_size: int, cuda_devices: int | None = None,
+                      env: Mapping[str, str] | None = None) -> HardwareSettings:
+    """Accelerator, devices, precision, strategy and gradient accumulation.
+
+    ``num_gpus`` GPUs per node (0 = the CPU, then ``num_processes`` CPU processes per node) on ``num_nodes``
+    nodes; more than one process in all runs DDP. A process started by torchrun or SLURM takes its process
+    counts from the launcher. Asking for GPUs that are not there is an error, not a silent CPU run.
+    """
     num_gpus = coerce("num_gpus", cfg["num_gpus"], int)
+    num_processes = coerce("num_processes", cfg["num_processes"], int)
     num_nodes = coerce("num_nodes", cfg["num_nodes"], int)
     require(num_gpus >= 0, f"num_gpus must be >= 0, found {num_gpus}")
+    require(num_processes >= 1, f"num_processes must be >= 1, found {num_processes}")
     require(num_nodes >= 1, f"num_nodes must be >= 1, found {num_nodes}")
-    cuda = torch.cuda.is_available() if cuda_available is None else cuda_available
-    use_gpu = num_gpus > 0 and cuda
-    if num_gpus > 0 and not use_gpu:
-        log.warning("num_gpus=%d but no GPU is available: running on the CPU", num_gpus)
-    devices = num_gpus if use_gpu else 1
+    available = torch.cuda.device_count() if cuda_devices is None else cuda_devices
+    require(num_gpus <= available,
+            f"num_gpus={num_gpus} but {available} GPU{'s are' if available != 1 else ' is'} available: set "
+            f"num_gpus={available}" + (" (CPU: num_gpus=0, and num_processes=N for N CPU processes)" if available
+                                       else " to train on the CPU (num_processes=N for N CPU processes)"))
+    use_gpu = num_gpus > 0
+    require(not (use_gpu and num_processes > 1),
+            f"num_processes={num_processes} is for CPU runs (num_gpus=0); with GPUs, num_gpus sets the processes")
+    devices = num_gpus if use_gpu else num_processes
+    launched = launcher_processes(os.environ if env is None else env)
+    if launched is not None:
+        launcher, per_node, nodes = launched
+        if (per_node, nodes) != (devices, num_nodes):
+            log.warning("started by %s with %d process(es) per node on %d node(s): using those (the config asked "
+                        "for %d per node on %d)", launcher, per_node, nodes, devices, num_nodes)
+        devices, num_nodes = per_node, nodes
 
     precision = str(cfg["precision"])
     require(precision in {"16", "32", "bf16", "16-mixed", "bf16-mixed", "32-true"},
@@ -341,11 +377,11 @@ def hardware_settings(cfg: Mapping[str, Any], batch_size: int,
             f"batch_size ({batch_size}) and per_gpu_batchsize ({per_device}) must be >= 1")
     accumulate = batch_size // (per_device * world)
     require(accumulate >= 1,
-            f"gradient accumulation = batch_size // (per_gpu_batchsize x devices x num_nodes) = "
+            f"gradient accumulation = batch_size // (per_gpu_batchsize x processes x num_nodes) = "
             f"{batch_size} // ({per_device} x {devices} x {num_nodes}) = 0: raise batch_size to at least "
-            f"{per_device * world}, or lower per_gpu_batchsize / num_gpus / num_nodes")
+            f"{per_device * world}, or lower per_gpu_batchsize / num_gpus / num_processes / num_nodes")
     if batch_size % (per_device * world):
-        log.warning("batch_size=%d is not a multiple of per_gpu_batchsize x devices x nodes = %d: the effective "
+        log.warning("batch_size=%d is not a multiple of per_gpu_batchsize x processes x nodes = %d: the effective "
                     "batch is %d", batch_size, per_device * world, accumulate * per_device * world)
     return HardwareSettings(accelerator="gpu" if use_gpu else "cpu", devices=devices, num_nodes=num_nodes,
                             precision=lightning_precision, per_device_batch=per_device, accumulate=accumulate,
@@ -423,6 +459,8 @@ def resolve(cfg: Mapping[str, Any], *, kind: str, datasets: tuple[str, ...], met
                 f"image_size={data.image_size}: the CLIP ViT backbones here take 224 x 224 images")
 
     run = from_config(RunInfo, cfg | {k: cfg[k] or None for k in ("load_path", "resume_from")})
+    require(run.limit_test > 0 and (run.limit_test <= 1 or float(run.limit_test).is_integer()),
+            f"limit_test must be a fraction in (0, 1] or a whole number of batches, found {run.limit_test}")
     if run.test_only:
         require(run.load_path is not None, "test_only=True needs load_path=<checkpoint to evaluate>")
     for key in ("load_path", "resume_from"):

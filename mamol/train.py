@@ -9,6 +9,10 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import shutil
+import signal
+import threading
+import time
 import warnings
 from collections.abc import Mapping
 from importlib import metadata
@@ -18,12 +22,15 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers import CSVLogger, Logger
 from pytorch_lightning.strategies import DDPStrategy
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from mamol import __version__, settings
 from mamol.data import catalogue
 from mamol.data.datamodule import MaMOLDataModule
+from mamol.errors import TrainingInterrupted
 from mamol.files import write_json
 from mamol.methods import method_class
 from mamol.module import MaMOLModule
@@ -51,19 +58,23 @@ def versions() -> dict[str, str]:
 
 
 class LastCheckpoint(pl.Callback):
-    """Writes ``checkpoints/last.ckpt`` at the end of every training epoch, atomically.
+    """Writes ``checkpoints/last.ckpt`` before the first epoch and after every training epoch, atomically.
 
     Lightning's ``ModelCheckpoint(save_last=True)`` writes ``last`` only when it has just saved a top-k
     checkpoint, i.e. after a validation: with ``check_val_every_n_epoch=20`` an interrupted run would lose up
     to 19 epochs. The end of an epoch comes after that epoch's validation, so the file also carries the best
-    score and path of the best-checkpoint callback.
+    score and path of the best-checkpoint callback. The path is rank 0's (broadcast at setup).
     """
 
     def __init__(self, dirpath: Path) -> None:
         self.path = Path(dirpath) / "last.ckpt"
         self.last_model_path = ""
+        self.epochs_done = 0
 
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self.path = Path(trainer.strategy.broadcast(str(self.path), src=0))
+
+    def _save(self, trainer: pl.Trainer) -> None:
         if trainer.fast_dev_run or trainer.sanity_checking:
             return
         tmp = self.path.with_name(f".{self.path.name}.tmp")
@@ -71,13 +82,65 @@ class LastCheckpoint(pl.Callback):
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
         self.last_model_path = str(self.path)
+        self.epochs_done = trainer.current_epoch
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not self.path.is_file():  # a resumable state before the first epoch: an early stop loses nothing
+            self._save(trainer)
+        self.epochs_done = trainer.current_epoch
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._save(trainer)
+        self.epochs_done = trainer.current_epoch + 1
 
 
-def build_trainer(s: RunSettings, run_dir: Path, logger: CSVLogger | bool
+class BestCheckpoint(ModelCheckpoint):
+    """The best checkpoint on ``val/the_metric``; an undefined (NaN) score never selects one."""
+
+    def check_monitor_top_k(self, trainer: pl.Trainer, current: torch.Tensor | None = None) -> bool:
+        if current is not None and torch.isnan(torch.as_tensor(current)).any():
+            return False
+        return super().check_monitor_top_k(trainer, current)
+
+
+class StopOnSignal:
+    """SIGTERM and SIGINT during ``fit`` stop training at the next batch boundary (all ranks together).
+
+    Lightning stops at a batch boundary on SIGTERM (``SIGTERMException``); here SIGINT (Ctrl-C) takes the same
+    path instead of Lightning's immediate exit, and the signal is remembered to name it. A second Ctrl-C
+    stops at once. Active only in the main thread.
+    """
+
+    def __init__(self) -> None:
+        self.received: tuple[str, int] | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _on_term(self, signum: int, frame: Any) -> None:
+        self.received = self.received or ("SIGTERM", signum)
+
+    def _on_int(self, signum: int, frame: Any) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = ("SIGINT", signum)
+        os.kill(os.getpid(), signal.SIGTERM)  # Lightning's batch-boundary stop
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for signum, handler in ((signal.SIGTERM, self._on_term), (signal.SIGINT, self._on_int)):
+                self._previous[signum] = signal.signal(signum, handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+
+def build_trainer(s: RunSettings, run_dir: Path, logger: Logger | bool
                   ) -> tuple[pl.Trainer, ModelCheckpoint, LastCheckpoint]:
     """The Trainer, the best-on-``val/the_metric`` checkpoint callback and the ``last.ckpt`` one."""
     hw, optim = s.hardware, s.optim
-    best = ModelCheckpoint(
+    best = BestCheckpoint(
         dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:03d}-step{step}", monitor="val/the_metric",
         mode="max", save_top_k=1, auto_insert_metric_name=False)
     last = LastCheckpoint(run_dir / "checkpoints")
@@ -90,12 +153,13 @@ def build_trainer(s: RunSettings, run_dir: Path, logger: CSVLogger | bool
         # Unused parameters: a batch without some modality leaves its expert without gradient. No buffer
         # broadcast: the model's buffers are constants, and ranks may run one evaluation batch more or less.
         strategy = DDPStrategy(find_unused_parameters=True, broadcast_buffers=False)
+    limit_test = s.run.limit_test if s.run.limit_test <= 1.0 else int(s.run.limit_test)
     trainer = pl.Trainer(
         accelerator=hw.accelerator, devices=hw.devices, num_nodes=hw.num_nodes, strategy=strategy,
         precision=hw.precision, max_epochs=optim.max_epoch, max_steps=optim.max_steps or -1,
         accumulate_grad_batches=hw.accumulate, gradient_clip_val=optim.grad_clip or None,
         val_check_interval=val_check, check_val_every_n_epoch=optim.check_val_every_n_epoch,
-        fast_dev_run=s.run.fast_dev_run, logger=logger, callbacks=callbacks,
+        limit_test_batches=limit_test, fast_dev_run=s.run.fast_dev_run, logger=logger, callbacks=callbacks,
         log_every_n_steps=10, num_sanity_val_steps=0, default_root_dir=str(run_dir),
         use_distributed_sampler=False,  # the datamodule splits data across ranks (exact evaluation)
         enable_model_summary=True, enable_progress_bar=True,
@@ -103,18 +167,69 @@ def build_trainer(s: RunSettings, run_dir: Path, logger: CSVLogger | bool
     return trainer, best, last
 
 
+def _next_version(parent: Path) -> int:
+    versions = [int(p.name.split("_", 1)[1]) for p in parent.glob("version_*") if p.name.split("_", 1)[1].isdigit()]
+    return max(versions, default=-1) + 1
+
+
+def run_folder(s: RunSettings) -> tuple[Path, bool]:
+    """(run folder, resumed): the run that ``resume_from`` belongs to, or a new ``version_<n>`` folder.
+
+    Rank 0 claims a new folder atomically (two launches at once never share one); other ranks take rank 0's
+    folder when the trainer starts (see :class:`LastCheckpoint`), so nothing is computed twice.
+    """
+    if s.run.resume_from is not None:
+        run_dir = s.run.resume_from.resolve().parent.parent
+        if s.run.resume_from.parent.name == "checkpoints" and (run_dir / "config.json").is_file():
+            return run_dir, True
+        log.warning("resume_from=%s is not inside a run folder: the resumed run gets a new folder",
+                    s.run.resume_from)
+    parent = s.run.log_dir / s.run.exp_name
+    if rank_zero_only.rank != 0:
+        return parent / f"version_{_next_version(parent)}", False  # provisional: rank 0's is broadcast
+    parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        run_dir = parent / f"version_{_next_version(parent)}"
+        try:
+            run_dir.mkdir()
+            return run_dir, False
+        except FileExistsError:  # another launch claimed it first
+            continue
+
+
+def _logger(s: RunSettings, run_dir: Path) -> Logger | bool:
+    """The run's logger (CSV), writing into ``run_dir``; none for a ``fast_dev_run``."""
+    if s.run.fast_dev_run:
+        return False
+    warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+    return CSVLogger(save_dir=str(run_dir.parent.parent), name=run_dir.parent.name, version=run_dir.name)
+
+
+def _abandon(run_dir: Path, err: BaseException) -> None:
+    """After a failure: remove the run folder if nothing of value is in it, else mark it failed."""
+    checkpoints = list((run_dir / "checkpoints").glob("*.ckpt")) if (run_dir / "checkpoints").is_dir() else []
+    if not checkpoints:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        log.info("removed the run folder %s of the failed run", run_dir)
+    else:
+        write_json(run_dir / "failed.json", {"error": f"{type(err).__name__}: {err}",
+                                             "checkpoints": sorted(str(p) for p in checkpoints)})
+
+
 def summarise(results: dict[str, float], class_names: list[list[str]], setting: str) -> str:
-    """A readable summary of test metrics (x100): headline metrics first, then per-class accuracies by name."""
-    headline = {k: v for k, v in results.items() if "/acc_" not in k and not k.endswith("the_metric")}
-    per_class = {k: v for k, v in results.items() if "/acc_" in k}
+    """A readable summary of test metrics (already x100): headline metrics first, then per-class accuracies."""
+    def is_class(key: str) -> bool:
+        return key.rsplit("/", 1)[-1].startswith("acc_")
+
+    headline = {k: v for k, v in results.items() if not is_class(k) and not k.endswith("the_metric")}
     lines = [f"Test results ({setting}):"]
     for key in sorted(headline, key=lambda k: (k.rsplit("/", 1)[-1] not in ("OA", "AA", "kappa"), k)):
-        lines.append(f"  {key.removeprefix('test/'):<30s} {100 * headline[key]:7.2f}")
+        lines.append(f"  {key:<30s} {headline[key]:7.2f}")
     names = class_names[0] if len(class_names) == 1 else []
-    for key, value in per_class.items():
+    for key, value in ((k, v) for k, v in results.items() if is_class(k)):
         index = int(key.rsplit("acc_", 1)[1])
-        label = names[index] if index < len(names) else key.removeprefix("test/")
-        lines.append(f"  accuracy of {label:<18s} {100 * value:7.2f}")
+        label = names[index] if index < len(names) else key
+        lines.append(f"  accuracy of {label:<18s} {value:7.2f}")
     return "\n".join(lines)
 
 
@@ -137,7 +252,8 @@ def resolve_settings(config: Mapping[str, Any]) -> RunSettings:
 def run(config: Mapping[str, Any]) -> dict:
     """Fit (then test the best checkpoint) or, with ``test_only``, test ``load_path``.
 
-    Returns the test report (as written to ``test_results.json``) plus ``summary``, a readable text.
+    Returns the test report (as written to ``test_results.json``) plus ``summary``, a readable text, and
+    ``run_dir``. Only rank 0 writes the run's files; every rank returns the same report.
     """
     s = resolve_settings(config)
     pl.seed_everything(s.run.seed, workers=True)
@@ -147,30 +263,65 @@ def run(config: Mapping[str, Any]) -> dict:
     module = MaMOLModule(s, datamodule.infos)
     if s.run.load_path:
         module.load_weights(s.run.load_path)
+    if s.run.resume_from:  # refuse a broken or mismatched file now, by name (Lightning reads it inside fit)
+        module.check_resumable(s.run.resume_from)
 
-    csv_logger = CSVLogger(save_dir=s.run.log_dir, name=s.run.exp_name)
-    run_dir = Path(csv_logger.log_dir)
-    trainer, best, last = build_trainer(s, run_dir, False if s.run.fast_dev_run else csv_logger)
+    run_dir, resumed = run_folder(s)
+    trainer, best, last = build_trainer(s, run_dir, _logger(s, run_dir))
     if trainer.is_global_zero:
-        csv_logger.experiment  # noqa: B018 - creates the run folder before anything else writes into it
-        write_json(run_dir / "config.json", {"config": s.config, "settings": s.to_dict(), "versions": versions()})
-        log.info("run folder: %s", run_dir)
+        record = {"config": s.config, "settings": s.to_dict(), "versions": versions()}
+        write_json(run_dir / ("config.json" if not resumed else f"config_resumed_{int(time.time())}.json"), record)
+        log.info("run folder: %s%s", run_dir, " (resumed)" if resumed else "")
+    try:
+        report = _fit_and_test(s, trainer, best, last, module, datamodule)
+    except TrainingInterrupted:
+        raise
+    except BaseException as err:
+        if trainer.is_global_zero and not resumed:
+            _abandon(run_dir, err)
+        raise
+    run_dir = last.path.parent.parent  # rank 0's folder on every rank
+    report["run_dir"] = str(run_dir)
+    if "metrics" not in report:
+        report["summary"] = f"Training finished (test_after_fit=False): best checkpoint {report['checkpoint']}"
+        return report
+    if trainer.is_global_zero:
+        write_json(run_dir / "test_results.json", {k: v for k, v in report.items() if k != "run_dir"})
+        where = f"written to {run_dir / 'test_results.json'}"
+    else:
+        where = f"rank {trainer.global_rank}: the results are written by rank 0 to {run_dir / 'test_results.json'}"
+    text = summarise(report["metrics"], [list(i.class_names) for i in datamodule.infos], s.missing.test.describe())
+    report["summary"] = f"{text}\n{where}"
+    return report
 
+
+def _fit_and_test(s: RunSettings, trainer: pl.Trainer, best: ModelCheckpoint, last: LastCheckpoint,
+                  module: MaMOLModule, datamodule: MaMOLDataModule) -> dict[str, Any]:
+    """Fit (unless ``test_only``), then test the best checkpoint (unless ``test_after_fit=False``)."""
     tested_path = str(s.run.load_path) if s.run.load_path else None
     if not s.run.test_only:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=s.run.resume_from)
+        with StopOnSignal() as stop:
+            try:
+                trainer.fit(module, datamodule=datamodule, ckpt_path=s.run.resume_from)
+            except SIGTERMException as err:
+                name, number = stop.received or ("SIGTERM", signal.SIGTERM)
+                raise TrainingInterrupted(
+                    name, int(number), str(last.path),
+                    f"during epoch {trainer.current_epoch + 1} (step {trainer.global_step}): last.ckpt holds the "
+                    f"state after epoch {last.epochs_done} and the interrupted epoch will be redone") from err
         if best.best_model_path and not s.run.fast_dev_run:
             module.load_weights(best.best_model_path)
             tested_path = best.best_model_path
         else:  # no validation happened: test the final weights
             tested_path = last.last_model_path or None
+        if not s.run.test_after_fit:
+            return {"checkpoint": tested_path, "method": s.method.name}
     trainer.test(module, datamodule=datamodule, verbose=False)
-    results = dict(module.test_results)
-    setting = missing_report(s)
-    report: dict[str, Any] = {
+    return {
         "tasks": [i.name for i in datamodule.infos],
-        "metrics": {k.removeprefix("test/"): round(100.0 * v, 4) for k, v in results.items()},
-        "missing": setting,
+        "metrics": {k.removeprefix("test/"): round(v, 4) for k, v in module.test_results.items()},
+        "missing": missing_report(s),
+        "limit_test": s.run.limit_test,
         "checkpoint": tested_path,
         "method": s.method.name,
         "class_names": {i.name: list(i.class_names) for i in datamodule.infos},
@@ -179,9 +330,3 @@ def run(config: Mapping[str, Any]) -> dict:
         "settings": s.to_dict(),
         "versions": versions(),
     }
-    if trainer.is_global_zero:
-        write_json(run_dir / "test_results.json", report)
-    text = summarise(results, [list(i.class_names) for i in datamodule.infos], s.missing.test.describe())
-    report["summary"] = f"{text}\nwritten to {run_dir / 'test_results.json'}"
-    report["run_dir"] = str(run_dir)
-    return report

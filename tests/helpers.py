@@ -5,12 +5,14 @@ the CPU), so no test restates a default.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import ModuleType
 
 from torch import nn
 
@@ -112,3 +114,11 @@ def cli(*args: str, script: str = "run.py", timeout: int = 600) -> subprocess.Co
 def cli_updates(updates: dict) -> list[str]:
     """``key=value`` words of a Sacred command line for ``updates``."""
     return [f"{k}={v!r}" if isinstance(v, (list, str, dict)) else f"{k}={v}" for k, v in updates.items()]
+
+
+def make_arrow_script() -> ModuleType:
+    """``datasets/make_arrow.py`` loaded as a module (it is a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("make_arrow_cli", REPO / "datasets" / "make_arrow.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

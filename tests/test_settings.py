@@ -28,9 +28,26 @@ def test_accumulation_guard_names_the_keys(tmp_path):
 
 def test_cpu_never_gets_fp16_and_bf16_only_when_asked(tmp_path):
     cfg = tiny_config(batch_size=8, per_gpu_batchsize=8)
-    assert hardware_settings(cfg | {"precision": 16}, 8, cuda_available=False).precision == "32-true"
-    assert hardware_settings(cfg | {"precision": "bf16"}, 8, cuda_available=False).precision == "bf16-mixed"
-    assert hardware_settings(cfg | {"precision": 16, "num_gpus": 1}, 8, cuda_available=True).precision == "16-mixed"
+    assert hardware_settings(cfg | {"precision": 16}, 8, cuda_devices=0, env={}).precision == "32-true"
+    assert hardware_settings(cfg | {"precision": "bf16"}, 8, cuda_devices=0, env={}).precision == "bf16-mixed"
+    gpu = hardware_settings(cfg | {"precision": 16, "num_gpus": 1}, 8, cuda_devices=1, env={})
+    assert gpu.precision == "16-mixed" and gpu.accelerator == "gpu"
+
+
+def test_processes_gpus_and_launchers(tmp_path):
+    cfg = tiny_config(batch_size=8, per_gpu_batchsize=4)
+    cpu2 = hardware_settings(cfg | {"num_processes": 2}, 8, cuda_devices=0, env={})
+    assert (cpu2.accelerator, cpu2.devices, cpu2.strategy, cpu2.accumulate) == ("cpu", 2, "ddp", 1)
+    with pytest.raises(ConfigError, match="num_gpus=2 but 0 GPUs are available: set num_gpus=0"):
+        hardware_settings(cfg | {"num_gpus": 2}, 8, cuda_devices=0, env={})
+    with pytest.raises(ConfigError, match="num_gpus=2 but 1 GPU is available"):
+        hardware_settings(cfg | {"num_gpus": 2}, 8, cuda_devices=1, env={})
+    torchrun = {"TORCHELASTIC_RUN_ID": "x", "LOCAL_WORLD_SIZE": "2", "WORLD_SIZE": "4"}
+    launched = hardware_settings(cfg | {"num_nodes": 1}, 16, cuda_devices=0, env=torchrun)
+    assert (launched.devices, launched.num_nodes, launched.strategy) == (2, 2, "ddp")
+    slurm = {"SLURM_NTASKS": "4", "SLURM_NNODES": "2", "SLURM_JOB_NAME": "train"}
+    assert (hardware_settings(cfg, 16, cuda_devices=0, env=slurm).devices, 2) == (2, 2)
+    assert hardware_settings(cfg, 8, cuda_devices=0, env={"SLURM_NTASKS": "4", "SLURM_JOB_NAME": "bash"}).devices == 1
 
 
 def test_bad_values_name_their_key(tmp_path):

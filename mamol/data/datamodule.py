@@ -146,8 +146,9 @@ class MaMOLDataModule(pl.LightningDataModule):
         datasets = self._datasets("train")
         world, rank = self.replicas()
         if len(datasets) == 1:
-            if world == 1:
-                return self._loader(datasets[0], shuffle=True, collate_fn=datasets[0].collate)
+            # The order of epoch e depends only on (seed, e) (Lightning calls set_epoch), with one process or
+            # several: a run resumed at an epoch boundary continues exactly, and N processes x batch b/N see the
+            # same samples per step as one process x batch b (rank r takes every N-th sample of the order).
             sampler = DistributedSampler(datasets[0], num_replicas=world, rank=rank, shuffle=True, seed=self.seed)
             return self._loader(datasets[0], shuffle=False, sampler=sampler, collate_fn=datasets[0].collate)
         batches = TaskBatchSampler([len(d) for d in datasets], self.batch_size, shuffle=True, seed=self.seed,

@@ -6,7 +6,6 @@ the shared checks and streaming writes of mamol.data.convert_natural.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import re
 import shutil
@@ -22,6 +21,7 @@ from mamol.data.formats import SHIPPED_DIR
 from mamol.data.hateful_memes import prepare_hateful_memes
 from mamol.data.mmimdb import MMIMDB_GENRES, prepare_mmimdb
 from tests.fakes.natural import make_food101_raw, make_hateful_memes_raw, make_mmimdb_raw
+from tests.helpers import make_arrow_script
 
 MMIMDB_COLUMNS = {"image": pa.binary(), "plots": pa.list_(pa.string()), "label": pa.list_(pa.int64()),
                   "genres": pa.list_(pa.string()), "image_id": pa.string(), "split": pa.string()}
@@ -184,7 +184,7 @@ def test_hateful_memes_labelled_test_jsonl_is_accepted(tmp_path: Path) -> None:
 def test_unknown_dataset(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """A name the catalogue does not know is a custom remote scene: a folder of images is refused as one."""
     make_food101_raw(tmp_path / "raw", counts=(1, 1, 1))
-    assert _make_arrow().main(["--dataset", "imagenet", "--root", str(tmp_path / "raw"), "--target",
+    assert make_arrow_script().main(["--dataset", "imagenet", "--root", str(tmp_path / "raw"), "--target",
                                str(tmp_path / "out"), "-q"]) == 2
     assert "raw: no hsi file; expected one of HSI.mat" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
@@ -302,14 +302,6 @@ def test_generators_are_seeded(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------- CLI
-def _make_arrow():
-    path = Path(__file__).resolve().parents[2] / "datasets" / "make_arrow.py"
-    spec = importlib.util.spec_from_file_location("make_arrow_cli", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("dataset,prefix,splits", [
     ("mmimdb", "mmimdb", ("train", "dev", "test")),
     ("food101", "food101", ("train", "val", "test")),
@@ -319,7 +311,7 @@ def test_make_arrow_cli(tmp_path: Path, capsys: pytest.CaptureFixture, dataset: 
                         splits: tuple[str, ...]) -> None:
     maker = {"mmimdb": make_mmimdb_raw, "food101": make_food101_raw, "hateful_memes": make_hateful_memes_raw}
     raw = maker[dataset](tmp_path / "raw", counts=(2, 1, 1))
-    main = _make_arrow().main
+    main = make_arrow_script().main
     assert main(["--dataset", dataset, "--root", str(raw.root), "--target", str(tmp_path / "out"), "-q"]) == 0
     for split in splits:
         assert open_arrow(tmp_path / "out" / f"{prefix}_{split}.arrow").num_rows == raw.rows[split]
@@ -330,7 +322,7 @@ def test_make_arrow_cli(tmp_path: Path, capsys: pytest.CaptureFixture, dataset: 
 
 def test_make_arrow_cli_natural_options(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """--split-file / --allow-missing-text / --allow-missing-test reach the preparers."""
-    main = _make_arrow().main
+    main = make_arrow_script().main
     raw = make_food101_raw(tmp_path / "food", counts=(2, 2, 1))
     split_file = tmp_path / "elsewhere" / "my_split.json"
     split_file.parent.mkdir()
@@ -359,7 +351,7 @@ def test_make_arrow_cli_rejects_option_for_other_dataset(tmp_path: Path, capsys:
                                                          dataset: str, flag: str) -> None:
     value = [] if flag.startswith("--allow") else [str(tmp_path / "x.json")]
     with pytest.raises(SystemExit) as exc:
-        _make_arrow().main(["--dataset", dataset, "--root", str(tmp_path), flag, *value])
+        make_arrow_script().main(["--dataset", dataset, "--root", str(tmp_path), flag, *value])
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert flag in err and f"--dataset {dataset}" in err

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from mamol.data.arrow import column_views, open_arrow, read_metadata
 from mamol.data.convert_remote import extract_patches, pad_scene, prepare_remote
 from mamol.data.synthetic import NAMINGS, make_houston_sized, write_mat, write_scene
 from tests.fakes.remote import SMALL_COUNTS, small_scene_dir
+from tests.helpers import make_arrow_script
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -195,15 +195,8 @@ def test_nan_refused_or_filled(tmp_path, caplog) -> None:
 
 
 # ------------------------------------------------------------------------------------------- CLI
-def _cli():
-    spec = importlib.util.spec_from_file_location("make_arrow", REPO / "datasets" / "make_arrow.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_cli_converts_known_folders_and_reports_errors(tmp_path, monkeypatch, capsys) -> None:
-    cli = _cli()
+    cli = make_arrow_script()
     _, scene = small_scene_dir(tmp_path, n_classes=6)
     write_scene(scene, tmp_path / "data_trento", "official", "5")
     monkeypatch.chdir(tmp_path)
@@ -216,7 +209,7 @@ def test_cli_converts_known_folders_and_reports_errors(tmp_path, monkeypatch, ca
     assert rc == 2 and "data_augsburg does not exist" in capsys.readouterr().err
     rc = cli.main(["-q", "--dataset", "trento", "--no-scene", "--target", "out2", "--train-per-class", "1000"])
     err = capsys.readouterr().err
-    assert rc == 2 and "make_arrow: error: class 1 ('Apple trees')" in err
+    assert rc == 2 and "error: class 1 ('Apple trees')" in err
     rc = cli.main(["-q", "--dataset", "trento", "--no-scene", "--target", "out3", "--train-per-class", "2",
                    "--val-per-class", "1", "--test-per-class", "1"])
     assert rc == 0 and not (tmp_path / "out3" / "trento_scene.arrow").exists()
@@ -225,7 +218,7 @@ def test_cli_converts_known_folders_and_reports_errors(tmp_path, monkeypatch, ca
 
 def test_cli_without_scene_folders(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
-    assert _cli().main(["-q"]) == 2
+    assert make_arrow_script().main(["-q"]) == 2
     assert "none of data_2013/, data_trento/, data_augsburg/ found" in capsys.readouterr().err
 
 

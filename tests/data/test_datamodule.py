@@ -57,6 +57,14 @@ def test_loaders_shuffle_train_only(data_root, tmp_path) -> None:
     train = [b["index"] for b in dm.train_dataloader()]
     assert sorted(torch.cat(train).tolist()) == list(range(20))
     assert torch.cat(train).tolist() != list(range(20))
+    # The order depends on (seed, epoch) only, not on the global random state: what makes resuming exact.
+    torch.manual_seed(123)
+    fresh = _datamodule(data_root, tmp_path)
+    fresh.setup("fit")
+    assert torch.equal(torch.cat([b["index"] for b in fresh.train_dataloader()]), torch.cat(train))
+    loader = fresh.train_dataloader()
+    loader.sampler.set_epoch(1)
+    assert not torch.equal(torch.cat([b["index"] for b in loader]), torch.cat(train))
     val = dm.val_dataloader()
     batches = list(val)
     assert torch.cat([b["index"] for b in batches]).tolist() == list(range(8))
