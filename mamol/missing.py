@@ -26,10 +26,14 @@ with the parameters that made them and reused (:func:`load_or_make_missing_table
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
+import json
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -252,14 +256,37 @@ def _ratio_tag(ratio: float) -> str:
     return text.replace(".", "")
 
 
-def missing_table_path(root: str | os.PathLike, arrow_name: str, missing_type: str, ratio: float) -> Path:
-    """``<root>/<arrowname>_missing_<type>_<ratio without its dot>.pt`` (0.7 -> ``07``, 1.0 -> ``10``).
+def missing_table_path(root: str | os.PathLike, arrow_name: str, missing_type: str, ratio: float,
+                       data_key: str = "") -> Path:
+    """``<root>/<arrowname>_missing_<type>_<ratio without its dot>[_<data key>].pt`` (0.7 -> ``07``).
 
-    ``arrow_name`` may carry the ``.arrow`` suffix.
+    ``arrow_name`` may carry the ``.arrow`` suffix; ``data_key`` (see :func:`data_key`) tells apart tables of
+    two conversions of the same split kept in one folder.
     """
     stem = arrow_name[: -len(".arrow")] if arrow_name.endswith(".arrow") else arrow_name
     kind = missing_type.strip().lower().replace(" ", "_").replace("/", "_")
-    return Path(root) / f"{stem}_missing_{kind}_{_ratio_tag(ratio)}.pt"
+    suffix = f"_{data_key}" if data_key else ""
+    return Path(root) / f"{stem}_missing_{kind}_{_ratio_tag(ratio)}{suffix}.pt"
+
+
+def data_key(n: int, metadata: dict, size: int) -> str:
+    """8 hex digits naming the data a table is drawn for: the split's length and its conversion's metadata
+    (seed, counts, sources...), or the file size for files without metadata (e.g. written by DCP)."""
+    content = json.dumps({"n": int(n), "metadata": metadata, "size": None if metadata else int(size)},
+                         sort_keys=True, default=str)
+    return hashlib.sha1(content.encode("utf-8")).hexdigest()[:8]
+
+
+@contextlib.contextmanager
+def _folder_lock(root: Path) -> Iterator[None]:
+    """Exclusive lock on ``root/.lock`` across processes (DDP ranks drawing the same table at once)."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def table_params(n: int, modalities: Sequence[str], setting: MissingSetting) -> dict:
@@ -305,17 +332,26 @@ def load_or_make_missing_table(
     modalities: Sequence[str],
     setting: MissingSetting,
     on_mismatch: str = "regenerate",
+    key: str = "",
 ) -> Tensor:
     """Load the stored table for these parameters, or draw and save it (atomically) when absent.
 
-    A stored table made with other parameters (or another length, or unreadable) is regenerated with a
-    logged warning (``on_mismatch="regenerate"``) or refused with a ValueError naming the file and each
-    mismatching parameter (``on_mismatch="refuse"``).
+    ``key`` (:func:`data_key`) is part of the file name, so tables of different conversions never collide.
+    Processes asking at once (DDP ranks) take turns: the first draws and writes, the others read it. A
+    stored table made with other parameters (or another length, or unreadable) is regenerated with a logged
+    warning (``on_mismatch="regenerate"``) or refused with a DataError naming the file and each mismatching
+    parameter (``on_mismatch="refuse"``).
     """
     if on_mismatch not in ("regenerate", "refuse"):
         raise ValueError(f"on_mismatch must be 'regenerate' or 'refuse', got {on_mismatch!r}")
     params = table_params(n, modalities, setting)
-    path = missing_table_path(root, arrow_name, params["missing_type"], setting.ratio)
+    path = missing_table_path(root, arrow_name, params["missing_type"], setting.ratio, key)
+    with _folder_lock(path.parent):
+        return _load_or_make(path, n, modalities, setting, params, on_mismatch)
+
+
+def _load_or_make(path: Path, n: int, modalities: Sequence[str], setting: MissingSetting, params: dict,
+                  on_mismatch: str) -> Tensor:
     if path.exists():
         table, stored, problem = _read_table(path)
         if not problem:

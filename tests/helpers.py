@@ -93,13 +93,14 @@ def convert_scene(tmp: Path, name: str = "arrow", hsi_bands: int = 8, seed: int 
 def run_experiment(*named_configs: str, **updates) -> dict:
     """Run ``python run.py with <named_configs> <TINY> <updates>`` in this process (as ``run.py`` does).
 
-    Returns the new run's ``test_results.json`` with ``run_dir`` added.
+    Returns the new run's ``test_results.json`` (``{}`` without a test) with ``run_dir`` added.
     """
     updates = {**TINY, "exp_name": "mamol", **updates}
     ex.run(named_configs=list(named_configs), config_updates=updates, options={"--loglevel": "ERROR"})
     runs = sorted((Path(updates["log_dir"]) / updates["exp_name"]).glob("version_*"),
                   key=lambda p: int(p.name.split("_")[1]))
-    report = json.loads((runs[-1] / "test_results.json").read_text())
+    results = runs[-1] / "test_results.json"
+    report = json.loads(results.read_text()) if results.is_file() else {}  # none with test_after_fit=False
     report["run_dir"] = str(runs[-1])
     return report
 

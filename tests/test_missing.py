@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ import torch
 
 from mamol.missing import (
     MissingSetting,
+    data_key,
     describe_table,
     load_or_make_missing_table,
     make_missing_table,
@@ -202,3 +204,41 @@ def test_simulate_missing(gen) -> None:
     assert draws == {1, 2, 3, 4, 5, 6}
     draws = {simulate_missing(2, gen) for _ in range(100)}
     assert draws == {0, 1, 2}  # by default complete stays possible, as DCP's redraw
+
+
+def _draw_in_a_process(root: str, log: str) -> list[int]:
+    """Worker: draw a table as a DDP rank would, noting each write in ``log``."""
+    from mamol import missing
+
+    save = missing._save_table
+
+    def noted(path, table, params):
+        save(path, table, params)
+        with open(log, "a") as handle:
+            handle.write(f"{path}\n")
+
+    missing._save_table = noted
+    table = missing.load_or_make_missing_table(root, "s_train", 5000, TWO, setting(0.7, "both", seed=4), key="k")
+    return table.tolist()
+
+
+def test_processes_drawing_the_same_table_at_once_write_it_once(tmp_path) -> None:
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        tables = pool.starmap(_draw_in_a_process, [(str(tmp_path), str(tmp_path / "writes.log"))] * 2)
+    assert tables[0] == tables[1]
+    assert (tmp_path / "writes.log").read_text().count("\n") == 1  # one process drew and wrote, the other read
+    assert [p.name for p in tmp_path.glob("*.pt")] == ["s_train_missing_both_07_k.pt"]
+
+
+def test_tables_of_two_conversions_never_collide(tmp_path, caplog) -> None:
+    n = 60
+    first = load_or_make_missing_table(tmp_path, "s_test", n, TWO, setting(0.7, "both"),
+                                       key=data_key(n, {"split_seed": 0}, 1))
+    with caplog.at_level(logging.WARNING, logger="mamol.missing"):
+        other = load_or_make_missing_table(tmp_path, "s_test", n, TWO, setting(0.7, "both"),
+                                           key=data_key(n, {"split_seed": 1}, 1))
+        again = load_or_make_missing_table(tmp_path, "s_test", n, TWO, setting(0.7, "both"),
+                                           key=data_key(n, {"split_seed": 0}, 1))
+    assert "regenerating" not in caplog.text and len(list(tmp_path.glob("s_test_*.pt"))) == 2
+    assert torch.equal(first, again) and torch.equal(first, other)  # same draw, two files: one per conversion
+    assert data_key(n, {}, 10) != data_key(n, {}, 11) and data_key(n, {"a": 1}, 10) == data_key(n, {"a": 1}, 99)

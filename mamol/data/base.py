@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 
 from mamol.data.arrow import num_rows, open_arrow, read_metadata
 from mamol.errors import DataError, MissingFileError
-from mamol.missing import load_or_make_missing_table, simulate_missing
+from mamol.missing import data_key, load_or_make_missing_table, simulate_missing
 from mamol.settings import DataSettings, MissingSettings
 from mamol.tasks import SPLITS, TaskInfo
 
@@ -95,8 +95,9 @@ class BaseArrowDataset(Dataset):
         self._n = num_rows(self.path)
         self.missing = missing.split(split)
         table_root = missing.table_root if missing.table_root is not None else data.root / "missing_tables"
-        self.missing_table = load_or_make_missing_table(table_root, entry.arrow_stem(split), self._n,
-                                                        self.modalities, self.missing, missing.on_mismatch)  # (N,)
+        key = data_key(self._n, self.metadata, self.path.stat().st_size)  # tables of other conversions never collide
+        self.missing_table = load_or_make_missing_table(table_root, entry.arrow_stem(split), self._n, self.modalities,
+                                                        self.missing, missing.on_mismatch, key)  # (N,)
         self._table: pa.Table | None = None
         self._pid: int | None = None
         self._rng: np.random.Generator | None = None

@@ -1,0 +1,52 @@
+"""Several processes on the CPU (DDP over gloo), launched as a user does: ``run.py with num_processes=2``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.helpers import TINY, cli, cli_updates, convert_scene, run_experiment
+
+
+@pytest.fixture(scope="module")
+def odd_root(tmp_path_factory) -> Path:
+    """A scene with 64 training samples and an odd test split (427 samples), so ranks get unequal shares."""
+    return convert_scene(tmp_path_factory.mktemp("odd"), "arrow", size=(24, 32), train_per_class=16,
+                         val_per_class=4, test_per_class=-1)
+
+
+def _trainable(checkpoint: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    return {k: v for k, v in state.items() if ".adapter." in k or k.startswith(("model.head", "model.tokenizers",
+                                                                                  "model.method."))}
+
+
+def test_two_processes_train_and_evaluate_like_one(odd_root, tmp_path):
+    common = dict(data_root=str(odd_root), datasets=["synthetic"], batch_size=32, log_dir=str(tmp_path / "runs"),
+                  missing_table_root=str(tmp_path / "tables"), max_epoch=2, check_val_every_n_epoch=1,
+                  learning_rate=1e-3)
+    one = run_experiment("remote", **common, per_gpu_batchsize=32, exp_name="one", test_after_fit=False)
+    proc = cli("with", "remote", *cli_updates({**TINY, **common, "per_gpu_batchsize": 16, "num_processes": 2,
+                                               "exp_name": "two"}))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = list((tmp_path / "runs" / "two").iterdir())
+    assert len(runs) == 1  # both ranks used rank 0's folder
+    assert f"rank 1: the results are written by rank 0 to {runs[0] / 'test_results.json'}" in proc.stdout
+    assert proc.stdout.count(f"written to {runs[0] / 'test_results.json'}") == 1
+    two = json.loads((runs[0] / "test_results.json").read_text())
+
+    # Training: 2 processes x 16 see the samples 1 process x 32 sees at each step, and average their gradients.
+    # The gradients agree to float rounding; Adam turns that into ~1e-5 on weights that moved ~4e-3 in 4 steps.
+    a, b = _trainable(Path(one["run_dir"]) / "checkpoints" / "last.ckpt"), _trainable(runs[0] / "checkpoints" /
+                                                                                       "last.ckpt")
+    assert a.keys() == b.keys() and a
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-4)
+
+    # Evaluation: every one of the 427 test samples counted once over the 2 ranks, so the metrics equal exactly
+    # what one process reports for the same checkpoint.
+    alone = run_experiment("remote", **common, per_gpu_batchsize=32, exp_name="alone", test_only=True,
+                           load_path=two["checkpoint"])
+    assert alone["metrics"] == two["metrics"]
