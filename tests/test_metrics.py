@@ -82,3 +82,32 @@ def test_samples_f1_equals_the_per_sample_loop_on_random_data():
     for start in range(0, 64, 16):
         metric.update(probs[start:start + 16], target[start:start + 16])
     assert metric.compute().item() == pytest.approx(sum(expected) / len(expected), abs=1e-6)
+
+
+@pytest.mark.parametrize("label", [0, 1])
+def test_auroc_on_a_one_class_split_is_undefined_not_zero(label):
+    metrics = TaskMetrics("binary", 2)
+    metrics.update(torch.tensor([[2.0, 0.0], [0.0, 1.0], [0.5, 0.0]]), torch.tensor([label] * 3))
+    out = metrics.compute()
+    assert torch.isnan(out["AUROC"]) and torch.isnan(out["the_metric"])
+    assert out["accuracy"].item() == pytest.approx(2 / 3 if label == 0 else 1 / 3)  # still defined
+    assert "all 3 samples are" in metrics.undefined["AUROC"]
+    metrics.reset()
+    metrics.update(torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 1]))
+    assert metrics.compute()["AUROC"].item() == pytest.approx(1.0) and metrics.undefined == {}
+
+
+def test_f1_without_any_positive_label_is_undefined():
+    metrics = TaskMetrics("multilabel", 4)
+    metrics.update(torch.randn(5, 4), torch.zeros(5, 4, dtype=torch.long))
+    out = metrics.compute()
+    assert all(torch.isnan(out[k]) for k in ("F1_micro", "F1_macro", "F1_weighted", "F1_samples", "the_metric"))
+    assert set(metrics.undefined) == {"F1_micro", "F1_macro", "F1_weighted", "F1_samples"}
+
+
+def test_an_undefined_score_never_selects_a_checkpoint(tmp_path):
+    from mamol.train import BestCheckpoint
+
+    best = BestCheckpoint(dirpath=tmp_path, monitor="val/the_metric", mode="max", save_top_k=1)
+    assert not best.check_monitor_top_k(None, torch.tensor(float("nan")))
+    assert best.check_monitor_top_k(None, torch.tensor(50.0))  # nothing saved yet: any number is the best

@@ -33,7 +33,7 @@ from mamol.data.arrow import fixed_list_array, write_arrow
 from mamol.data.formats import MODALITY_ORDER, NAN_POLICIES, NORMALIZATIONS, REMOTE_FORMAT, REMOTE_FORMAT_VERSION
 from mamol.data.matfile import MatVariable, read_variable, resolve_variable
 from mamol.data.scenes import _EXAMPLE_FILES, KNOWN_SCENES, ROLE_KEYS, class_names_for, find_scene_files
-from mamol.data.splits import draw_split, fixed_split
+from mamol.data.splits import draw_split, fixed_split, warn_about_sizes
 from mamol.errors import DataError, MissingFileError
 from mamol.tasks import SPLITS
 
@@ -273,10 +273,13 @@ def prepare_remote(
         ts = check_labels(read_variable(split_vars["test"]), split_vars["test"], num_classes)
         pixels = fixed_split(tr, ts, class_names, val_per_class, seed)  # labels from the TR/TS rasters
         split_labels = {"train": tr.ravel(), "val": tr.ravel(), "test": ts.ravel()}
-        logger.info("split='fixed': train/test pixels from the TR/TS rasters; per-class train/test counts ignored")
+        per_class = {"val": val_per_class}  # train and test come from the rasters: only this count was used
     else:
         pixels = draw_split(labels, class_names, per_class, seed, strict=strict_counts)
         split_labels = {s: labels.ravel() for s in SPLITS}
+
+    counts = {s: np.bincount(split_labels[s][pixels[s]] - 1, minlength=num_classes).tolist() for s in SPLITS}
+    warn_about_sizes(counts, class_names)
 
     padded: dict[str, np.ndarray] = {}
     bands: dict[str, int] = {}
@@ -303,7 +306,7 @@ def prepare_remote(
         "patch_size": patch_size, "pad": [before, patch_size - 1 - before], "pad_mode": "symmetric",
         "scene_shape": [height, width], "normalize": normalize, "norm_stats": stats,
         "split_method": split, "split_seed": seed, "per_class": per_class,
-        "counts": {s: np.bincount(split_labels[s][pixels[s]] - 1, minlength=num_classes).tolist() for s in SPLITS},
+        "counts": counts,
         "nan_policy": nan, "nan_filled": filled, "source": source,
         "columns": {m: [bands[m], patch_size, patch_size] for m in present},
     }

@@ -98,11 +98,16 @@ def prepare_hateful_memes(root: str | Path, target: str | Path, allow_missing_te
     plans: dict[str, SplitPlan] = {}
     for split, path in sources.items():
         plan = SplitPlan()
+        labels = set()
         for row in _read_jsonl(path, require_label=True):
             img_path = base / row["img"]
             if not img_path.is_file():
                 raise PrepareError(f"{path}:{row['_line']}: image '{row['img']}' not found at {img_path}")
             plan.add(img_path, text=[str(row["text"])], label=int(row["label"]), split=split)
+            labels.add(int(row["label"]))
+        if len(labels) == 1:  # AUROC, the selection metric, is undefined on such a split
+            log.warning("%s: every meme of the %s split is %s: AUROC (the selection metric) is undefined on it and "
+                        "will be reported as NaN", path, split, HATEMEMES_CLASSES[labels.pop()])
         plans[split] = plan
 
     meta = base_metadata("hatememes", HATEMEMES_CLASSES, "ce", {

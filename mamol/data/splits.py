@@ -71,6 +71,10 @@ def draw_split(
     return {s: np.sort(np.concatenate(v)).astype(np.int64) for s, v in chosen.items()}
 
 
+FIXED_MIN_TRAIN_FRACTION = 0.5
+"""``--split fixed``: validation never takes more than half of a class's TR pixels (training keeps the rest)."""
+
+
 def fixed_split(
     train_raster: np.ndarray,
     test_raster: np.ndarray,
@@ -78,7 +82,13 @@ def fixed_split(
     val_per_class: int,
     seed: int,
 ) -> dict[str, np.ndarray]:
-    """Split from TR/TS rasters: test = TS pixels, val = ``val_per_class`` seeded TR pixels per class, train = rest."""
+    """Split from TR/TS rasters: test = TS pixels, val = up to ``val_per_class`` seeded TR pixels per class,
+    train = the rest of TR.
+
+    Validation takes at most half of a class's TR pixels (:data:`FIXED_MIN_TRAIN_FRACTION`), so a small class
+    keeps most of its few training pixels; every class's TR -> train / val counts are logged, and the capped
+    classes are named in a warning. A class with fewer than 2 TR pixels is refused (none left to train on).
+    """
     if val_per_class < 0:
         raise DataError(f"val_per_class must be >= 0 with split='fixed' (carved from TR), got {val_per_class}")
     overlap = int(((train_raster > 0) & (test_raster > 0)).sum())
@@ -87,14 +97,46 @@ def fixed_split(
     rng = np.random.default_rng(seed)
     tr, ts = train_raster.ravel(), test_raster.ravel()
     parts: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    capped = []
     for k, name in enumerate(class_names, start=1):
         pixels = rng.permutation(np.flatnonzero(tr == k))
-        if len(pixels) < val_per_class + 1:
+        if val_per_class and len(pixels) < 2:
             raise DataError(
-                f"class {k} ({name!r}) has {len(pixels)} pixels in the TR raster, too few for "
-                f"{val_per_class} validation pixels plus at least one training pixel; lower val_per_class"
-            )
-        parts["val"].append(pixels[:val_per_class])
-        parts["train"].append(pixels[val_per_class:])
+                f"class {k} ({name!r}) has {len(pixels)} pixel(s) in the TR raster: too few to give validation "
+                f"any and keep one for training; pass --val-per-class 0 or fix the raster")
+        take = min(val_per_class, int(len(pixels) * (1 - FIXED_MIN_TRAIN_FRACTION)))
+        if take < val_per_class:
+            capped.append(f"{name!r} {take} of {len(pixels)}")
+        logger.info("split='fixed': class %d (%r): %d TR pixels -> %d train, %d validation; %d TS pixels -> test",
+                    k, name, len(pixels), len(pixels) - take, take, int((ts == k).sum()))
+        parts["val"].append(pixels[:take])
+        parts["train"].append(pixels[take:])
         parts["test"].append(np.flatnonzero(ts == k))
+    if capped:
+        logger.warning("split='fixed': validation takes at most half of a class's TR pixels, so these classes give "
+                       "fewer than --val-per-class %d: %s", val_per_class, ", ".join(capped))
     return {s: np.sort(np.concatenate(v)).astype(np.int64) for s, v in parts.items()}
+
+
+def warn_about_sizes(counts: dict[str, Sequence[int]], class_names: Sequence[str]) -> list[str]:
+    """Warn once (and return the warnings) when validation is empty or tiny, or test is smaller than validation.
+
+    ``counts[split]`` holds the per-class sample counts of each split.
+    """
+    n_classes = len(class_names)
+    total = {s: int(sum(counts[s])) for s in SPLITS}
+    suggest = max(1, min(50, total["train"] // max(2 * n_classes, 1)))
+    warnings = []
+    if total["val"] == 0:
+        warnings.append(f"the validation split is empty: no checkpoint can be chosen on validation and training "
+                        f"tests its last weights; e.g. --val-per-class {suggest}")
+    elif total["val"] < 5 * n_classes:
+        warnings.append(f"the validation split is tiny ({total['val']} samples for {n_classes} classes): choosing the "
+                        f"best checkpoint on it is noisy; e.g. --val-per-class {max(suggest, 5)}")
+    if 0 < total["test"] < total["val"]:
+        warnings.append(f"the test split ({total['test']} samples) is smaller than validation ({total['val']}): "
+                        f"test scores will be noisier than the model selection; e.g. --val-per-class "
+                        f"{max(1, total['test'] // max(2 * n_classes, 1))} or more --test-per-class")
+    for text in warnings:
+        logger.warning(text)
+    return warnings

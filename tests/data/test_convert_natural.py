@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import re
 import shutil
 from pathlib import Path
@@ -178,6 +179,17 @@ def test_hateful_memes_labelled_test_jsonl_is_accepted(tmp_path: Path) -> None:
     raw = make_hateful_memes_raw(tmp_path / "raw", test_name="test", counts=(2, 1, 2))
     out = prepare_hateful_memes(raw.root, tmp_path / "arrow", progress=False)
     assert open_arrow(out[2]).num_rows == 2
+
+
+def test_hateful_memes_split_of_one_class_is_warned(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    raw = make_hateful_memes_raw(tmp_path / "raw", counts=(6, 3, 3), seed=1)
+    dev = raw.root / "dev_seen.jsonl"
+    rows = [dict(json.loads(line), label=0) for line in dev.read_text().splitlines()]
+    dev.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    with caplog.at_level(logging.WARNING):
+        prepare_hateful_memes(raw.root, tmp_path / "arrow", progress=False)
+    assert "every meme of the dev split is not_hateful: AUROC (the selection metric) is undefined" in caplog.text
+    assert caplog.text.count("AUROC") == 1  # the other splits hold both classes
 
 
 # ------------------------------------------------------------------------------------------- bad input

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 from mamol.data.arrow import open_arrow, read_metadata
 from mamol.data.convert_remote import prepare_remote
-from mamol.data.splits import draw_split
+from mamol.data.splits import draw_split, warn_about_sizes
 from mamol.data.synthetic import add_split_rasters, generate_scene, write_scene
 from tests.fakes.remote import SMALL_COUNTS, small_scene_dir
 
@@ -88,3 +89,41 @@ def test_class_with_too_few_pixels(tmp_path, caplog) -> None:
     out = prepare_remote("synthetic", root, tmp_path / "out", train_per_class=5, val_per_class=5,
                          test_per_class=-1, progress=False)
     assert read_metadata(out["test"])["counts"]["test"] == (sizes - 10).tolist()
+
+
+def test_fixed_split_keeps_half_of_each_class_for_training_and_says_so(tmp_path, caplog) -> None:
+    scene = generate_scene(height=20, width=24, hsi_bands=5, n_classes=4, seed=0)
+    add_split_rasters(scene, train_fraction=0.5)
+    root = tmp_path / "fixed"
+    write_scene(scene, root, "official", "5")
+    tr = scene.split_rasters["train"]
+    per_class = np.bincount(tr.ravel(), minlength=5)[1:]
+    ask = int(per_class.max())  # more than half of every class
+    with caplog.at_level(logging.INFO, logger="mamol.data.splits"):
+        out = prepare_remote("synthetic", root, tmp_path / "arrow", split="fixed", val_per_class=ask, progress=False)
+    val = np.bincount(open_arrow(out["val"]).column("label").to_numpy(), minlength=4)
+    train = np.bincount(open_arrow(out["train"]).column("label").to_numpy(), minlength=4)
+    assert val.tolist() == (per_class // 2).tolist() and (train >= val).all()
+    assert f"class 1 ('class_1'): {per_class[0]} TR pixels -> {per_class[0] - per_class[0] // 2} train" in caplog.text
+    assert "validation takes at most half of a class's TR pixels" in caplog.text
+    meta = read_metadata(out["train"])
+    assert meta["per_class"] == {"val": ask}  # only what was used; train/test come from the rasters
+    assert meta["counts"]["val"] == val.tolist()
+
+
+def test_split_size_warnings() -> None:
+    names = ["a", "b"]
+    assert warn_about_sizes({"train": [50, 50], "val": [10, 10], "test": [30, 30]}, names) == []
+    empty = warn_about_sizes({"train": [50, 50], "val": [0, 0], "test": [30, 30]}, names)
+    assert len(empty) == 1 and "validation split is empty" in empty[0] and "--val-per-class 25" in empty[0]
+    tiny = warn_about_sizes({"train": [50, 50], "val": [1, 2], "test": [30, 30]}, names)
+    assert len(tiny) == 1 and "validation split is tiny (3 samples for 2 classes)" in tiny[0]
+    small = warn_about_sizes({"train": [50, 50], "val": [20, 20], "test": [10, 5]}, names)
+    assert len(small) == 1 and "test split (15 samples) is smaller than validation (40)" in small[0]
+
+
+def test_empty_validation_is_warned_by_the_converter(tmp_path, caplog) -> None:
+    root, _ = small_scene_dir(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        prepare_remote("synthetic", root, tmp_path / "out", **{**SMALL_COUNTS, "val_per_class": 0})
+    assert caplog.text.count("validation split is empty") == 1

@@ -1,6 +1,7 @@
 """The training/evaluation loop end to end on a generated scene, tiny random CLIP, CPU."""
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -41,6 +42,9 @@ def test_fit_checkpoints_and_test_only_cli_round_trip(remote_root, tmp_path):
     assert "last.ckpt" in ckpts and any(n.startswith("best-") for n in ckpts)
     assert (run_dir / "metrics.csv").is_file() and (run_dir / "config.json").is_file()
     assert {"OA", "AA", "kappa", "acc_0"} <= set(report["metrics"])
+    with open(run_dir / "metrics.csv") as handle:  # validation logged on the scale of the test file (x100)
+        val_oa = [float(row["val/OA"]) for row in csv.DictReader(handle) if row.get("val/OA")]
+    assert val_oa and max(val_oa) > 1.0 and all(0.0 <= v <= 100.0 for v in val_oa)
     best = report["checkpoint"]
     assert best and Path(best).name.startswith("best-")
     # A checkpoint holds the trainable tensors (here also the random backbone, which no file can rebuild).
