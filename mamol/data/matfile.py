@@ -9,7 +9,10 @@ so they are transposed back here, and every array comes out in MATLAB's H×W[×C
 from __future__ import annotations
 
 import logging
+import math
+import mmap
 import os
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,17 +50,92 @@ def mat_version(path: str | os.PathLike) -> str:
     return "7.3" if h5py.is_hdf5(path) else "5"  # anything else is checked when scipy reads it
 
 
+_MI_BYTES = {1: 1, 2: 1, 3: 2, 4: 2, 5: 4, 6: 4, 7: 4, 9: 8, 12: 8, 13: 8}  # numeric data types -> bytes per value
+_MI_MATRIX, _MI_COMPRESSED = 14, 15
+_NUMERIC_CLASSES = range(6, 16)  # mxDOUBLE_CLASS .. mxUINT64_CLASS
+
+
+def _tag(data: mmap.mmap, pos: int, end: int, endian: str, path: Path) -> tuple[int, int, int]:
+    """(data type, byte count, offset of the data) of the element tag at ``pos`` (small format included)."""
+    if pos + 8 > end:
+        raise DataError(f"{path}: a data element at byte {pos} is cut off (the file or its variable ends at byte "
+                        f"{end}): truncated?")
+    word, count = struct.unpack(endian + "II", data[pos:pos + 8])
+    if word >> 16:  # small data element: type and count in one word, the data in the next 4 bytes
+        return word & 0xFFFF, word >> 16, pos + 4
+    return word, count, pos + 8
+
+
+def check_v5_structure(path: str | os.PathLike) -> None:
+    """Walk the element tags of a MATLAB v5/v7 file and refuse a truncated or corrupt one by name.
+
+    scipy checks much of a file itself, but an unknown data type in an uncompressed variable crashes its reader
+    (a segmentation fault, no message), so the numeric variables' data tags are checked here first: a known
+    type, and as many values as the dimensions declare. Compressed variables are checked by zlib.
+    """
+    path = Path(path)
+    with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if handle.read(6) != b"MATLAB":
+            return  # not a v5 file (e.g. v4, or not MATLAB at all): scipy tells
+        if size < 128:
+            raise DataError(f"{path}: {size} bytes, shorter than the 128-byte MATLAB header (truncated?)")
+        data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    with data:
+        if data[126:128] not in (b"IM", b"MI"):
+            raise DataError(f"{path}: no endian indicator ('IM' or 'MI') at bytes 126-127 of the MATLAB header "
+                            f"(corrupt file?)")
+        endian = "<" if data[126:128] == b"IM" else ">"
+        pos = 128
+        try:
+            while pos < size:
+                kind, count, start = _tag(data, pos, size, endian, path)
+                if start + count > size:
+                    raise DataError(f"{path}: a variable at byte {pos} declares {count} bytes but the file ends at "
+                                    f"byte {size} (truncated?)")
+                if kind == _MI_MATRIX:
+                    _check_matrix(data, start, start + count, endian, path)
+                pos = start + count if kind == _MI_COMPRESSED else start + count + (-count % 8)
+        except (struct.error, ValueError, OverflowError) as err:
+            raise DataError(f"{path}: the data element at byte {pos} is malformed ({err}); corrupt file?") from err
+
+
+def _check_matrix(data: mmap.mmap, pos: int, end: int, endian: str, path: Path) -> None:
+    """Array flags, dimensions, name, then (numeric classes) the real part's type and value count."""
+    parts = []
+    for _ in range(4):
+        kind, count, start = _tag(data, pos, end, endian, path)
+        if start + count > end:
+            raise DataError(f"{path}: an element of a variable at byte {pos} overruns it (corrupt file?)")
+        parts.append((kind, count, start))
+        pos = start + count + (-count % 8) if start == pos + 8 else pos + 8
+    (_, _, flags_at), (_, dims_count, dims_at), (_, name_count, name_at), (kind, count, _) = parts
+    mx_class = struct.unpack(endian + "I", data[flags_at:flags_at + 4])[0] & 0xFF
+    if mx_class not in _NUMERIC_CLASSES:
+        return
+    dims = struct.unpack(endian + f"{dims_count // 4}i", data[dims_at:dims_at + dims_count])
+    name = bytes(data[name_at:name_at + name_count]).decode("latin-1")
+    values = math.prod(dims)
+    if kind not in _MI_BYTES or count != values * _MI_BYTES[kind]:
+        raise DataError(f"{path}: variable {name!r} declares {'x'.join(map(str, dims))} values but its data element "
+                        f"holds {count} bytes of type {kind} (corrupt file?)")
+
+
 def list_variables(path: str | os.PathLike) -> dict[str, tuple[int, ...]]:
     """Variable name -> shape (MATLAB order) for every non-``__`` variable of a .mat file, in file order."""
     path = Path(path)
     if mat_version(path) == "7.3":
         out: dict[str, tuple[int, ...]] = {}
-        with h5py.File(path, "r") as fh:
-            for name, obj in fh.items():
-                if name in _HDF5_SKIP or name.startswith("__") or not isinstance(obj, h5py.Dataset):
-                    continue
-                out[name] = tuple(reversed(obj.shape))
+        try:
+            with h5py.File(path, "r") as fh:
+                for name, obj in fh.items():
+                    if name in _HDF5_SKIP or name.startswith("__") or not isinstance(obj, h5py.Dataset):
+                        continue
+                    out[name] = tuple(reversed(obj.shape))
+        except OSError as err:  # h5py reports truncated or corrupt HDF5 files as OSError
+            raise DataError(f"{path} is not a readable MATLAB v7.3 (HDF5) file: {err}") from err
         return out
+    check_v5_structure(path)
     try:
         entries = scipy.io.whosmat(str(path))
     except Exception as err:  # scipy raises several types for foreign or truncated files
@@ -95,8 +173,11 @@ def resolve_variable(path: str | os.PathLike, known_keys: Sequence[str], what: s
 def read_variable(var: MatVariable) -> np.ndarray:
     """The array of ``var`` in MATLAB order (H×W[×C]); v7.3 arrays come as a transposed view (no copy)."""
     if var.version == "7.3":
-        with h5py.File(var.path, "r") as fh:
-            data = fh[var.key][()]
+        try:
+            with h5py.File(var.path, "r") as fh:
+                data = fh[var.key][()]
+        except OSError as err:
+            raise DataError(f"{var.label}: cannot read the variable (HDF5: {err}); truncated or corrupt?") from err
         if not isinstance(data, np.ndarray) or data.dtype.kind not in "biuf":
             raise DataError(f"{var.label}: expected a numeric array, found {type(data).__name__} "
                             f"{getattr(data, 'dtype', '')}")

@@ -163,6 +163,17 @@ class MMIMDbDataset(NaturalArrowDataset):
         """(movie row, plot position in its ``plots`` list) of sample ``index``."""
         return int(self._rows[index]), int(self._positions[index])
 
+    def check_labels(self, labels: pa.ChunkedArray) -> None:
+        """Multi-hot rows of exactly K = 23 zeros and ones."""
+        lengths = pc.list_value_length(labels)
+        values = pc.list_flatten(labels)
+        classes = self.info.num_classes
+        bounds = pc.min_max(lengths).as_py()
+        if len(labels) and (labels.null_count or bounds["min"] != classes or bounds["max"] != classes
+                            or not pc.all(pc.is_in(values, pa.array([0, 1]))).as_py()):
+            raise DataError(f"{self.path}: each label must be a multi-hot list of {classes} zeros and ones; found "
+                            f"lists of {bounds['min']}..{bounds['max']} values")
+
     def read_label(self, row: int) -> Tensor:
         label = self._labels[row].as_py()
         return torch.tensor(label, dtype=torch.float32)  # (23,) multi-hot

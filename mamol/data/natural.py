@@ -29,6 +29,7 @@ from typing import ClassVar
 
 import open_clip
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 from PIL import Image
 from torch import Tensor
@@ -113,6 +114,17 @@ class NaturalArrowDataset(BaseArrowDataset):
         self._images = table.column("image")
         self._texts = table.column(self.text_column)
         self._labels = table.column("label")
+        self.check_labels(self._labels)
+
+    def check_labels(self, labels: pa.ChunkedArray) -> None:
+        """Class indices in 0..K-1 (K = the head size); a DataError naming the file otherwise."""
+        if not pa.types.is_integer(labels.type):
+            raise DataError(f"{self.path}: column 'label' holds {labels.type}, expected integer class indices")
+        bounds = pc.min_max(labels).as_py()
+        classes = self.info.num_classes
+        if len(labels) and (labels.null_count or bounds["min"] < 0 or bounds["max"] >= classes):
+            raise DataError(f"{self.path}: labels must lie in 0..{classes - 1}, found {bounds['min']}..{bounds['max']}"
+                            f"{' and missing labels' if labels.null_count else ''}")
 
     def process_state_keys(self) -> tuple[str, ...]:
         return ("_images", "_texts", "_labels")

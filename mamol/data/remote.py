@@ -14,6 +14,7 @@ are kept in the canonical order hsi, lidar, sar, msi, which is the missing-type 
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -115,10 +116,23 @@ class RemoteDataset(BaseArrowDataset):
         return ("_views", "_starts", "_columns")
 
     def on_open(self, table: pa.Table) -> None:
+        for column, width in [*((m, math.prod(self.shapes[m])) for m in self.modalities),
+                              *((c, None) for c in ("label", "row", "col"))]:
+            if column not in table.column_names:
+                raise DataError(f"{self.path}: column {column!r} is missing (columns: {table.column_names}); "
+                                f"re-create the file with datasets/make_arrow.py")
+            kind = table.schema.field(column).type
+            if width is not None and not (pa.types.is_fixed_size_list(kind) and kind.list_size == width):
+                raise DataError(f"{self.path}: column {column!r} holds {kind}, expected fixed-size lists of {width} "
+                                f"values ({self.shapes[column]} per patch, as the metadata says)")
         self._views = {m: column_views(table, m, self.shapes[m]) for m in self.modalities}  # per chunk (n, C, P, P)
         lengths = [len(c) for c in table.column(self.modalities[0]).chunks]
         self._starts = np.cumsum([0, *lengths])[:-1]
         self._columns = {c: table.column(c).to_numpy() for c in ("label", "row", "col")}
+        labels, classes = self._columns["label"], self.info.num_classes
+        if len(labels) and (labels.min() < 0 or labels.max() >= classes):
+            raise DataError(f"{self.path}: labels must lie in 0..{classes - 1} ({classes} classes in the metadata), "
+                            f"found {labels.min()}..{labels.max()}; re-create the file with datasets/make_arrow.py")
 
     def get_sample(self, index: int, missing_type: int) -> dict:
         chunk = int(np.searchsorted(self._starts, index, side="right")) - 1
