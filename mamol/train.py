@@ -43,6 +43,9 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", category=UserWarning)
 warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging",
                         category=UserWarning)
+# Evaluation metrics are torchmetrics objects, synchronised across processes when computed: the logged values are
+# the same on every rank, so Lightning's advice to reduce them again does not apply.
+warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('(val|test)/", category=UserWarning)
 
 
 def versions() -> dict[str, str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -230,3 +231,15 @@ def test_houston_sized_conversion(tmp_path) -> None:
     meta = read_metadata(out["test"])
     assert meta["bands"] == {"hsi": 144, "lidar": 1} and meta["scene_shape"] == [349, 1905]
     assert meta["counts"]["test"] == [300] * 15 and open_arrow(out["train"]).num_rows == 1500
+
+
+def test_two_conversions_into_one_folder_at_once_leave_only_complete_files(tmp_path) -> None:
+    root, _ = small_scene_dir(tmp_path)
+    target = tmp_path / "out"
+    with ThreadPoolExecutor(2) as pool:
+        written = list(pool.map(lambda seed: prepare_remote("synthetic", root, target, seed=seed, **SMALL_COUNTS),
+                                (1, 2)))
+    assert sorted(p.name for p in target.iterdir()) == sorted(p.name for p in written[0].values())  # no temp files
+    for path in target.iterdir():
+        table, meta = open_arrow(path), read_metadata(path)
+        assert table.num_rows == meta["num_rows"] and meta["split_seed"] in (1, 2)  # one whole conversion's file
