@@ -16,10 +16,11 @@ from tests.helpers import run_experiment
 
 
 def _run(root: Path, tmp: Path, exp: str, **updates) -> dict:
-    """Two epochs of 5 batches, validation every epoch (the best checkpoint can change from one to the next)."""
+    """Two epochs of 5 batches, validation every epoch (the best checkpoint can change from one to the next), a
+    test on the first 3 batches (the same for every run compared)."""
     return run_experiment("remote", data_root=str(root), datasets=["synthetic"], batch_size=32, per_gpu_batchsize=32,
                           log_dir=str(tmp / "runs"), missing_table_root=str(tmp / "tables"), max_epoch=2,
-                          check_val_every_n_epoch=1, learning_rate=1e-3, exp_name=exp, **updates)
+                          check_val_every_n_epoch=1, learning_rate=1e-3, exp_name=exp, limit_test=3, **updates)
 
 
 def _trainable(checkpoint: Path) -> dict[str, torch.Tensor]:
