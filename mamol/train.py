@@ -18,12 +18,13 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers import CSVLogger, Logger
 from pytorch_lightning.strategies import DDPStrategy
 
 from mamol import __version__, settings
 from mamol.data import catalogue
 from mamol.data.datamodule import MaMOLDataModule
+from mamol.experiments import tracking
 from mamol.files import write_json
 from mamol.methods import method_class
 from mamol.module import MaMOLModule
@@ -73,7 +74,7 @@ class LastCheckpoint(pl.Callback):
         self.last_model_path = str(self.path)
 
 
-def build_trainer(s: RunSettings, run_dir: Path, logger: CSVLogger | bool
+def build_trainer(s: RunSettings, run_dir: Path, logger: Logger | list[Logger] | bool
                   ) -> tuple[pl.Trainer, ModelCheckpoint, LastCheckpoint]:
     """The Trainer, the best-on-``val/the_metric`` checkpoint callback and the ``last.ckpt`` one."""
     hw, optim = s.hardware, s.optim
@@ -150,7 +151,10 @@ def run(config: Mapping[str, Any]) -> dict:
 
     csv_logger = CSVLogger(save_dir=s.run.log_dir, name=s.run.exp_name)
     run_dir = Path(csv_logger.log_dir)
-    trainer, best, last = build_trainer(s, run_dir, False if s.run.fast_dev_run else csv_logger)
+    loggers = tracking.training_loggers(config, csv_logger)  # CSV; also TensorBoard with logger="tensorboard"
+    trainer, best, last = build_trainer(s, run_dir, False if s.run.fast_dev_run else loggers)
+    clock = tracking.RunClock()  # wall time of fit and test, recorded for reports
+    trainer.callbacks.append(clock)
     if trainer.is_global_zero:
         csv_logger.experiment  # noqa: B018 - creates the run folder before anything else writes into it
         write_json(run_dir / "config.json", {"config": s.config, "settings": s.to_dict(), "versions": versions()})
@@ -178,6 +182,7 @@ def run(config: Mapping[str, Any]) -> dict:
         "config": s.config,
         "settings": s.to_dict(),
         "versions": versions(),
+        **tracking.run_facts(module.model, datamodule.infos, clock),  # parameters, wall time, modalities
     }
     if trainer.is_global_zero:
         write_json(run_dir / "test_results.json", report)
