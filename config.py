@@ -106,24 +106,16 @@ def config():
 
     # ---------------------------------------------------------------- experiments (run.py commands, README)
     logger = "csv"  # training curves: "csv" (metrics.csv) or "tensorboard" (also TensorBoard event files there)
-    # evaluate_grid: missing types of the grid (modality names, "both", pairs, all modalities joined);
-    # None = each modality alone plus "both" (2 modalities), or every pair and all of them (3+ modalities)
-    grid_types = None
+    grid_types = None  # evaluate_grid: missing types, e.g. ["HS","lidar"]; None = each modality + both (or pairs, all)
     grid_ratios = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]  # evaluate_grid: ratios (0 = complete)
-    seeds = [0, 1, 2]  # sweep: one run per seed for every method (reports give mean ± std over seeds)
-    # sweep: methods to train, each a registered method name (the `method` key) or a named variant
-    # {"name": "<label>", "method": "<registered name>", "<key>": value, ...} (the keys it changes)
-    methods = ["mamol"]
-    # sweep: `datasets` values to train on in turn, e.g. [["trento"], ["houston2013"]]; None = `datasets` only
-    sweep_datasets = None
-    # sweep: training missing settings, e.g. [{"ratio": 0.7, "type": "both"}]; None = missing_ratio/type of train
-    sweep_train_missing = None
+    seeds = [0, 1, 2]  # sweep: one run per seed and method (reports give mean ± std over seeds)
+    methods = ["mamol"]  # sweep: method names or variants {"name": "r4", "method": "mamol", "adapter_rank": 4}
+    sweep_datasets = None  # sweep: `datasets` values trained in turn, e.g. [["trento"], ["augsburg"]]; None = datasets
+    sweep_train_missing = None  # sweep: e.g. [{"ratio": 0.7, "type": "both"}]; None = missing_ratio/type of train
     sweep_grid = True  # sweep: evaluate each trained checkpoint over grid_types x grid_ratios (the report's curves)
     report_dirs = []  # report: run or sweep folders to aggregate (searched for test_results.json and grid.json)
     map_pixels = "labelled"  # predict_map: "labelled" pixels of the scene, or "all" pixels
-    # predict_map: one map per entry, "none" or the modalities missing ("hsi", "hsi_lidar");
-    # None = complete data plus each modality missing alone
-    map_missing = None
+    map_missing = None  # predict_map: one map each, "none" or missing modalities ("hsi"); None = none + each alone
 
 
 # The paper's remote-sensing protocol (SPEC §5.3, §6): the root config above holds its values (Houston2013,

@@ -238,7 +238,9 @@ class SceneWindows(Dataset):
         """Samples ``indices`` as one batch dict (as :meth:`collate` of the single samples would give).
 
         Each present modality's windows are cut with one numpy gather from the memory-mapped scene:
-        (B, C, P, P) float32. A missing modality is the fill broadcast over the batch (a view, no copy).
+        (B, C, P, P) float32, laid out channels-last in memory (the gather copies whole window rows of P x C
+        values; convolutions take either layout). A missing modality is the fill broadcast over the batch (a
+        view, no copy). Values equal those of the single samples.
         """
         index = np.asarray(indices, dtype=np.int64).reshape(-1)  # (B,)
         if index.size and (index.min() < 0 or index.max() >= len(self)):

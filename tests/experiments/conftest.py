@@ -62,8 +62,8 @@ def scene_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def small_scene_root(tmp_path_factory) -> Path:
-    """A 16 x 20 scene with the bands and classes of ``scene_root`` (its checkpoints fit): 16 / 8 / 24 samples."""
-    return convert_scene(tmp_path_factory.mktemp("small"), "arrow", hsi_bands=BANDS, size=(16, 20), seed=3,
+    """A 12 x 16 scene with the bands and classes of ``scene_root`` (its checkpoints fit): 16 / 8 / 24 samples."""
+    return convert_scene(tmp_path_factory.mktemp("small"), "arrow", hsi_bands=BANDS, size=(12, 16), seed=3,
                          train_per_class=4, val_per_class=2, test_per_class=6)
 
 

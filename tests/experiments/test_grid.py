@@ -38,7 +38,7 @@ def test_grid_equals_test_only_and_writes_its_files(trained):
                                                    ("hsi", 0.0): ("both", 0.0)}.items():
         assert by_point[(kind, ratio)] == trained.test_only(test_ratio, test_type)["metrics"], (kind, ratio)
     assert by_point[("both", 1.0)] != by_point[("both", 0.0)]  # the grid measures something
-    assert grid["passes"] == {"synthetic": [0, 1, 2]} and grid["samples"] == {"synthetic": 240}
+    assert grid["passes"] == {"synthetic": [0, 1, 2]} and grid["samples"] == {"synthetic": 80}
     md = (folder / "grid.md").read_text()
     assert "## OA" in md and "| HSI missing |" in md and (folder / "config.json").is_file()
     with Image.open(folder / "robustness.png") as image:
@@ -70,7 +70,7 @@ def _untrained_checkpoint(data_root: Path, path: Path, *named: str, **updates) -
 
 def test_three_modalities_and_image_text(natural_root, tmp_path):
     arrow = convert_scene(tmp_path, "three", hsi_bands=4, size=(24, 32), modalities=("hsi", "lidar", "sar"),
-                          train_per_class=8, val_per_class=4, test_per_class=10)
+                          train_per_class=6, val_per_class=3, test_per_class=5)
     updates = dict(datasets=["synthetic"], modalities=["hsi", "lidar", "sar"],
                    missing_table_root=str(tmp_path / "tables"), log_dir=str(tmp_path / "runs"))
     weights = _untrained_checkpoint(arrow, tmp_path / "three.pt", "remote_3modality", **updates)
@@ -100,7 +100,7 @@ def test_grid_refuses_a_missing_or_mismatched_checkpoint(trained, tmp_path):
     with pytest.raises(ConfigError, match="load_path='.*nowhere.ckpt': no such file"):
         run_command("evaluate_grid", "remote", **{**common, "load_path": str(tmp_path / "nowhere.ckpt")})
     other = convert_scene(tmp_path, "other", hsi_bands=5)
-    with pytest.raises(CheckpointError, match="bands.*'hsi': 8.*'hsi': 5"):
+    with pytest.raises(CheckpointError, match="bands.*'hsi': 6.*'hsi': 5"):
         run_command("evaluate_grid", "remote", **{**common, "data_root": str(other), "load_path": trained.checkpoint})
     with pytest.raises(ConfigError, match="grid_types"):
         run_command("evaluate_grid", "remote", **{**common, "load_path": trained.checkpoint, "grid_types": ["rgb"]})

@@ -22,7 +22,7 @@ def test_maps_equal_the_model_on_test_patches(trained, small_scene_root, tmp_pat
                              missing_table_root=str(tmp_path / "tables"), load_path=trained.checkpoint)
     folder = run_command("predict_map", "remote", **{**common, "exp_name": "maps"})
     truth = np.load(folder / "ground_truth.npy")
-    assert truth.shape == (16, 20) and truth.max() == 3
+    assert truth.shape == (12, 16) and truth.max() == 3
     record = read_json(folder / "maps.json")
     assert [m["setting"] for m in record["maps"]] == ["complete", "no_hsi", "no_lidar"]
     assert record["class_names"] == ["class_1", "class_2", "class_3", "class_4"]
@@ -35,7 +35,7 @@ def test_maps_equal_the_model_on_test_patches(trained, small_scene_root, tmp_pat
     logits, fields = predictor.predict(DataLoader(test, batch_size=64, collate_fn=test.collate), ("row", "col"))
     rows, cols = fields["row"].numpy(), fields["col"].numpy()
     complete = np.load(folder / "map_complete.npy")
-    assert complete.dtype == np.int16 and complete.shape == (16, 20) and len(rows) == 24
+    assert complete.dtype == np.int16 and complete.shape == (12, 16) and len(rows) == 24
     np.testing.assert_array_equal(complete[rows, cols], logits.argmax(1).numpy())
     assert ((complete >= 0) == (truth >= 0)).all()  # labelled pixels only, by default
     # OA of the map over the test pixels is test_only's OA with that modality missing from every test sample.
@@ -46,7 +46,7 @@ def test_maps_equal_the_model_on_test_patches(trained, small_scene_root, tmp_pat
         assert oa[setting] == tested["metrics"]["OA"], setting
     for name in ("complete", "no_hsi", "no_lidar"):
         with Image.open(folder / f"map_{name}.png") as image:
-            assert image.size == map_figure_size(16, 20, 4).size and image.mode in ("RGB", "RGBA")
+            assert image.size == map_figure_size(12, 16, 4).size and image.mode in ("RGB", "RGBA")
 
     # Every pixel: the labelled ones get the same predictions as above.
     folder = run_command("predict_map", "remote", **{**common, "exp_name": "all", "map_pixels": "all",

@@ -20,7 +20,7 @@ METHODS = ["mamol", {"name": "mamol_r4", "method": "mamol", "adapter_rank": 4}]
 
 def _sweep_updates(data_root: Path, tmp: Path, **changes) -> dict:
     return {**base_updates(data_root, tmp), "exp_name": "sweep", "seeds": [0, 1], "methods": METHODS,
-            "grid_ratios": [0.0, 1.0], **changes}
+            "grid_types": ["lidar"], "grid_ratios": [0.0, 1.0], **changes}
 
 
 def _csv(path: Path) -> list[dict]:
@@ -72,7 +72,7 @@ def test_sweep_continues_after_an_interruption_and_reports(scene_root, tmp_path,
                 setting = "complete" if row["ratio"] == 0 else f"lidar {row['ratio']:g}"
                 values.setdefault((label, setting), []).append(row["metrics"]["OA"])
     rows = {(r["method"], r["setting"]): r for r in _csv(folder / "report.csv")}
-    assert {s for _, s in rows} == {"complete", "hsi 1", "lidar 1", "both 1", "both 0.7"}
+    assert {s for _, s in rows} == {"complete", "lidar 1", "both 0.7"}
     for key, observed in values.items():
         row = rows[key]
         assert row["n"] == "2" and row["seeds"] == "0 1"
