@@ -99,8 +99,8 @@ class SceneMap:
 
     setting: MapSetting
     prediction: np.ndarray  # (H, W) int16, -1 = not predicted
-    oa_labelled: float  # OA x 100 over the labelled pixels predicted
-    oa_test: float  # OA x 100 over the test split's pixels
+    oa_labelled: float | None  # OA x 100 over the labelled pixels predicted
+    oa_test: float | None  # OA x 100 over the test split's pixels
     pixels: int  # pixels predicted
     seconds: float  # wall time of the prediction (data and model)
 
@@ -110,9 +110,14 @@ class SceneMap:
                 "seconds": round(self.seconds, 3), "pixels_per_s": round(self.pixels / max(self.seconds, 1e-9), 1)}
 
 
-def _oa(prediction: np.ndarray, truth: np.ndarray) -> float:
+def _oa(prediction: np.ndarray, truth: np.ndarray) -> float | None:
+    """OA x 100 over the pixels that have both a label and a prediction (None when there are none)."""
     scored = (truth >= 0) & (prediction >= 0)
-    return round(100.0 * float((prediction[scored] == truth[scored]).mean()), 4) if scored.any() else float("nan")
+    return round(100.0 * float((prediction[scored] == truth[scored]).mean()), 4) if scored.any() else None
+
+
+def _text(oa: float | None) -> str:
+    return "n/a" if oa is None else f"{oa:.2f}"
 
 
 def predict_maps(s: RunSettings, options: MapOptions, predictor: Predictor, progress: bool | None = None
@@ -157,7 +162,7 @@ def write(maps: Sequence[SceneMap], truth: np.ndarray, class_names: Sequence[str
     paths["ground_truth"] = save(folder / "ground_truth.npy", truth.astype(np.int16))
     for m in maps:
         paths[f"{m.setting.name}.npy"] = save(folder / f"map_{m.setting.name}.npy", m.prediction)
-        title = f"{m.setting.title}: OA {m.oa_labelled:.2f} (labelled), {m.oa_test:.2f} (test pixels)"
+        title = f"{m.setting.title}: OA {_text(m.oa_labelled)} (labelled), {_text(m.oa_test)} (test pixels)"
         paths[f"{m.setting.name}.png"] = plots.map_figure(m.prediction.astype(np.int64), truth, class_names, title,
                                                           folder / f"map_{m.setting.name}.png")
     h, w = truth.shape
@@ -184,7 +189,7 @@ def command(config: Mapping[str, Any]) -> str:
     write(maps, truth, infos[0].class_names, folder,
           {"scene": s.data.datasets[0], "checkpoint": str(s.run.load_path), "method": s.method.name,
            "pixels": options.map_pixels})
-    lines = [f"{m.setting.title:<22s} OA {m.oa_labelled:6.2f} over {int((truth >= 0).sum())} labelled pixels, "
-             f"{m.oa_test:6.2f} over the test pixels; {m.pixels} pixels at {m.record()['pixels_per_s']:.0f}/s"
+    lines = [f"{m.setting.title:<22s} OA {_text(m.oa_labelled)} over {int((truth >= 0).sum())} labelled pixels, "
+             f"{_text(m.oa_test)} over the test pixels; {m.pixels} pixels at {m.record()['pixels_per_s']:.0f}/s"
              for m in maps]
     return "\n".join(lines) + f"\nwritten to {folder} (map_<setting>.npy/.png, ground_truth.npy, maps.json)"

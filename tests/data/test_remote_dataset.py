@@ -202,6 +202,8 @@ def test_scene_batches_equal_single_windows(converted, tmp_path) -> None:
             assert value == batch[key] if key == "task" else torch.equal(value, batch[key]), key
         loaded = next(iter(DataLoader(windows, batch_size=37, collate_fn=windows.collate)))  # through __getitems__
         assert torch.equal(loaded["hsi"], windows.batch(range(37))["hsi"]) and loaded["hsi"].shape[0] == 37
+    in_worker = next(iter(DataLoader(windows, batch_size=37, collate_fn=windows.collate, num_workers=1)))
+    assert all(torch.equal(in_worker[m], windows.batch(range(37))[m]) for m in ("hsi", "lidar", "sar"))
     assert torch.equal(batch["sar"], torch.zeros(37, 2, 14, 14))  # code 6: LiDAR and SAR missing, zeros fill
     with pytest.raises(IndexError, match=f"index {H * W} out of range"):
         windows.batch([0, H * W])

@@ -88,6 +88,12 @@ def test_sweep_continues_after_an_interruption_and_reports(scene_root, tmp_path,
     assert r"\toprule" in tex and r"\bottomrule" in tex and r"mamol\_r4" in tex and r"\pm" in tex
     assert (folder / "comparison.png").stat().st_size > 0
 
+    # A run whose grid was lost (stopped while evaluating) gets only its grid when the sweep runs again.
+    (runs[names[2]] / "grid.json").unlink()
+    resumed.clear()
+    run_command("sweep", "remote", **_sweep_updates(scene_root, tmp_path))
+    assert resumed == [] and (runs[names[2]] / "grid.json").is_file()
+
 
 def test_report_of_single_runs_and_its_refusals(trained, tmp_path):
     run_dir = Path(trained.report["run_dir"])
