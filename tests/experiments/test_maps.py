@@ -7,13 +7,13 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from mamol.data import catalogue
-from mamol.errors import ConfigError
+from mamol.errors import CheckpointError, ConfigError
 from mamol.experiments.maps import MapOptions, map_settings
 from mamol.experiments.plots import map_figure_size
 from mamol.experiments.predict import Predictor, task_infos
 from mamol.train import resolve_settings
 from tests.experiments.conftest import read_json, run_command
-from tests.helpers import run_experiment, tiny_config
+from tests.helpers import convert_scene, run_experiment, tiny_config
 
 
 def test_maps_equal_the_model_on_test_patches(trained, small_scene_root, tmp_path):
@@ -71,4 +71,8 @@ def test_map_settings_and_refusals(trained, natural_root, tmp_path):
     with pytest.raises(ConfigError, match="predict_map draws remote scenes"):
         run_command("predict_map", "task_finetune_mmimdb", data_root=str(natural_root), log_dir=str(tmp_path),
                     exp_name="refused", load_path=trained.checkpoint)
+    other = convert_scene(tmp_path, "other", hsi_bands=5, size=(12, 16), seed=3, train_per_class=4,
+                          val_per_class=2, test_per_class=6)
+    with pytest.raises(CheckpointError, match="bands.*'hsi': 6.*'hsi': 5"):
+        run_command("predict_map", "remote", **{**common, "data_root": str(other), "load_path": trained.checkpoint})
     assert not (tmp_path / "runs" / "refused").exists()

@@ -117,6 +117,8 @@ def test_sweep_refuses_bad_methods_before_training(scene_root, tmp_path):
     for methods, message in cases:
         with pytest.raises(ConfigError, match=message):
             run_command("sweep", "remote", **_sweep_updates(scene_root, tmp_path, methods=methods))
+    with pytest.raises(ConfigError, match="load_path='.*nowhere.ckpt': no such file"):
+        run_command("sweep", "remote", **_sweep_updates(scene_root, tmp_path, load_path=str(tmp_path / "nowhere.ckpt")))
     assert not (tmp_path / "runs" / "sweep").exists()
 
 
