@@ -167,47 +167,53 @@ def score(logits: Tensor, labels: Tensor, info: TaskInfo) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.compute().items()}
 
 
+def point_codes(s: RunSettings, config: Mapping[str, Any], points: Sequence[GridPoint],
+                modalities: Sequence[str]) -> tuple[list[BaseArrowDataset], list[list[np.ndarray]]]:
+    """The test datasets (one per task) and, per point and task, every sample's code (N_t,) under the point's
+    missing table (the table the test dataset builds for that setting, as under ``test_only``)."""
+    entries = [catalogue.entry(name, s.data.root) for name in s.data.datasets]
+    datasets = [e.dataset(e, s.data, point_missing(config, points[0], modalities), "test") for e in entries]
+    rows = [np.array([ds.row_of(i)[0] for i in range(len(ds))], dtype=np.int64) for ds in datasets]  # sample -> row
+    codes = []
+    for point in points:
+        missing = point_missing(config, point, modalities)
+        tables_ = [e.dataset(e, s.data, missing, "test").missing_table.numpy() for e in entries]  # (rows_t,)
+        codes.append([table[r] for table, r in zip(tables_, rows)])
+    return datasets, codes
+
+
 def evaluate(s: RunSettings, config: Mapping[str, Any], options: GridOptions, predictor: Predictor,
              progress: bool | None = None) -> GridResult:
     """Score the checkpoint of ``predictor`` at every grid point (see the module docstring)."""
     infos = predictor.infos
     modalities = infos[0].modalities
     points = grid_points(options, modalities)
-    entries = [catalogue.entry(name, s.data.root) for name in s.data.datasets]
-    # Per task: the sample -> Arrow row map, and per point the code of every sample (from the point's table).
-    base = [e.dataset(e, s.data, point_missing(config, points[0], modalities), "test") for e in entries]
-    rows_of = [np.array([ds.row_of(i)[0] for i in range(len(ds))], dtype=np.int64) for ds in base]
-    codes: list[list[np.ndarray]] = []
-    for point in points:
-        missing = point_missing(config, point, modalities)
-        tables_ = [e.dataset(e, s.data, missing, "test").missing_table.numpy() for e in entries]
-        codes.append([table[r] for table, r in zip(tables_, rows_of)])  # per task (N_t,)
-
-    # One pass per task and code that occurs: logits (N_t, K_t) of every sample under that code.
-    logits: list[dict[int, Tensor]] = []
-    labels: list[Tensor] = []
-    needed = [sorted({int(c) for per_point in codes for c in np.unique(per_point[t])}) for t in range(len(entries))]
-    total = sum(len(ds) * len(n) for ds, n in zip(base, needed))
+    datasets, codes = point_codes(s, config, points, modalities)
     disable = True if progress is False else None  # None: shown on a terminal only
-    with tqdm(total=total, desc="grid: predicting", unit="sample", disable=disable) as bar:
-        for ds, task_codes in zip(base, needed):
-            per_code: dict[int, Tensor] = {}
+
+    # One pass per task and code that occurs: every sample's logits under that code, stacked (codes, N_t, K_t).
+    needed = [sorted({int(c) for per_point in codes for c in np.unique(per_point[t])}) for t in range(len(infos))]
+    stacked, labels = [], []
+    with tqdm(total=sum(len(ds) * len(n) for ds, n in zip(datasets, needed)), desc="grid: predicting",
+              unit="sample", disable=disable) as bar:
+        for ds, task_codes in zip(datasets, needed):
+            per_code = []
             for code in task_codes:
                 loader = DataLoader(WithCode(ds, code), batch_size=s.hardware.per_device_batch, shuffle=False,
                                     num_workers=s.data.num_workers, collate_fn=ds.collate)
-                per_code[code], fields = predictor.predict(loader, ("label",), bar)
-            logits.append(per_code)
+                logits, fields = predictor.predict(loader, ("label",), bar)  # (N_t, K_t)
+                per_code.append(logits)
+            stacked.append(torch.stack(per_code))
             labels.append(fields["label"])
 
     headline = TaskMetrics(infos[0].task_type, infos[0].num_classes).the_metric if len(infos) == 1 else "the_metric"
     rows = []
-    for point, point_codes in zip(tqdm(points, desc="grid: scoring", unit="setting", disable=disable), codes):
+    for point, per_task in zip(tqdm(points, desc="grid: scoring", unit="setting", disable=disable), codes):
         values: dict[str, float] = {}
         the_metrics = []
         for t, info in enumerate(infos):
-            stacked = torch.stack([logits[t][c] for c in needed[t]])  # (codes, N, K)
-            position = torch.as_tensor(np.searchsorted(needed[t], point_codes[t]))  # (N,) index into codes
-            chosen = stacked[position, torch.arange(stacked.shape[1])]  # (N, K) each sample under its code
+            position = torch.as_tensor(np.searchsorted(needed[t], per_task[t]))  # (N_t,) index into the codes
+            chosen = stacked[t][position, torch.arange(len(position))]  # (N_t, K_t): each sample under its code
             scores = score(chosen, labels[t], info)
             prefix = "" if len(infos) == 1 else f"{info.name}/"
             values.update({prefix + k: v for k, v in scores.items() if k != "the_metric"})
@@ -216,15 +222,13 @@ def evaluate(s: RunSettings, config: Mapping[str, Any], options: GridOptions, pr
         # x 100 and rounded as test_results.json writes them
         rows.append({"type": point.type, "ratio": point.ratio,
                      "metrics": {k: round(100.0 * v, 4) for k, v in values.items()}})
-    names = list(rows[0]["metrics"])
     first = point_missing(config, points[0], modalities)
     meta = {"checkpoint": str(s.run.load_path), "method": s.method.name,
             "missing": {"both_ratio": first.test.both_ratio, "missing_seed": first.test.seed,
                         "missing_fill": first.fill, "pairs": "missing_ratio_2 = ratio"},
-            "samples": {e.name: len(ds) for e, ds in zip(entries, base)}, "passes": {
-                e.name: n for e, n in zip(entries, needed)}}
-    return GridResult(points, rows, headline, summary_metrics(names, headline), list(s.data.datasets),
-                      list(modalities), meta)
+            "samples": {ds.name: len(ds) for ds in datasets}, "passes": {ds.name: n for ds, n in zip(datasets, needed)}}
+    return GridResult(points, rows, headline, summary_metrics(list(rows[0]["metrics"]), headline),
+                      list(s.data.datasets), list(modalities), meta)
 
 
 # ------------------------------------------------------------------------------------------- outputs
