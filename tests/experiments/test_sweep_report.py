@@ -28,7 +28,7 @@ def _csv(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def test_sweep_continues_after_an_interruption_and_reports(scene_root, tmp_path, monkeypatch):
+def test_sweep_continues_after_an_interruption_and_reports(small_scene_root, tmp_path, monkeypatch):
     real_run = train.run
     trained: list[str] = []
 
@@ -40,7 +40,7 @@ def test_sweep_continues_after_an_interruption_and_reports(scene_root, tmp_path,
 
     monkeypatch.setattr(train, "run", stopped_at_the_second_run)
     with pytest.raises(KeyboardInterrupt):
-        run_command("sweep", "remote", **_sweep_updates(scene_root, tmp_path))
+        run_command("sweep", "remote", **_sweep_updates(small_scene_root, tmp_path))
     folder = tmp_path / "runs" / "sweep"
     plan = read_json(folder / "sweep.json")["runs"]
     names = [r["name"] for r in plan]
@@ -55,7 +55,7 @@ def test_sweep_continues_after_an_interruption_and_reports(scene_root, tmp_path,
         return real_run(cfg)
 
     monkeypatch.setattr(train, "run", recorded)
-    run_command("sweep", "remote", **_sweep_updates(scene_root, tmp_path))
+    run_command("sweep", "remote", **_sweep_updates(small_scene_root, tmp_path))
     assert resumed == [(name, "") for name in names[1:]]  # the first run is not repeated
     assert [p.name for p in (folder / names[0]).iterdir()] == ["version_0"]
     assert [r["state"] for r in read_json(folder / "sweep.json")["runs"]] == ["complete"] * 4
@@ -91,7 +91,7 @@ def test_sweep_continues_after_an_interruption_and_reports(scene_root, tmp_path,
     # A run whose grid was lost (stopped while evaluating) gets only its grid when the sweep runs again.
     (runs[names[2]] / "grid.json").unlink()
     resumed.clear()
-    run_command("sweep", "remote", **_sweep_updates(scene_root, tmp_path))
+    run_command("sweep", "remote", **_sweep_updates(small_scene_root, tmp_path))
     assert resumed == [] and (runs[names[2]] / "grid.json").is_file()
 
 
@@ -135,8 +135,7 @@ def test_run_states_decide_skip_resume_and_grid(tmp_path):
     assert state_of(run, True) == RunState(run / "version_1", False, None)
 
 
-@pytest.mark.heavy
-def test_sweep_resumes_a_run_interrupted_mid_training(scene_root, tmp_path, monkeypatch):
+def test_sweep_resumes_a_run_interrupted_mid_training(small_scene_root, tmp_path, monkeypatch):
     """A run stopped after its first epoch continues from its last.ckpt when the sweep is run again."""
     class Crash(pl.Callback):
         def on_train_epoch_end(self, trainer, pl_module):
@@ -149,7 +148,7 @@ def test_sweep_resumes_a_run_interrupted_mid_training(scene_root, tmp_path, monk
         trainer.callbacks.append(Crash())
         return trainer, best, last
 
-    updates = _sweep_updates(scene_root, tmp_path, seeds=[0], methods=["mamol"], max_epoch=2)
+    updates = _sweep_updates(small_scene_root, tmp_path, seeds=[0], methods=["mamol"], max_epoch=2)
     monkeypatch.setattr(train, "build_trainer", crashing)
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_command("sweep", "remote", **updates)
