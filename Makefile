@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv lint test test-all demo bench clean
+.PHONY: venv lint test test-all demo figures bench clean
 
 # The project itself is installed editable (pyproject.toml), without build isolation: setuptools<81 is
 # already in the venv, and nothing is downloaded to build it.
@@ -28,8 +28,11 @@ test: lint   ## lint, then the fast CPU suite (CI runs this)
 test-all: lint   ## also the heavy tests (ViT-B/16 shapes, Houston-sized scenes, the longer trainings)
 	$(PY) -m pytest -q -m ""
 
-demo: $(STAMP)   ## synthetic scene -> Arrow -> train MaMOL (tiny CLIP) -> evaluate under missing settings
+demo: $(STAMP)   ## synthetic scene -> Arrow -> train MaMOL (tiny CLIP) -> grid of missing settings -> map
 	$(PY) -m mamol.demo --out demo_out
+
+figures: $(STAMP)   ## the README's pictures (fig/robustness.png, fig/map_complete.png), made by the demo
+	$(PY) -m mamol.demo --out demo_out --figures fig
 
 bench: $(STAMP)   ## model benchmarks (ratios measured side by side)
 	$(PY) -m mamol.bench

@@ -111,6 +111,19 @@ def config():
     limit_test = 1.0  # test on a fraction of the test split (<= 1.0) or on its first N batches (> 1)
     debug = False  # run.py: show the full traceback of a project error instead of the one-line message
 
+    # ---------------------------------------------------------------- experiments (run.py commands, README)
+    logger = "csv"  # training curves: "csv" (metrics.csv) or "tensorboard" (also TensorBoard event files there)
+    grid_types = None  # evaluate_grid: missing types, e.g. ["HS","lidar"]; None = each modality + both (or pairs, all)
+    grid_ratios = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]  # evaluate_grid: ratios (0 = complete)
+    seeds = [0, 1, 2]  # sweep: one run per seed and method (reports give mean ± std over seeds)
+    methods = ["mamol"]  # sweep: method names or variants {"name": "r4", "method": "mamol", "adapter_rank": 4}
+    sweep_datasets = None  # sweep: `datasets` values trained in turn, e.g. [["trento"], ["augsburg"]]; None = datasets
+    sweep_train_missing = None  # sweep: e.g. [{"ratio": 0.7, "type": "both"}]; None = missing_ratio/type of train
+    sweep_grid = True  # sweep: evaluate each trained checkpoint over grid_types x grid_ratios (the report's curves)
+    report_dirs = []  # report: run or sweep folders to aggregate (searched for test_results.json and grid.json)
+    map_pixels = "labelled"  # predict_map: "labelled" pixels of the scene, or "all" pixels
+    map_missing = None  # predict_map: one map each, "none" or missing modalities ("hsi"); None = none + each alone
+
 
 # The paper's remote-sensing protocol (SPEC §5.3, §6): the root config above holds its values (Houston2013,
 # HSI + LiDAR, 0.7 / both, AdamW 1e-4, 201 epochs, batch 128); the release validates every 20 epochs.

@@ -100,7 +100,7 @@ class MaMOLModule(pl.LightningModule):
             metrics = self.metrics[f"{stage}_{info.name}"]
             if not metrics.updated:
                 continue
-            values = {key: 100.0 * torch.as_tensor(v, dtype=torch.float32) for key, v in metrics.compute().items()}
+            values = {key: 100.0 * torch.as_tensor(v, dtype=torch.float64) for key, v in metrics.compute().items()}
             for name, why in metrics.undefined.items():
                 rank_zero_warn(f"{stage}/{info.name}: {name} is undefined on this split and reported as NaN ({why})")
             metrics.reset()

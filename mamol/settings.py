@@ -11,6 +11,7 @@ remote scenes, 16 on image–text data) are stated once, in that method's ``Opti
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import logging
 import math
 import os
@@ -43,6 +44,7 @@ class RunInfo:
     test_only: bool
     load_path: Path | None
     resume_from: Path | None
+    logger: Literal["csv", "tensorboard"]  # training curves: metrics.csv, and TensorBoard event files too
     test_after_fit: bool  # test the best checkpoint when training ends
     limit_test: float  # part of the test split evaluated: a fraction (<= 1) or a number of batches (> 1)
 
@@ -461,6 +463,9 @@ def resolve(cfg: Mapping[str, Any], *, kind: str, datasets: tuple[str, ...], met
     run = from_config(RunInfo, cfg | {k: cfg[k] or None for k in ("load_path", "resume_from")})
     require(run.limit_test > 0 and (run.limit_test <= 1 or float(run.limit_test).is_integer()),
             f"limit_test must be a fraction in (0, 1] or a whole number of batches, found {run.limit_test}")
+    require(run.logger != "tensorboard" or importlib.util.find_spec("tensorboard") is not None,
+            "logger='tensorboard' needs the `tensorboard` package, which is not installed in this environment: run "
+            "`pip install -r requirements.txt` (it lists tensorboard), or use logger='csv'")
     if run.test_only:
         require(run.load_path is not None, "test_only=True needs load_path=<checkpoint to evaluate>")
     for key in ("load_path", "resume_from"):

@@ -31,6 +31,7 @@ from mamol import __version__, settings
 from mamol.data import catalogue
 from mamol.data.datamodule import MaMOLDataModule
 from mamol.errors import TrainingInterrupted
+from mamol.experiments import tracking
 from mamol.files import write_json
 from mamol.methods import method_class
 from mamol.module import MaMOLModule
@@ -139,7 +140,7 @@ class StopOnSignal:
         self._previous = {}
 
 
-def build_trainer(s: RunSettings, run_dir: Path, logger: Logger | bool
+def build_trainer(s: RunSettings, run_dir: Path, logger: Logger | list[Logger] | bool
                   ) -> tuple[pl.Trainer, ModelCheckpoint, LastCheckpoint]:
     """The Trainer, the best-on-``val/the_metric`` checkpoint callback and the ``last.ckpt`` one."""
     hw, optim = s.hardware, s.optim
@@ -170,11 +171,6 @@ def build_trainer(s: RunSettings, run_dir: Path, logger: Logger | bool
     return trainer, best, last
 
 
-def _next_version(parent: Path) -> int:
-    versions = [int(p.name.split("_", 1)[1]) for p in parent.glob("version_*") if p.name.split("_", 1)[1].isdigit()]
-    return max(versions, default=-1) + 1
-
-
 def run_folder(s: RunSettings) -> tuple[Path, bool]:
     """(run folder, resumed): the run that ``resume_from`` belongs to, or a new ``version_<n>`` folder.
 
@@ -187,25 +183,19 @@ def run_folder(s: RunSettings) -> tuple[Path, bool]:
             return run_dir, True
         log.warning("resume_from=%s is not inside a run folder: the resumed run gets a new folder",
                     s.run.resume_from)
-    parent = s.run.log_dir / s.run.exp_name
-    if rank_zero_only.rank != 0:
-        return parent / f"version_{_next_version(parent)}", False  # provisional: rank 0's is broadcast
-    parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        run_dir = parent / f"version_{_next_version(parent)}"
-        try:
-            run_dir.mkdir()
-            return run_dir, False
-        except FileExistsError:  # another launch claimed it first
-            continue
+    if rank_zero_only.rank != 0:  # provisional: rank 0's folder is broadcast when the trainer starts
+        return tracking.next_run_folder(s.run.log_dir, s.run.exp_name), False
+    return tracking.new_run_folder(s.run.log_dir, s.run.exp_name), False
 
 
-def _logger(s: RunSettings, run_dir: Path) -> Logger | bool:
-    """The run's logger (CSV), writing into ``run_dir``; none for a ``fast_dev_run``."""
+def _loggers(s: RunSettings, run_dir: Path) -> list[Logger] | bool:
+    """The run's loggers writing into ``run_dir`` (CSV, and TensorBoard with ``logger="tensorboard"``); none for a
+    ``fast_dev_run``."""
     if s.run.fast_dev_run:
         return False
     warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
-    return CSVLogger(save_dir=str(run_dir.parent.parent), name=run_dir.parent.name, version=run_dir.name)
+    csv = CSVLogger(save_dir=str(run_dir.parent.parent), name=run_dir.parent.name, version=run_dir.name)
+    return tracking.training_loggers(s.run.logger, csv)
 
 
 def _abandon(run_dir: Path, err: BaseException) -> None:
@@ -270,13 +260,15 @@ def run(config: Mapping[str, Any]) -> dict:
         module.check_resumable(s.run.resume_from)
 
     run_dir, resumed = run_folder(s)
-    trainer, best, last = build_trainer(s, run_dir, _logger(s, run_dir))
+    trainer, best, last = build_trainer(s, run_dir, _loggers(s, run_dir))
+    clock = tracking.RunClock()  # wall time of fit and test, recorded for reports
+    trainer.callbacks.append(clock)
     if trainer.is_global_zero:
         record = {"config": s.config, "settings": s.to_dict(), "versions": versions()}
         write_json(run_dir / ("config.json" if not resumed else f"config_resumed_{int(time.time())}.json"), record)
         log.info("run folder: %s%s", run_dir, " (resumed)" if resumed else "")
     try:
-        report = _fit_and_test(s, trainer, best, last, module, datamodule)
+        report = _fit_and_test(s, trainer, best, last, clock, module, datamodule)
     except TrainingInterrupted:
         raise
     except BaseException as err:
@@ -299,7 +291,7 @@ def run(config: Mapping[str, Any]) -> dict:
 
 
 def _fit_and_test(s: RunSettings, trainer: pl.Trainer, best: ModelCheckpoint, last: LastCheckpoint,
-                  module: MaMOLModule, datamodule: MaMOLDataModule) -> dict[str, Any]:
+                  clock: tracking.RunClock, module: MaMOLModule, datamodule: MaMOLDataModule) -> dict[str, Any]:
     """Fit (unless ``test_only``), then test the best checkpoint (unless ``test_after_fit=False``)."""
     tested_path = str(s.run.load_path) if s.run.load_path else None
     if not s.run.test_only:
@@ -332,4 +324,5 @@ def _fit_and_test(s: RunSettings, trainer: pl.Trainer, best: ModelCheckpoint, la
         "config": s.config,
         "settings": s.to_dict(),
         "versions": versions(),
+        **tracking.run_facts(module.model, datamodule.infos, clock),  # parameters, wall time, modalities
     }

@@ -1,7 +1,9 @@
 """Remote-sensing datasets: sampled pixels (RemoteDataset) and every pixel of a scene (SceneWindows).
 
 Both read memory-mapped Arrow files written by :mod:`mamol.data.convert_remote` through zero-copy numpy
-views; a sample copies only its own patch. Sample dict (one pixel)::
+views; a sample copies only its own patch. SceneWindows also cuts whole batches at once (one gather per
+modality, :meth:`SceneWindows.batch`), which a DataLoader uses by itself through ``__getitems__``. Sample dict
+(one pixel)::
 
     {<modality>: float32 (C, P, P) for each selected modality (the fill where missing),
      "label": int64 (0..K-1; SceneWindows: -1 for unlabelled pixels), "row", "col": int64 pixel position,
@@ -152,13 +154,20 @@ class RemoteDataset(BaseArrowDataset):
         self.table  # noqa: B018 - open in this process
         return self._columns["label"].copy()
 
+    def positions(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, cols) of the split's pixels in the scene, in sample order (e.g. to score a map on them)."""
+        self.table  # noqa: B018 - open in this process
+        return self._columns["row"].astype(np.int64), self._columns["col"].astype(np.int64)
+
 
 class SceneWindows(Dataset):
     """Every pixel of a scene (row-major), each with its window cut on the fly from ``<name>_scene.arrow``.
 
     Never materialises all patches: the padded scene is memory-mapped and each sample copies one window.
     ``missing_type`` is applied to every pixel (for maps with a modality missing); ``labelled_only`` keeps
-    only pixels with a label.
+    only pixels with a label. A DataLoader with a batch size fetches whole batches through
+    :meth:`__getitems__` (one gather per modality, :meth:`batch`) instead of one window per call; the
+    batch dict is the one :meth:`collate` would make of the single samples.
     """
 
     def __init__(
@@ -234,6 +243,46 @@ class SceneWindows(Dataset):
     def __len__(self) -> int:
         return len(self._pixels) if self._pixels is not None else self.height * self.width
 
+    def label_raster(self) -> np.ndarray:
+        """(H, W) int64 labels of the whole scene: 0..K-1, -1 where unlabelled."""
+        self._open()
+        return self._labels.astype(np.int64) - 1
+
+    def batch(self, indices: Sequence[int] | np.ndarray) -> dict:
+        """Samples ``indices`` as one batch dict (as :meth:`collate` of the single samples would give).
+
+        Each present modality's windows are cut with one numpy gather from the memory-mapped scene:
+        (B, C, P, P) float32, laid out channels-last in memory (the gather copies whole window rows of P x C
+        values; convolutions take either layout). A missing modality is the fill broadcast over the batch (a
+        view, no copy). Values equal those of the single samples.
+        """
+        index = np.asarray(indices, dtype=np.int64).reshape(-1)  # (B,)
+        if index.size and (index.min() < 0 or index.max() >= len(self)):
+            bad = int(index[(index < 0) | (index >= len(self))][0])
+            raise IndexError(f"index {bad} out of range for {self.path.name} with {len(self)} pixels")
+        self._open()
+        flat = self._pixels[index] if self._pixels is not None else index
+        rows, cols = np.divmod(flat, self.width)  # (B,), (B,)
+        n, p = len(index), self.patch_size
+        batch: dict = {}
+        for bit, m in enumerate(self.modalities):
+            if self.missing_type >> bit & 1:
+                fill = torch.ones if self.missing_fill == "ones" else torch.zeros
+                batch[m] = fill(self.bands[m], p, p).expand(n, -1, -1, -1)  # (B, C, P, P) broadcast view
+            else:
+                batch[m] = torch.from_numpy(self._windows[m][rows, cols])  # (B, C, P, P) one gather
+        batch["label"] = torch.from_numpy(self._labels[rows, cols].astype(np.int64) - 1)
+        batch["row"] = torch.from_numpy(rows)
+        batch["col"] = torch.from_numpy(cols)
+        batch["missing_type"] = torch.full((n,), self.missing_type, dtype=torch.int64)
+        batch["index"] = torch.from_numpy(index.copy())
+        batch["task"] = self.task
+        return batch
+
+    def __getitems__(self, indices: list[int]) -> dict:
+        """A DataLoader's batched fetch: the whole batch at once (:meth:`batch`); :meth:`collate` passes it on."""
+        return self.batch(indices)
+
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < len(self):
             raise IndexError(f"index {index} out of range for {self.path.name} with {len(self)} pixels")
@@ -255,6 +304,7 @@ class SceneWindows(Dataset):
         sample["task"] = self.task
         return sample
 
-    def collate(self, samples: list[dict]) -> dict:
-        """Batch dict (see :func:`mamol.data.base.collate_samples`)."""
-        return collate_samples(samples)
+    def collate(self, samples: list[dict] | dict) -> dict:
+        """Batch dict of single samples (:func:`mamol.data.base.collate_samples`); a batch from
+        :meth:`__getitems__` is returned as it is."""
+        return samples if isinstance(samples, dict) else collate_samples(samples)

@@ -185,3 +185,27 @@ def test_scene_windows(converted, tmp_path) -> None:
         SceneWindows(root / "synthetic_train.arrow")
     with pytest.raises(FileNotFoundError, match="expected synthetic_scene.arrow"):
         SceneWindows.from_settings(dataclasses.replace(s.data, root=tmp_path), "ones", "synthetic")
+
+
+def test_scene_batches_equal_single_windows(converted, tmp_path) -> None:
+    """The batched path (one gather per modality) gives what the per-pixel path collates, in any order."""
+    root, scene = converted
+    s = run_settings(root, datasets=["synthetic"], modalities=["hsi", "lidar", "sar"])
+    rng = np.random.default_rng(0)
+    for missing_type, labelled in ((0, False), (1, True), (6, False)):
+        windows = SceneWindows.from_settings(s.data, "zeros", "synthetic", missing_type, labelled)
+        indices = rng.choice(len(windows), size=37, replace=False)
+        batch = windows.batch(indices)
+        singles = windows.collate([windows[int(i)] for i in indices])
+        assert batch.keys() == singles.keys()
+        for key, value in singles.items():
+            assert value == batch[key] if key == "task" else torch.equal(value, batch[key]), key
+        loaded = next(iter(DataLoader(windows, batch_size=37, collate_fn=windows.collate)))  # through __getitems__
+        assert torch.equal(loaded["hsi"], windows.batch(range(37))["hsi"]) and loaded["hsi"].shape[0] == 37
+    in_worker = next(iter(DataLoader(windows, batch_size=37, collate_fn=windows.collate, num_workers=1)))
+    assert all(torch.equal(in_worker[m], windows.batch(range(37))[m]) for m in ("hsi", "lidar", "sar"))
+    assert torch.equal(batch["sar"], torch.zeros(37, 2, 14, 14))  # code 6: LiDAR and SAR missing, zeros fill
+    with pytest.raises(IndexError, match=f"index {H * W} out of range"):
+        windows.batch([0, H * W])
+    labels = SceneWindows.from_settings(s.data, "ones", "synthetic").label_raster()
+    np.testing.assert_array_equal(labels, scene.labels.astype(int) - 1)

@@ -1,0 +1,195 @@
+"""``predict_map``: classification maps of a remote scene, complete and with modalities missing.
+
+The checkpoint predicts every labelled pixel of ``<scene>_scene.arrow`` (``map_pixels="all"``: every pixel)
+once per map setting (``map_missing``; default: complete data, then each modality missing from every
+pixel). Windows are cut from the memory-mapped scene a batch at a time (:meth:`SceneWindows.batch`). Per
+setting the run folder receives
+
+* ``map_<setting>.npy`` — the predicted label raster (H, W) int16: class 0..K-1, -1 = not predicted;
+* ``map_<setting>.png`` — the map, the ground truth and an error mask side by side, legend with the class
+  names (fixed palette, :func:`mamol.experiments.plots.palette`);
+
+plus ``ground_truth.npy`` (-1 = unlabelled) and ``maps.json``: per setting OA × 100 over every labelled
+pixel predicted and over the test split's pixels (which equals ``test_only``'s OA with that modality missing
+from every test sample), pixel counts and pixels per second.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from mamol import train
+from mamol.data import catalogue
+from mamol.data.remote import SceneWindows
+from mamol.errors import ConfigError
+from mamol.experiments import plots
+from mamol.experiments.predict import Predictor, task_infos
+from mamol.experiments.tracking import new_run_folder
+from mamol.files import atomic_write, write_json
+from mamol.missing import MODALITY_ALIASES, missing_code
+from mamol.settings import RunSettings, from_config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MapOptions:
+    """Which pixels and which missing settings to map (``map_pixels``, ``map_missing``)."""
+
+    map_pixels: Literal["labelled", "all"]
+    map_missing: tuple[str, ...] | None  # None = complete data plus each modality missing alone
+
+
+@dataclass(frozen=True)
+class MapSetting:
+    """One map: the modalities missing from every pixel, their code, and the file tag."""
+
+    missing: tuple[str, ...]
+    code: int
+
+    @property
+    def name(self) -> str:
+        """``complete`` or ``no_<modalities>`` (the file tag)."""
+        return "complete" if not self.missing else "no_" + "_".join(self.missing)
+
+    @property
+    def title(self) -> str:
+        missing = "+".join(plots.MODALITY_LABELS.get(m, m) for m in self.missing)
+        return "complete data" if not self.missing else f"{missing} missing"
+
+
+def map_settings(options: MapOptions, modalities: Sequence[str]) -> list[MapSetting]:
+    """The maps to draw; ConfigError naming ``map_missing`` for an unknown modality or all of them missing."""
+    modalities = tuple(modalities)
+    given = options.map_missing if options.map_missing is not None else ("none", *modalities)
+    if not given:
+        raise ConfigError("map_missing=[]: name at least one setting, e.g. ['none'] (or None for the default)")
+    out: list[MapSetting] = []
+    for entry in given:
+        tokens = [t for t in re.split(r"[_+,\s]+", entry.strip().lower()) if t]
+        if tokens in (["none"], ["complete"]):
+            tokens = []
+        names = [MODALITY_ALIASES.get(t, t) for t in tokens]
+        unknown = [t for t, n in zip(tokens, names) if n not in modalities]
+        if unknown or len(set(names)) != len(names):
+            raise ConfigError(f"map_missing entry {entry!r}: expected 'none' or modalities of this run "
+                              f"{list(modalities)} joined by '_' (e.g. '{modalities[0]}'), found {tokens}")
+        missing = tuple(m for m in modalities if m in names)  # code order
+        if len(missing) == len(modalities):
+            raise ConfigError(f"map_missing entry {entry!r} removes every modality of {list(modalities)}; "
+                              f"keep at least one")
+        setting = MapSetting(missing, missing_code(missing, modalities))
+        if setting not in out:
+            out.append(setting)
+    return out
+
+
+@dataclass
+class SceneMap:
+    """A predicted map and its scores."""
+
+    setting: MapSetting
+    prediction: np.ndarray  # (H, W) int16, -1 = not predicted
+    oa_labelled: float | None  # OA x 100 over the labelled pixels predicted
+    oa_test: float | None  # OA x 100 over the test split's pixels
+    pixels: int  # pixels predicted
+    seconds: float  # wall time of the prediction (data and model)
+
+    def record(self) -> dict[str, Any]:
+        return {"setting": self.setting.name, "missing": list(self.setting.missing), "code": self.setting.code,
+                "OA_labelled": self.oa_labelled, "OA_test_pixels": self.oa_test, "pixels": self.pixels,
+                "seconds": round(self.seconds, 3), "pixels_per_s": round(self.pixels / max(self.seconds, 1e-9), 1)}
+
+
+def _oa(prediction: np.ndarray, truth: np.ndarray) -> float | None:
+    """OA x 100 over the pixels that have both a label and a prediction (None when there are none)."""
+    scored = (truth >= 0) & (prediction >= 0)
+    return round(100.0 * float((prediction[scored] == truth[scored]).mean()), 4) if scored.any() else None
+
+
+def _text(oa: float | None) -> str:
+    return "n/a" if oa is None else f"{oa:.2f}"
+
+
+def predict_maps(s: RunSettings, options: MapOptions, predictor: Predictor, progress: bool | None = None
+                 ) -> tuple[list[SceneMap], np.ndarray]:
+    """The maps of ``map_settings`` for the run's scene, and the ground truth raster (H, W) (-1 = unlabelled)."""
+    name = s.data.datasets[0]
+    info = predictor.infos[0]
+    wanted = map_settings(options, info.modalities)
+    scenes = [SceneWindows.from_settings(s.data, s.missing.fill, name, setting.code,
+                                         labelled_only=options.map_pixels == "labelled") for setting in wanted]
+    truth = scenes[0].label_raster()  # (H, W)
+    entry = catalogue.entry(name, s.data.root)
+    test_rows, test_cols = entry.dataset(entry, s.data, s.missing, "test").positions()
+    maps = []
+    disable = True if progress is False else None
+    with tqdm(total=sum(len(sc) for sc in scenes), desc="maps: predicting", unit="pixel", disable=disable) as bar:
+        for setting, scene in zip(wanted, scenes):
+            bar.set_postfix_str(setting.name)
+            loader = DataLoader(scene, batch_size=s.hardware.per_device_batch, shuffle=False,
+                                num_workers=s.data.num_workers, collate_fn=scene.collate)
+            started = time.perf_counter()
+            logits, fields = predictor.predict(loader, ("row", "col"), bar)
+            prediction = np.full(truth.shape, -1, dtype=np.int16)
+            prediction[fields["row"].numpy(), fields["col"].numpy()] = logits.argmax(1).numpy()
+            seconds = time.perf_counter() - started
+            maps.append(SceneMap(setting, prediction, _oa(prediction, truth),
+                                 _oa(prediction[test_rows, test_cols], truth[test_rows, test_cols]),
+                                 len(scene), seconds))
+    return maps, truth
+
+
+def write(maps: Sequence[SceneMap], truth: np.ndarray, class_names: Sequence[str], folder: Path,
+          meta: Mapping[str, Any]) -> dict[str, Path]:
+    """``map_<setting>.npy`` / ``.png`` per map, ``ground_truth.npy`` and ``maps.json`` into ``folder``."""
+    paths: dict[str, Path] = {}
+
+    def save(path: Path, array: np.ndarray) -> Path:
+        with atomic_write(path, "wb") as handle:
+            np.save(handle, array)
+        return path
+
+    paths["ground_truth"] = save(folder / "ground_truth.npy", truth.astype(np.int16))
+    for m in maps:
+        paths[f"{m.setting.name}.npy"] = save(folder / f"map_{m.setting.name}.npy", m.prediction)
+        title = f"{m.setting.title}: OA {_text(m.oa_labelled)} (labelled), {_text(m.oa_test)} (test pixels)"
+        paths[f"{m.setting.name}.png"] = plots.map_figure(m.prediction.astype(np.int64), truth, class_names, title,
+                                                          folder / f"map_{m.setting.name}.png")
+    h, w = truth.shape
+    paths["json"] = write_json(folder / "maps.json", {
+        **meta, "shape": [h, w], "class_names": list(class_names),
+        "palette": [[round(float(c), 4) for c in rgb] for rgb in plots.palette(len(class_names))],
+        "maps": [m.record() for m in maps]})
+    return paths
+
+
+def command(config: Mapping[str, Any]) -> str:
+    """``python run.py predict_map with ... load_path=...``: predict the maps, write into a new run folder."""
+    s = train.resolve_settings(config)
+    if s.kind != "remote":
+        raise ConfigError(f"predict_map draws remote scenes; datasets={list(s.data.datasets)} is image-text data")
+    options = from_config(MapOptions, config)
+    infos = task_infos(s)
+    map_settings(options, infos[0].modalities)  # refuse bad settings before loading anything
+    SceneWindows.from_settings(s.data, s.missing.fill, s.data.datasets[0])  # refuse a missing scene file early
+    predictor = Predictor(s, infos, "predict_map")
+    maps, truth = predict_maps(s, options, predictor)
+    folder = new_run_folder(s.run.log_dir, s.run.exp_name)
+    write_json(folder / "config.json", {"config": s.config, "settings": s.to_dict(), "versions": train.versions()})
+    write(maps, truth, infos[0].class_names, folder,
+          {"scene": s.data.datasets[0], "checkpoint": str(s.run.load_path), "method": s.method.name,
+           "pixels": options.map_pixels})
+    lines = [f"{m.setting.title:<22s} OA {_text(m.oa_labelled)} over {int((truth >= 0).sum())} labelled pixels, "
+             f"{_text(m.oa_test)} over the test pixels; {m.pixels} pixels at {m.record()['pixels_per_s']:.0f}/s"
+             for m in maps]
+    return "\n".join(lines) + f"\nwritten to {folder} (map_<setting>.npy/.png, ground_truth.npy, maps.json)"

@@ -1,0 +1,385 @@
+"""``report``: finished runs aggregated into mean ± std over seeds, per method and test setting.
+
+``python run.py report with 'report_dirs=["result/my_sweep", "result/other/version_3"]'`` searches each folder
+for finished runs (``test_results.json``; with ``grid.json`` beside it when the run was evaluated over the
+grid). A run belongs to the group of its datasets and training missing setting; within a group runs of the
+same method label (the variant name recorded in a sweep's ``sweep.json``, else the ``method``) are the seeds
+of that method. For every (group, method, test setting) the report gives n (seeds), the mean and the sample
+standard deviation (n − 1 in the denominator; left empty for a single seed) of every metric × 100, and per
+run its trainable parameters and wall time (``test_results.json`` records them).
+
+Files (in the report's folder): ``report.md`` (runs, methods, one table per metric: test settings × methods),
+``report.csv`` (one row per group, method and test setting: every metric's mean and std), ``report.tex``
+(LaTeX ``booktabs`` tables of the headline metric and of the methods' cost) and ``comparison.png`` (the
+headline metric against the test missing ratio, one line per method with a ±std band, one panel per
+group and missing type; drawn from grid results).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mamol.data import catalogue
+from mamol.errors import ConfigError, DataError, MissingFileError
+from mamol.experiments import plots, tables
+from mamol.experiments.tracking import new_run_folder
+from mamol.metrics import TaskMetrics
+from mamol.missing import parse_missing_type
+from mamol.settings import from_config
+from mamol.tasks import REMOTE
+
+log = logging.getLogger(__name__)
+
+PLAN_FILE = "sweep.json"
+"""The plan a sweep writes into its folder: each run's name and method label (:mod:`mamol.experiments.sweep`)."""
+COMPLETE = "complete"
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """Which folders to aggregate (``report_dirs``) and where the report's own run folder goes."""
+
+    report_dirs: tuple[Path, ...]
+    log_dir: Path
+    exp_name: str
+
+
+def setting_label(kind: str, ratio: float) -> str:
+    """``complete`` for ratio 0 (or type none), else ``<type> <ratio>``."""
+    return COMPLETE if ratio == 0 or kind == "none" else f"{kind} {ratio:g}"
+
+
+def _canonical(kind: str, modalities: Sequence[str] | None) -> str:
+    if modalities:
+        try:
+            return parse_missing_type(kind, modalities)
+        except ConfigError:
+            pass
+    return str(kind).lower()
+
+
+def headline_metric(tasks: Sequence[str]) -> str:
+    """The checkpoint-selection metric of a run on ``tasks`` (``the_metric`` with several tasks)."""
+    if len(tasks) != 1:
+        return "the_metric"
+    entry = catalogue.CATALOGUE.get(tasks[0])
+    return TaskMetrics(entry.task_type if entry else REMOTE, 2).the_metric
+
+
+@dataclass
+class RunRecord:
+    """One finished run as the report sees it."""
+
+    folder: Path
+    name: str
+    label: str  # method label
+    seed: int
+    datasets: tuple[str, ...]
+    train: str  # training missing setting, e.g. "both 0.7"
+    headline: str
+    parameters: int | None
+    fit_s: float | None
+    test_s: float | None
+    tested: str  # the test setting of test_results.json
+    order: tuple = ()  # sort key: (position in its sweep's plan, folder), so methods appear in plan order
+    settings: dict[str, dict[str, float]] = field(default_factory=dict)  # setting label -> metrics x 100
+    curves: dict[str, dict[float, dict[str, float]]] = field(default_factory=dict)  # grid type -> ratio -> metrics
+
+    @property
+    def group(self) -> tuple[str, str]:
+        return "+".join(self.datasets), self.train
+
+
+def _labels(folder: Path) -> dict[str, tuple[int, str]]:
+    """Run name -> (position in the plan, method label) of the sweep in ``folder`` (empty if none)."""
+    path = folder / PLAN_FILE
+    if not path.is_file():
+        return {}
+    try:
+        runs = json.loads(path.read_text())["runs"]
+        return {r["name"]: (i, r["label"]) for i, r in enumerate(runs)}
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise DataError(f"{path}: not a sweep plan written by `run.py sweep` ({err})") from err
+
+
+def read_run(folder: Path) -> RunRecord:
+    """The record of the finished run in ``folder``; its method label is the one its sweep recorded
+    (``<sweep>/<run name>/version_<n>/`` with ``<sweep>/sweep.json``), else its ``method``."""
+    path = folder / "test_results.json"
+    try:
+        tested = json.loads(path.read_text())
+        config, settings = tested["config"], tested["settings"]
+        tasks = tuple(tested["tasks"])
+        modalities = next(iter(tested.get("modalities", {}).values()), None)
+        train_missing = settings["missing"]["train"]
+        test_missing = tested["missing"]
+    except (json.JSONDecodeError, KeyError, TypeError, StopIteration) as err:
+        raise DataError(f"{path}: not a test_results.json written by run.py ({type(err).__name__}: {err})") from err
+    wall = tested.get("wall_time_s") or {}
+    train_label = setting_label(_canonical(train_missing["type"], modalities), float(train_missing["ratio"]))
+    test_label = setting_label(_canonical(test_missing["missing_type"], modalities),
+                               float(test_missing["missing_ratio"]))
+    position, label = _labels(folder.parent.parent).get(folder.parent.name, (-1, tested.get("method", "?")))
+    record = RunRecord(
+        folder=folder, name=f"{folder.parent.name}/{folder.name}", label=label, seed=int(config["seed"]),
+        datasets=tasks, order=(position, str(folder)),
+        train=train_label, headline=headline_metric(tasks), parameters=tested.get("trainable_parameters"),
+        fit_s=wall.get("fit"), test_s=wall.get("test"),
+        tested=test_label)
+    record.settings[record.tested] = dict(tested["metrics"])
+    grid_path = folder / "grid.json"
+    if grid_path.is_file():
+        try:
+            rows = json.loads(grid_path.read_text())["rows"]
+            for row in rows:
+                record.curves.setdefault(row["type"], {})[float(row["ratio"])] = row["metrics"]
+                record.settings.setdefault(setting_label(row["type"], float(row["ratio"])), row["metrics"])
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise DataError(f"{grid_path}: not a grid.json written by evaluate_grid ({err})") from err
+    return record
+
+
+def collect(dirs: Sequence[Path]) -> list[RunRecord]:
+    """Every finished run under ``dirs`` (each folder once); MissingFileError naming an empty or absent entry."""
+    if not dirs:
+        raise ConfigError("report_dirs=[]: name run or sweep folders, e.g. report_dirs='[\"result/my_sweep\"]'")
+    records, seen = [], set()
+    for root in dirs:
+        if not root.is_dir():
+            raise MissingFileError(f"report_dirs entry {str(root)!r} is not a folder")
+        found = sorted(p.parent for p in root.rglob("test_results.json"))
+        if not found:
+            raise MissingFileError(f"report_dirs entry {str(root)!r} holds no finished run (no test_results.json "
+                                   f"below it)")
+        for run in sorted((read_run(f) for f in found if f.resolve() not in seen), key=lambda r: r.order):
+            seen.add(run.folder.resolve())
+            records.append(run)
+    return records
+
+
+# ------------------------------------------------------------------------------------------- statistics
+@dataclass(frozen=True)
+class Stat:
+    """Mean and sample standard deviation (None for one value) of values over seeds."""
+
+    n: int
+    mean: float
+    std: float | None
+    seeds: tuple[int, ...]
+
+    @classmethod
+    def of(cls, values: Sequence[float], seeds: Sequence[int]) -> Stat:
+        array = np.asarray(values, dtype=np.float64)
+        std = float(array.std(ddof=1)) if len(array) > 1 else None
+        return cls(len(array), float(array.mean()), std, tuple(seeds))
+
+    def text(self, digits: int = 2) -> str:
+        return f"{self.mean:.{digits}f}" if self.std is None else f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
+
+    def latex(self, digits: int = 2) -> str:
+        if self.std is None:
+            return f"${self.mean:.{digits}f}$"
+        return f"${self.mean:.{digits}f} \\pm {self.std:.{digits}f}$"
+
+
+@dataclass
+class Group:
+    """Runs on the same datasets with the same training setting: methods × test settings."""
+
+    datasets: str
+    train: str
+    headline: str
+    methods: dict[str, list[RunRecord]]
+    settings: list[str]  # test settings, complete first, then the grid's order
+    metrics: list[str]  # summary metrics, headline first
+
+    def stat(self, label: str, setting: str, metric: str) -> Stat | None:
+        runs = [r for r in self.methods[label] if setting in r.settings and metric in r.settings[setting]]
+        if not runs:
+            return None
+        return Stat.of([r.settings[setting][metric] for r in runs], [r.seed for r in runs])
+
+    def cost(self, label: str) -> tuple[str, Stat | None]:
+        """(trainable parameters as text, fit time statistics) of a method."""
+        runs = self.methods[label]
+        params = sorted({r.parameters for r in runs if r.parameters is not None})
+        text = "" if not params else f"{params[0]:,}" if len(params) == 1 else f"{params[0]:,}–{params[-1]:,}"
+        times = [(r.fit_s, r.seed) for r in runs if r.fit_s is not None]
+        return text, Stat.of(*zip(*times)) if times else None
+
+    @property
+    def title(self) -> str:
+        return f"{self.datasets} · train {self.train}"
+
+    @property
+    def plain_title(self) -> str:
+        return f"{self.datasets}, trained with {self.train}"
+
+
+def _order_settings(records: Sequence[RunRecord]) -> list[str]:
+    """Complete first, then by missing type (the grid's order first) and ratio."""
+    types = list(dict.fromkeys([k for r in records for k in r.curves] + [s.rsplit(" ", 1)[0] for r in records
+                                                                           for s in r.settings if s != COMPLETE]))
+    present = {s for r in records for s in r.settings}
+
+    def key(setting: str) -> tuple[int, float]:
+        if setting == COMPLETE:
+            return (-1, 0.0)
+        kind, ratio = setting.rsplit(" ", 1)
+        return (types.index(kind), float(ratio))
+
+    return sorted(present, key=key)
+
+
+def group_runs(records: Sequence[RunRecord]) -> list[Group]:
+    """Runs grouped by (datasets, training setting), then by method label (in the order first seen)."""
+    groups: dict[tuple[str, str], dict[str, list[RunRecord]]] = {}
+    for r in records:
+        groups.setdefault(r.group, {}).setdefault(r.label, []).append(r)
+    out = []
+    for (datasets, train), methods in groups.items():
+        runs = [r for rs in methods.values() for r in rs]
+        for label, rs in methods.items():
+            seeds = [r.seed for r in rs]
+            if len(set(seeds)) != len(seeds):
+                log.warning("report: method %s on %s has runs with the same seed %s (%s)", label, datasets, seeds,
+                            ", ".join(str(r.folder) for r in rs))
+        headline = runs[0].headline
+        names = list(dict.fromkeys(k for r in runs for m in r.settings.values() for k in m))
+        several = any("/" in n for n in names)
+        keep = [n for n in names if "acc_" not in n and (several or n != "the_metric")]
+        out.append(Group(datasets, train, headline, methods, _order_settings(runs),
+                         [headline] + [n for n in keep if n != headline]))
+    return out
+
+
+# ------------------------------------------------------------------------------------------- outputs
+def _pivot(group: Group, metric: str, latex: bool = False) -> tuple[list[str], list[list[str]]]:
+    header = ["test setting", *group.methods]
+    rows = []
+    for setting in group.settings:
+        cells = []
+        for label in group.methods:
+            stat = group.stat(label, setting, metric)
+            cells.append("" if stat is None else stat.latex() if latex else stat.text())
+        rows.append([setting, *cells])
+    return header, rows
+
+
+def _runs_table(records: Sequence[RunRecord]) -> tuple[list[str], list[list[Any]]]:
+    header = ["run", "method", "datasets", "train", "seed", "trainable parameters", "fit (s)", "test (s)",
+              "headline (tested setting)"]
+    rows = []
+    for r in records:
+        value = r.settings[r.tested].get(r.headline)
+        rows.append([r.name, r.label, "+".join(r.datasets), r.train, r.seed,
+                     "" if r.parameters is None else f"{r.parameters:,}",
+                     "" if r.fit_s is None else f"{r.fit_s:.1f}", "" if r.test_s is None else f"{r.test_s:.1f}",
+                     "" if value is None else f"{r.headline} {value:.2f} ({r.tested})"])
+    return header, rows
+
+
+def _methods_table(groups: Sequence[Group], latex: bool = False) -> tuple[list[str], list[list[str]]]:
+    header = ["datasets", "train", "method", "seeds", "trainable parameters", "fit time (s)"]
+    rows = []
+    for g in groups:
+        for label, runs in g.methods.items():
+            params, fit = g.cost(label)
+            rows.append([g.datasets, g.train, label, str(len(runs)), params,
+                         "" if fit is None else fit.latex(1) if latex else fit.text(1)])
+    return header, rows
+
+
+def _csv_rows(groups: Sequence[Group]) -> tuple[list[str], list[list[Any]]]:
+    metrics = list(dict.fromkeys(m for g in groups for m in g.metrics))
+    header = ["datasets", "train", "method", "setting", "n", "seeds", "trainable_parameters", "fit_s_mean",
+              "fit_s_std", *[f"{m}_{part}" for m in metrics for part in ("mean", "std")]]
+    rows = []
+    for g in groups:
+        for label in g.methods:
+            params, fit = g.cost(label)
+            for setting in g.settings:
+                stats = {m: g.stat(label, setting, m) for m in metrics}
+                present = [s for s in stats.values() if s is not None]
+                if not present:
+                    continue
+                row: list[Any] = [g.datasets, g.train, label, setting, present[0].n,
+                                  " ".join(map(str, present[0].seeds)), params.replace(",", ""),
+                                  "" if fit is None else round(fit.mean, 3),
+                                  "" if fit is None or fit.std is None else round(fit.std, 3)]
+                for m in metrics:
+                    s = stats[m]
+                    row += ["", ""] if s is None else [round(s.mean, 6), "" if s.std is None else round(s.std, 6)]
+                rows.append(row)
+    return header, rows
+
+
+def _comparison(groups: Sequence[Group], path: Path) -> Path | None:
+    panels: dict[str, list[plots.Curve]] = {}
+    for g in groups:
+        kinds = list(dict.fromkeys(k for runs in g.methods.values() for r in runs for k in r.curves))
+        for kind in kinds:
+            curves = []
+            for label, runs in g.methods.items():
+                ratios = sorted({ratio for r in runs for ratio in r.curves.get(kind, {})})
+                stats = [Stat.of(*zip(*[(r.curves[kind][x][g.headline], r.seed) for r in runs
+                                        if x in r.curves.get(kind, {})])) for x in ratios]
+                if stats:
+                    curves.append(plots.Curve(label, ratios, [s.mean for s in stats],
+                                              [math.nan if s.std is None else s.std for s in stats]))
+            panels[f"{g.title} · test: {plots.type_label(kind)}"] = curves
+    if not panels:
+        return None
+    metric = groups[0].headline if len({g.headline for g in groups}) == 1 else "headline metric"
+    return plots.comparison_figure(panels, metric, "mean over seeds, band: ± standard deviation", path)
+
+
+def write_report(dirs: Sequence[Path], folder: Path) -> str:
+    """Aggregate the runs under ``dirs`` into ``folder``; returns the headline tables as text."""
+    records = collect([Path(d) for d in dirs])
+    groups = group_runs(records)
+    folder.mkdir(parents=True, exist_ok=True)
+    note = ("Scores x 100: mean ± sample standard deviation over seeds (n - 1 in the denominator; one seed: "
+            "the value alone). Test settings: `complete` (ratio 0) and `<missing type> <ratio>`.\n")
+    md = [f"# Report\n\n{len(records)} runs from {', '.join(str(d) for d in dirs)}.\n\n{note}\n## Runs\n\n",
+          tables.markdown(*_runs_table(records), align_right_from=4), "\n## Methods\n\n",
+          tables.markdown(*_methods_table(groups), align_right_from=3)]
+    tex = [f"% {len(records)} runs; {note}", tables.latex_booktabs(
+        *_methods_table(groups, latex=True), caption="Methods: seeds, trainable parameters and training time.",
+        label="tab:methods", align_right_from=3)]
+    text = []
+    for i, g in enumerate(groups):
+        for metric in g.metrics:
+            md += [f"\n## {g.title}: {metric}\n\n", tables.markdown(*_pivot(g, metric))]
+        header, rows = _pivot(g, g.headline, latex=True)
+        tex.append(tables.latex_booktabs(header, rows, caption=f"{g.headline}, mean and standard deviation over seeds, "
+                                         f"{g.plain_title}.", label=f"tab:results{i + 1}"))
+        plain_header, plain_rows = _pivot(g, g.headline)
+        widths = [max(len(str(c)) for c in col) for col in zip(plain_header, *plain_rows)]
+        text += [f"{g.title}: {g.headline} (x100, mean ± std over seeds)"]
+        text += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in [plain_header, *plain_rows]]
+    figure = _comparison(groups, folder / "comparison.png")
+    if figure is None:
+        md.append("\nNo run has grid results (`grid.json`), so there is no comparison plot.\n")
+    else:
+        md.append("\n![comparison](comparison.png)\n")
+    tables.write_text(folder / "report.md", "".join(md))
+    tables.write_csv(folder / "report.csv", *_csv_rows(groups))
+    tables.write_text(folder / "report.tex", "\n".join(tex))
+    files = "report.md, report.csv, report.tex" + (", comparison.png" if figure else "")
+    return "\n".join(text) + f"\nreport written to {folder} ({files})"
+
+
+def command(config: Mapping[str, Any]) -> str:
+    """``python run.py report with 'report_dirs=[...]'``: the report in a new run folder."""
+    options = from_config(ReportOptions, config)
+    collect(options.report_dirs)  # refuse bad folders before creating the output folder
+    folder = new_run_folder(options.log_dir, options.exp_name)
+    return write_report(options.report_dirs, folder)

@@ -1,0 +1,232 @@
+"""``sweep``: train the product of seeds × methods (× datasets × training missing settings), then report.
+
+``python run.py sweep with <named config> ... 'seeds=[0,1,2]' 'methods=["mamol","lora"]'`` trains one run per
+combination, one after another, into the sweep folder ``<log_dir>/<exp_name>/``; each run is an ordinary
+run folder ``<sweep>/<run name>/version_<n>/`` (run name ``<method>-<datasets>-train_<type><ratio>-seed<k>``).
+A ``methods`` entry is a registered method name (the ``method`` key) or a named variant — ``{"name":
+"mamol_r4", "method": "mamol", "adapter_rank": 4}`` trains MaMOL with those keys changed and reports it as
+``mamol_r4``. With ``sweep_grid`` each trained checkpoint is also evaluated over
+the grid (``grid.*`` in its run folder), which gives the report its curves over the missing ratio.
+
+Running the same command again continues the sweep: a run whose folder holds ``test_results.json`` (and
+``grid.json`` with ``sweep_grid``) is skipped, a run interrupted during training resumes from its
+``checkpoints/last.ckpt``, and a run interrupted during its grid gets only the grid. ``sweep.json`` in the
+sweep folder records the plan (name, method label, seed, datasets, training setting, config changes) and
+each run's state; ``report`` reads the method labels from it. At the end the report is written into the
+sweep folder (:mod:`mamol.experiments.report`).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mamol import train
+from mamol.data import catalogue
+from mamol.errors import ConfigError
+from mamol.experiments import grid, report
+from mamol.experiments.report import PLAN_FILE
+from mamol.files import write_json
+from mamol.methods import METHODS, method_class
+from mamol.settings import RunSettings, coerce, from_config
+from mamol.tasks import SPLITS
+
+log = logging.getLogger(__name__)
+
+# Keys a variant may not change: the sweep sets them for every run.
+_SWEEP_KEYS = ("seed", "method", "datasets", "log_dir", "exp_name", "test_only", "resume_from")
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """The sweep's axes (see ``config.py``)."""
+
+    seeds: tuple[int, ...]
+    methods: tuple[Any, ...]  # each a registered method name or {"name", "method", <config keys>}
+    sweep_datasets: tuple[Any, ...] | None  # each a list of dataset names (or one name)
+    sweep_train_missing: tuple[Any, ...] | None  # each {"ratio": r, "type": t}
+    sweep_grid: bool
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """One run of the sweep: what it is called, what it trains, and the config keys it changes."""
+
+    name: str
+    label: str  # method label in reports: the registered name or the variant's name
+    method: str  # registered method
+    seed: int
+    datasets: tuple[str, ...]
+    train_ratio: float
+    train_type: str
+    updates: dict[str, Any]  # the variant's config changes
+
+
+def methods_of(options: SweepOptions, config: Mapping[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(label, registered method, config changes) of each ``methods`` entry; ConfigError naming a bad one."""
+    out = []
+    for i, spec in enumerate(options.methods):
+        where = f"methods[{i}]"
+        if isinstance(spec, str):
+            method_class(spec)  # ConfigError listing the registered methods
+            out.append((spec, spec, {}))
+            continue
+        if not isinstance(spec, Mapping) or not {"name", "method"} <= set(spec) or not isinstance(spec["name"], str):
+            raise ConfigError(f"{where}={spec!r}: expected a registered method name or a variant "
+                              f"{{'name': 'mamol_r4', 'method': 'mamol', 'adapter_rank': 4}}")
+        if spec["name"] in METHODS and spec["name"] != spec["method"]:
+            raise ConfigError(f"{where}: name {spec['name']!r} is a registered method; give the variant another name")
+        method_class(spec["method"])
+        updates = {k: v for k, v in spec.items() if k not in ("name", "method")}
+        unknown = sorted(k for k in updates if k not in config)
+        fixed = sorted(k for k in updates if k in _SWEEP_KEYS)
+        if unknown:
+            raise ConfigError(f"{where} ({spec['name']!r}): unknown config keys {unknown}")
+        if fixed:
+            raise ConfigError(f"{where} ({spec['name']!r}): {fixed} are set by the sweep for every run")
+        out.append((spec["name"], spec["method"], updates))
+    labels = [label for label, _, _ in out]
+    if not out or len(set(labels)) != len(labels):
+        raise ConfigError(f"methods={list(options.methods)}: give one or more methods with distinct names")
+    return out
+
+
+def _tag(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text)
+
+
+def plan(config: Mapping[str, Any], options: SweepOptions, s: RunSettings) -> list[SweepRun]:
+    """Every run of the sweep in training order (datasets, training settings, seeds, then methods).
+
+    ``s`` (the sweep config's settings) gives the defaults: its datasets and its training missing setting.
+    """
+    if not options.seeds or len(set(options.seeds)) != len(options.seeds):
+        raise ConfigError(f"seeds={list(options.seeds)}: give one or more distinct seeds")
+    methods = methods_of(options, config)
+    datasets = ([catalogue.canonical_names(d) for d in options.sweep_datasets] if options.sweep_datasets
+                else [s.data.datasets])
+    if options.sweep_train_missing is None:
+        train_settings = [(s.missing.train.ratio, s.missing.train.type)]
+    else:
+        train_settings = []
+        for i, spec in enumerate(options.sweep_train_missing):
+            if not isinstance(spec, Mapping) or set(spec) != {"ratio", "type"}:
+                raise ConfigError(f"sweep_train_missing[{i}]={spec!r}: expected {{'ratio': <0..1>, 'type': <type>}}")
+            train_settings.append((spec["ratio"], spec["type"]))
+    runs = []
+    for names in datasets:
+        for i, (ratio, kind) in enumerate(train_settings):
+            ratio = coerce(f"sweep_train_missing[{i}]['ratio']", ratio, float)
+            kind = coerce(f"sweep_train_missing[{i}]['type']", kind, str)
+            if not 0.0 <= ratio <= 1.0:
+                raise ConfigError(f"sweep_train_missing[{i}]: ratio must be in [0, 1], found {ratio}")
+            for seed in options.seeds:
+                for label, method, updates in methods:
+                    name = _tag(f"{label}-{'+'.join(names)}-train_{kind}{ratio:g}-seed{seed}")
+                    runs.append(SweepRun(name, label, method, int(seed), names, ratio, kind, dict(updates)))
+    return runs
+
+
+def run_config(config: Mapping[str, Any], run: SweepRun, folder: Path) -> dict[str, Any]:
+    """The config of one sweep run: the sweep's config with the run's seed, method, data and missing setting."""
+    cfg = dict(config)
+    ratios, kinds = cfg["missing_ratio"], cfg["missing_type"]
+    ratios = dict(ratios) if isinstance(ratios, Mapping) else {s: ratios for s in SPLITS}
+    kinds = dict(kinds) if isinstance(kinds, Mapping) else {s: kinds for s in SPLITS}
+    cfg.update(run.updates)
+    cfg.update(seed=run.seed, method=run.method, datasets=list(run.datasets), log_dir=str(folder),
+               exp_name=run.name, test_only=False, resume_from="",
+               missing_ratio={**ratios, "train": run.train_ratio}, missing_type={**kinds, "train": run.train_type})
+    return cfg
+
+
+@dataclass(frozen=True)
+class RunState:
+    """Where a planned run stands: its finished run folder, or what is left of an interrupted one."""
+
+    done: Path | None  # version folder with test_results.json
+    needs_grid: bool  # finished training, but its grid is missing
+    resume: Path | None  # last.ckpt of an interrupted training
+
+
+def state_of(folder: Path, with_grid: bool) -> RunState:
+    """The state of the run whose version folders live in ``folder``."""
+    versions = sorted(folder.glob("version_*"), key=lambda p: int(p.name.split("_")[1]) if
+                      p.name.split("_")[1].isdigit() else -1)
+    for version in reversed(versions):
+        if (version / "test_results.json").is_file():
+            return RunState(version, with_grid and not (version / "grid.json").is_file(), None)
+    last = next((v / "checkpoints" / "last.ckpt" for v in reversed(versions)
+                 if (v / "checkpoints" / "last.ckpt").is_file()), None)
+    return RunState(None, False, last)
+
+
+def _save_plan(folder: Path, runs: Sequence[SweepRun], states: Mapping[str, str]) -> None:
+    path = folder / PLAN_FILE
+    recorded = {}
+    if path.is_file():  # keep runs of an earlier plan of this sweep (their folders may still be reported)
+        recorded = {r["name"]: r for r in json.loads(path.read_text()).get("runs", [])}
+    for run in runs:
+        recorded[run.name] = {**asdict(run), "datasets": list(run.datasets), "state": states.get(run.name, "planned")}
+    write_json(path, {"runs": list(recorded.values())})
+
+
+def _grid(run_cfg: Mapping[str, Any], version: Path, checkpoint: str | None) -> None:
+    if not checkpoint:
+        log.warning("%s: no checkpoint was tested, so no grid", version)
+        return
+    cfg = {**run_cfg, "load_path": checkpoint, "test_only": True}
+    s, result = grid.evaluate_checkpoint(cfg, "sweep")
+    grid.write(result, version, grid.title_of(s))
+
+
+def run_sweep(config: Mapping[str, Any], options: SweepOptions, s: RunSettings, folder: Path
+              ) -> list[tuple[SweepRun, str]]:
+    """Train (or skip, resume, complete) every run of the plan into ``folder``; (run, what happened) in order."""
+    runs = plan(config, options, s)
+    for run in runs:  # check every run's config before training the first
+        train.resolve_settings(run_config(config, run, folder))
+    folder.mkdir(parents=True, exist_ok=True)
+    states: dict[str, str] = {}
+    done: list[tuple[SweepRun, str]] = []
+    for i, run in enumerate(runs, 1):
+        cfg = run_config(config, run, folder)
+        state = state_of(folder / run.name, options.sweep_grid)
+        if state.done is not None and not state.needs_grid:
+            what = "skipped (complete)"
+        elif state.done is not None:
+            log.info("[%d/%d] %s: trained; evaluating the grid", i, len(runs), run.name)
+            tested = json.loads((state.done / "test_results.json").read_text())
+            _grid(cfg, state.done, tested.get("checkpoint"))
+            what = "grid added"
+        else:
+            if state.resume is not None:
+                log.info("[%d/%d] %s: resuming from %s", i, len(runs), run.name, state.resume)
+                cfg["resume_from"] = str(state.resume)
+            else:
+                log.info("[%d/%d] %s: training", i, len(runs), run.name)
+            states[run.name] = "running"
+            _save_plan(folder, runs, states)
+            results = train.run(cfg)
+            if options.sweep_grid:
+                _grid(cfg, Path(results["run_dir"]), results.get("checkpoint"))
+            what = "resumed and finished" if state.resume is not None else "trained"
+        states[run.name] = "complete"
+        _save_plan(folder, runs, states)
+        done.append((run, what))
+    return done
+
+
+def command(config: Mapping[str, Any]) -> str:
+    """``python run.py sweep with ...``: run the sweep into ``<log_dir>/<exp_name>/``, then write its report."""
+    options = from_config(SweepOptions, config)
+    s = train.resolve_settings(config)
+    folder = s.run.log_dir / s.run.exp_name
+    done = run_sweep(config, options, s, folder)
+    text = report.write_report([folder], folder)
+    lines = [f"  {run.name:<48s} {what}" for run, what in done]
+    return "\n".join(["sweep runs:", *lines, text, f"sweep folder: {folder}"])

@@ -1,0 +1,91 @@
+"""Where a run's records go: its training loggers, new run folders, and the facts a report needs.
+
+* ``logger="csv"`` writes Lightning's ``metrics.csv`` into the run folder (as always); ``logger="tensorboard"``
+  also writes TensorBoard event files into the same folder (Lightning's ``TensorBoardLogger``), so
+  ``tensorboard --logdir <log_dir>`` shows the curves while a run trains.
+* Commands that evaluate rather than train (``evaluate_grid``, ``predict_map``, ``report``) get a run folder
+  numbered like a training run's: ``<log_dir>/<exp_name>/version_<n>/`` (:func:`new_run_folder`).
+* :class:`RunClock` and :func:`run_facts` give what ``test_results.json`` records for reports: trainable
+  parameters, wall time of fitting and testing, each task's modalities.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
+from torch import nn
+
+from mamol.tasks import TaskInfo
+
+
+def training_loggers(kind: str, csv_logger: CSVLogger) -> list[Logger]:
+    """The loggers of a training run: ``csv_logger`` (which names the run folder), plus a TensorBoard logger
+    writing into the same folder when ``kind`` (the ``logger`` key, checked by the settings) is
+    ``"tensorboard"``."""
+    loggers: list[Logger] = [csv_logger]
+    if kind == "tensorboard":
+        loggers.append(TensorBoardLogger(save_dir=csv_logger.save_dir, name=csv_logger.name,
+                                         version=csv_logger.version, default_hp_metric=False))
+    return loggers
+
+
+def next_run_folder(log_dir: str | os.PathLike, exp_name: str) -> Path:
+    """The next ``<log_dir>/<exp_name>/version_<n>/`` (not created)."""
+    parent = Path(log_dir) / exp_name
+    taken = [int(p.name.split("_", 1)[1]) for p in parent.glob("version_*") if p.name.split("_", 1)[1].isdigit()]
+    return parent / f"version_{max(taken, default=-1) + 1}"
+
+
+def new_run_folder(log_dir: str | os.PathLike, exp_name: str) -> Path:
+    """Create and return the next ``<log_dir>/<exp_name>/version_<n>/``, claimed atomically: two runs started
+    at once never share a folder."""
+    Path(log_dir, exp_name).mkdir(parents=True, exist_ok=True)
+    while True:
+        folder = next_run_folder(log_dir, exp_name)
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:  # another run claimed it first
+            continue
+
+
+class RunClock(pl.Callback):
+    """Wall time of ``trainer.fit`` and ``trainer.test`` in seconds (None for a stage that did not run)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float | None] = {"fit": None, "test": None}
+        self._started: dict[str, float] = {}
+
+    def _start(self, stage: str) -> None:
+        self._started[stage] = time.perf_counter()
+
+    def _stop(self, stage: str) -> None:
+        self.seconds[stage] = round(time.perf_counter() - self._started.pop(stage), 3)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start("fit")
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._stop("fit")
+
+    def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._start("test")
+
+    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._stop("test")
+
+
+def trainable_parameters(model: nn.Module) -> int:
+    """Number of trainable scalars of ``model``."""
+    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+
+def run_facts(model: nn.Module, infos: Sequence[TaskInfo], clock: RunClock) -> dict[str, Any]:
+    """What ``test_results.json`` records for reports beyond the metrics."""
+    return {"trainable_parameters": trainable_parameters(model), "wall_time_s": dict(clock.seconds),
+            "modalities": {info.name: list(info.modalities) for info in infos}}

@@ -1,0 +1,108 @@
+"""evaluate_grid: one checkpoint under every missing type x ratio, equal to test_only point by point."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from mamol.errors import CheckpointError, ConfigError
+from mamol.experiments.grid import GridOptions, default_types, grid_points
+from mamol.experiments.predict import task_infos
+from mamol.module import MaMOLModule
+from tests.experiments.conftest import read_json, run_command
+from tests.helpers import convert_scene, run_settings
+
+RATIOS = [0.0, 0.7, 1.0]
+
+
+def _rows(folder: Path) -> list[dict]:
+    with open(folder / "grid.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_grid_equals_test_only_and_writes_its_files(trained):
+    folder = run_command("evaluate_grid", "remote", **trained.updates(exp_name="grid", load_path=trained.checkpoint,
+                                                                      grid_ratios=RATIOS))
+    rows = _rows(folder)
+    assert [(r["type"], float(r["ratio"])) for r in rows] == [(t, r) for t in ("hsi", "lidar", "both") for r in RATIOS]
+    assert {"OA", "AA", "kappa", "acc_0", "acc_3", "the_metric"} <= set(rows[0])
+    grid = read_json(folder / "grid.json")
+    by_point = {(r["type"], r["ratio"]): r["metrics"] for r in grid["rows"]}
+    # Ratio 0 is complete data whatever the type: identical rows.
+    assert by_point[("hsi", 0.0)] == by_point[("lidar", 0.0)] == by_point[("both", 0.0)] == grid["complete"]
+    # Each point equals test_only with test_ratio/test_type (same checkpoint, same missing table).
+    for (kind, ratio), (test_type, test_ratio) in {("both", 0.7): ("both", 0.7), ("hsi", 1.0): ("HS", 1.0),
+                                                   ("hsi", 0.0): ("both", 0.0)}.items():
+        assert by_point[(kind, ratio)] == trained.test_only(test_ratio, test_type)["metrics"], (kind, ratio)
+    assert by_point[("both", 1.0)] != by_point[("both", 0.0)]  # the grid measures something
+    assert grid["passes"] == {"synthetic": [0, 1, 2]} and grid["samples"] == {"synthetic": 80}
+    md = (folder / "grid.md").read_text()
+    assert "## OA" in md and "| HSI missing |" in md and (folder / "config.json").is_file()
+    with Image.open(folder / "robustness.png") as image:
+        assert image.size == (3 * 420, 360)  # OA, AA, kappa panels of 4.2 x 3.6 in at 100 dpi
+
+
+def test_default_types_and_bad_grids():
+    assert default_types(("hsi", "lidar")) == ("hsi", "lidar", "both")
+    assert default_types(("text", "image")) == ("text", "image", "both")
+    assert default_types(("hsi", "lidar", "sar")) == ("hsi", "lidar", "sar", "hsi_lidar", "hsi_sar", "lidar_sar",
+                                                      "hsi_lidar_sar")
+    points = grid_points(GridOptions(("HS", "LiDAR", "hsi"), (1.0, 0.0, 1.0)), ("hsi", "lidar"))
+    assert [(p.type, p.ratio) for p in points] == [("hsi", 0.0), ("hsi", 1.0), ("lidar", 0.0), ("lidar", 1.0)]
+    with pytest.raises(ConfigError, match="grid_types: .*'rgb' is not a modality"):
+        grid_points(GridOptions(("rgb",), (0.5,)), ("hsi", "lidar"))
+    with pytest.raises(ConfigError, match=r"grid_ratios=\[1.5\]"):
+        grid_points(GridOptions(None, (1.5,)), ("hsi", "lidar"))
+    with pytest.raises(ConfigError, match="grid_types: 'none' is complete data"):
+        grid_points(GridOptions(("none",), (0.5,)), ("hsi", "lidar"))
+
+
+def _untrained_checkpoint(data_root: Path, path: Path, *named: str, **updates) -> Path:
+    """A plain state dict of a freshly built model (random backbone included), as ``load_path`` takes it."""
+    s = run_settings(data_root, *named, **updates)
+    torch.manual_seed(0)
+    torch.save(MaMOLModule(s, task_infos(s)).state_dict(), path)
+    return path
+
+
+def test_three_modalities_and_image_text(natural_root, tmp_path):
+    arrow = convert_scene(tmp_path, "three", hsi_bands=4, size=(24, 32), modalities=("hsi", "lidar", "sar"),
+                          train_per_class=6, val_per_class=3, test_per_class=5)
+    updates = dict(datasets=["synthetic"], modalities=["hsi", "lidar", "sar"],
+                   missing_table_root=str(tmp_path / "tables"), log_dir=str(tmp_path / "runs"))
+    weights = _untrained_checkpoint(arrow, tmp_path / "three.pt", "remote_3modality", **updates)
+    folder = run_command("evaluate_grid", "remote_3modality", data_root=str(arrow), **updates, exp_name="g3",
+                         load_path=str(weights), grid_ratios=[0.0, 0.5])
+    grid = read_json(folder / "grid.json")
+    assert grid["types"] == ["hsi", "lidar", "sar", "hsi_lidar", "hsi_sar", "lidar_sar", "hsi_lidar_sar"]
+    assert len(grid["rows"]) == 14 and len({str(r["metrics"]) for r in grid["rows"] if r["ratio"] == 0}) == 1
+    pair = torch.load(next((tmp_path / "tables").glob("synthetic_test_missing_hsi_lidar_05_*.pt")),
+                      weights_only=True)["params"]
+    assert pair["missing_ratio"] == pair["missing_ratio_2"] == 0.5  # both modalities of a pair at the ratio
+    assert grid["passes"]["synthetic"] == list(range(7))  # every partial pattern occurs somewhere in the grid
+
+    updates = dict(missing_table_root=str(tmp_path / "tables"), log_dir=str(tmp_path / "runs"), batch_size=4,
+                   per_gpu_batchsize=4)
+    weights = _untrained_checkpoint(natural_root, tmp_path / "mmimdb.pt", "task_finetune_mmimdb", **updates)
+    folder = run_command("evaluate_grid", "task_finetune_mmimdb", data_root=str(natural_root), **updates,
+                         exp_name="gn", load_path=str(weights), grid_ratios=[0.0, 1.0])
+    grid = read_json(folder / "grid.json")
+    assert grid["types"] == ["text", "image", "both"] and grid["headline"] == "F1_macro"
+    assert {"F1_micro", "F1_macro", "F1_weighted", "F1_samples"} <= set(grid["complete"])
+
+
+def test_grid_refuses_a_missing_or_mismatched_checkpoint(trained, tmp_path):
+    common = trained.updates(log_dir=str(tmp_path / "runs"), exp_name="refused")
+    with pytest.raises(ConfigError, match="evaluate_grid evaluates a checkpoint: set load_path"):
+        run_command("evaluate_grid", "remote", **common)
+    with pytest.raises(ConfigError, match="load_path='.*nowhere.ckpt': no such file"):
+        run_command("evaluate_grid", "remote", **{**common, "load_path": str(tmp_path / "nowhere.ckpt")})
+    other = convert_scene(tmp_path, "other", hsi_bands=5)
+    with pytest.raises(CheckpointError, match="bands.*'hsi': 6.*'hsi': 5"):
+        run_command("evaluate_grid", "remote", **{**common, "data_root": str(other), "load_path": trained.checkpoint})
+    with pytest.raises(ConfigError, match="grid_types"):
+        run_command("evaluate_grid", "remote", **{**common, "load_path": trained.checkpoint, "grid_types": ["rgb"]})
+    assert not (tmp_path / "runs" / "refused").exists()  # nothing written by a refused command

@@ -1,0 +1,162 @@
+"""sweep and report: seeds x method variants, continued after an interruption, reported as mean ± std."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from mamol import train
+from mamol.errors import ConfigError, MissingFileError
+from mamol.experiments.sweep import RunState, state_of
+from tests.experiments.conftest import base_updates, read_json, run_command
+
+METHODS = ["mamol", {"name": "mamol_r4", "method": "mamol", "adapter_rank": 4}]
+
+
+def _sweep_updates(data_root: Path, tmp: Path, **changes) -> dict:
+    return {**base_updates(data_root, tmp), "exp_name": "sweep", "seeds": [0, 1], "methods": METHODS,
+            "grid_types": ["lidar"], "grid_ratios": [0.0, 1.0], **changes}
+
+
+def _csv(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_sweep_continues_after_an_interruption_and_reports(small_scene_root, tmp_path, monkeypatch):
+    real_run = train.run
+    trained: list[str] = []
+
+    def stopped_at_the_second_run(cfg):
+        if trained:
+            raise KeyboardInterrupt  # the user stops the sweep as its second run starts
+        trained.append(cfg["exp_name"])
+        return real_run(cfg)
+
+    monkeypatch.setattr(train, "run", stopped_at_the_second_run)
+    with pytest.raises(KeyboardInterrupt):
+        run_command("sweep", "remote", **_sweep_updates(small_scene_root, tmp_path))
+    folder = tmp_path / "runs" / "sweep"
+    plan = read_json(folder / "sweep.json")["runs"]
+    names = [r["name"] for r in plan]
+    assert names == ["mamol-synthetic-train_both0.7-seed0", "mamol_r4-synthetic-train_both0.7-seed0",
+                     "mamol-synthetic-train_both0.7-seed1", "mamol_r4-synthetic-train_both0.7-seed1"]
+    assert trained == names[:1] and [r["state"] for r in plan][:2] == ["complete", "running"]
+
+    resumed: list[tuple[str, str]] = []
+
+    def recorded(cfg):
+        resumed.append((cfg["exp_name"], cfg["resume_from"]))
+        return real_run(cfg)
+
+    monkeypatch.setattr(train, "run", recorded)
+    run_command("sweep", "remote", **_sweep_updates(small_scene_root, tmp_path))
+    assert resumed == [(name, "") for name in names[1:]]  # the first run is not repeated
+    assert [p.name for p in (folder / names[0]).iterdir()] == ["version_0"]
+    assert [r["state"] for r in read_json(folder / "sweep.json")["runs"]] == ["complete"] * 4
+
+    # The report's numbers, recomputed here from the runs' own files.
+    runs = {name: folder / name / "version_0" for name in names}
+    values: dict[tuple[str, str], list[float]] = {}
+    for name, run in runs.items():
+        label = name.split("-")[0]
+        tested = read_json(run / "test_results.json")
+        values.setdefault((label, "both 0.7"), []).append(tested["metrics"]["OA"])
+        for row in read_json(run / "grid.json")["rows"]:
+            if row["type"] == "lidar":
+                setting = "complete" if row["ratio"] == 0 else f"lidar {row['ratio']:g}"
+                values.setdefault((label, setting), []).append(row["metrics"]["OA"])
+    rows = {(r["method"], r["setting"]): r for r in _csv(folder / "report.csv")}
+    assert {s for _, s in rows} == {"complete", "lidar 1", "both 0.7"}
+    for key, observed in values.items():
+        row = rows[key]
+        assert row["n"] == "2" and row["seeds"] == "0 1"
+        assert float(row["OA_mean"]) == pytest.approx(np.mean(observed), abs=1e-5), key
+        assert float(row["OA_std"]) == pytest.approx(np.std(observed, ddof=1), abs=1e-5), key
+    parameters = {label: int(rows[(label, "complete")]["trainable_parameters"]) for label in ("mamol", "mamol_r4")}
+    first = read_json(runs[names[0]] / "test_results.json")
+    assert parameters["mamol"] == first["trainable_parameters"] > parameters["mamol_r4"]
+    assert first["wall_time_s"]["fit"] > 0 and first["wall_time_s"]["test"] > 0
+    assert float(rows[("mamol", "complete")]["fit_s_mean"]) > 0
+    md, tex = (folder / "report.md").read_text(), (folder / "report.tex").read_text()
+    assert "| mamol_r4 |" in md and "comparison.png" in md
+    assert r"\toprule" in tex and r"\bottomrule" in tex and r"mamol\_r4" in tex and r"\pm" in tex
+    assert (folder / "comparison.png").stat().st_size > 0
+
+    # A run whose grid was lost (stopped while evaluating) gets only its grid when the sweep runs again.
+    (runs[names[2]] / "grid.json").unlink()
+    resumed.clear()
+    run_command("sweep", "remote", **_sweep_updates(small_scene_root, tmp_path))
+    assert resumed == [] and (runs[names[2]] / "grid.json").is_file()
+
+
+def test_report_of_single_runs_and_its_refusals(trained, tmp_path):
+    run_dir = Path(trained.report["run_dir"])
+    folder = run_command("report", report_dirs=[str(run_dir)], log_dir=str(tmp_path), exp_name="report")
+    (row,) = _csv(folder / "report.csv")
+    assert (row["method"], row["setting"], row["n"], row["OA_std"]) == ("mamol", "both 0.7", "1", "")
+    assert float(row["OA_mean"]) == pytest.approx(trained.report["metrics"]["OA"])
+    assert "no comparison plot" in (folder / "report.md").read_text()
+    with pytest.raises(ConfigError, match=r"report_dirs=\[\]"):
+        run_command("report", report_dirs=[], log_dir=str(tmp_path), exp_name="report")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MissingFileError, match="holds no finished run"):
+        run_command("report", report_dirs=[str(tmp_path / "empty")], log_dir=str(tmp_path), exp_name="report")
+
+
+def test_sweep_refuses_bad_methods_before_training(scene_root, tmp_path):
+    cases = ((["nope"], "method='nope' is not a method"),
+             ([{"name": "x", "method": "mamol", "adapter_rnak": 4}], r"unknown config keys \['adapter_rnak'\]"),
+             ([{"name": "x", "method": "mamol", "seed": 4}], r"\['seed'\] are set by the sweep"),
+             (["mamol", {"name": "mamol", "method": "mamol"}], "distinct names"))
+    for methods, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            run_command("sweep", "remote", **_sweep_updates(scene_root, tmp_path, methods=methods))
+    with pytest.raises(ConfigError, match="load_path='.*nowhere.ckpt': no such file"):
+        run_command("sweep", "remote", **_sweep_updates(scene_root, tmp_path, load_path=str(tmp_path / "nowhere.ckpt")))
+    assert not (tmp_path / "runs" / "sweep").exists()
+
+
+def test_run_states_decide_skip_resume_and_grid(tmp_path):
+    run = tmp_path / "run"
+    assert state_of(run, True) == RunState(None, False, None)
+    (run / "version_0" / "checkpoints").mkdir(parents=True)
+    (run / "version_0" / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    assert state_of(run, True).resume == run / "version_0" / "checkpoints" / "last.ckpt"
+    (run / "version_1").mkdir()
+    (run / "version_1" / "test_results.json").write_text("{}")
+    assert state_of(run, True) == RunState(run / "version_1", True, None) and not state_of(run, False).needs_grid
+    (run / "version_1" / "grid.json").write_text("{}")
+    assert state_of(run, True) == RunState(run / "version_1", False, None)
+
+
+def test_sweep_resumes_a_run_interrupted_mid_training(small_scene_root, tmp_path, monkeypatch):
+    """A run stopped after its first epoch continues from its last.ckpt when the sweep is run again."""
+    class Crash(pl.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            raise RuntimeError("simulated crash after epoch 0")
+
+    original = train.build_trainer
+
+    def crashing(*args, **kwargs):
+        trainer, best, last = original(*args, **kwargs)
+        trainer.callbacks.append(Crash())
+        return trainer, best, last
+
+    updates = _sweep_updates(small_scene_root, tmp_path, seeds=[0], methods=["mamol"], max_epoch=2)
+    monkeypatch.setattr(train, "build_trainer", crashing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_command("sweep", "remote", **updates)
+    monkeypatch.setattr(train, "build_trainer", original)
+    run_command("sweep", "remote", **updates)
+    name = "mamol-synthetic-train_both0.7-seed0"
+    versions = sorted((tmp_path / "runs" / "sweep" / name).glob("version_*"))
+    last = next(v for v in versions if (v / "test_results.json").is_file()) / "checkpoints" / "last.ckpt"
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    assert state["epoch"] == 1  # epoch 0 from before the crash, epoch 1 after resuming
+    assert json.loads((tmp_path / "runs" / "sweep" / "sweep.json").read_text())["runs"][0]["state"] == "complete"
