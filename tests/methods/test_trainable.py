@@ -15,8 +15,8 @@ HOST_NATURAL = {"clip.visual.ln_post.weight", "clip.visual.ln_post.bias", "clip.
 def batch(kind):
     g = torch.Generator().manual_seed(0)
     if kind == "remote":
-        return {"hsi": torch.rand(6, 12, 14, 14, generator=g), "lidar": torch.rand(6, 1, 14, 14, generator=g),
-                "missing_type": torch.tensor([0, 1, 2, 0, 1, 2])}
+        return {"hsi": torch.rand(3, 12, 14, 14, generator=g), "lidar": torch.rand(3, 1, 14, 14, generator=g),
+                "missing_type": torch.tensor([0, 1, 2])}
     return {"image": torch.randn(3, 3, 224, 224, generator=g), "missing_type": torch.tensor([0, 1, 2]),
             "text_ids": torch.tensor([[49406, 320, 1929, 49407] + [0] * 73] * 3)}
 
