@@ -6,6 +6,7 @@ import torch
 from mamol.methods import METHODS
 from mamol.models.backbone import build_clip
 from mamol.optim import parameter_groups
+from mamol.settings import OptimSettings, from_config
 from tests.helpers import natural_info, remote_info, tiny_config, tiny_model
 
 HOST_NATURAL = {"clip.visual.ln_post.weight", "clip.visual.ln_post.bias", "clip.visual.proj", "clip.ln_final.weight",
@@ -50,7 +51,5 @@ def test_nothing_of_the_backbone_trains(method, kind):
     lora_a = {n for n in trainable if n.endswith((".lora.A", ".A")) and (".lora." in n or ".deltas." in n)}
     still = [n for n in trainable - lora_a - set(dead) if params[n].numel() and not params[n].grad.any()]
     assert not dead and not still, (dead, still)
-    cfg = tiny_config(method=method)
-    groups = parameter_groups(net, type("Optim", (), {"weight_decay": cfg["weight_decay"], "learning_rate": 1.0,
-                                                      "lr_mult": 1.0})())
+    groups = parameter_groups(net, from_config(OptimSettings, tiny_config(method=method)))
     assert sum(len(g["params"]) for g in groups) == len(trainable)
