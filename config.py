@@ -60,10 +60,9 @@ def config():
     vit = "ViT-B/16"  # CLIP backbone: "ViT-B/16" (OpenAI layout, QuickGELU) or "tiny" (tests, demo)
     clip_weights = None  # local CLIP weights: OpenAI JIT .pt or open_clip .bin/.pt/.safetensors
     clip_random_init = False  # random backbone weights; only for tests and the demo
-    prompt_type = "input"  # accepted for DCP command lines; MaMOL has no prompts, so it is inert
 
     # ---------------------------------------------------------------- method and shared model parts
-    method = "mamol"  # the trainable part inside the frozen encoder (mamol/methods/): "mamol"
+    method = "mamol"  # what trains inside the frozen encoder: mamol, linear_probe, lora, moe_lora, mmp or dcp
     tokenizer_dim = 256  # remote tokenizers: width of the 3x3 conv before the 1x1 conv to D
     head_init_std = 0.02  # std of the classification head's weight init (bias 0)
     skip_missing = True  # skip the encoder pass of missing modalities (exact; 1.6x faster at 0.7 / both)
@@ -74,12 +73,34 @@ def config():
     adapter_rank = None  # LoRA rank r of every expert; None = paper: remote 8, natural 16
     num_dynamic_experts = None  # experts chosen per token by the pattern-aware router; None = remote 2, natural 4
     top_k = None  # dynamic experts kept per token (gates not renormalised); None = remote 1, natural 2
-    num_shared_experts = 1  # static experts applied to every sample
+    num_shared_experts = None  # static experts applied to every sample; None = mamol 1, moe_lora 0
     pattern_dim = 8  # size of the missing-pattern embedding e
     adapter_scale = None  # multiplies the adapter output Δ; None = remote 1.0, natural 0.2
     router_hidden = None  # router hidden width; None = D // 2
     sparse_experts = True  # run each dynamic expert only on its routed tokens (exact); False = dense masked formula
     load_balance_weight = 0.0  # optional router load-balancing loss weight (0 = the paper's method)
+    # MaMOL ablations (defaults = the full method)
+    use_dynamic_experts = True  # False: no pattern-routed experts (and no router)
+    use_shared_experts = True  # False: no shared experts
+    use_modality_experts = True  # False: no modality-specific experts
+    router_uses_pattern = True  # False: the router reads the token alone, not [token ; pattern embedding]
+    modality_gate = "presence"  # modality expert on: "presence" (the paper) or "threshold" (the release: e_m > 0.5)
+
+    # ---------------------------------------------------------------- baselines (method=...), README "Methods"
+    # lora: W x + (lora_alpha / lora_rank) B A x on adapter_layers / adapter_layers_text (MaMOL's blocks)
+    lora_rank = 8  # lora: rank r of every low-rank update (the LoRA paper's r = 8)
+    lora_alpha = 8.0  # lora: the update is scaled by lora_alpha / lora_rank (the paper sets alpha = the first r)
+    lora_targets = ["q", "v"]  # lora: adapted weights, any of "q", "k", "v", "o" (attention), "mlp" (both MLP layers)
+    # moe_lora: MaMOL's sizes (adapter_* keys, num_dynamic_experts, top_k, num_shared_experts, sparse_experts,
+    # load_balance_weight) with a router on the token alone and no pattern, shared-by-pattern or modality experts
+    moe_router = "topk"  # moe_lora: "topk" (each token's top_k experts) or "soft" (softmax mixture of all)
+    # mmp / dcp: learnable prompt tokens prepended to every sequence (removed again before pooling)
+    # prompt_type: mmp "input" or "attention" (key/value prefixes); dcp "input" (= correlated+dynamic+common), "none",
+    # or a "+"-joined subset such as "correlated+common"; inert for the other methods (kept for DCP's command lines)
+    prompt_type = "input"  # mmp: input- or attention-level prompts; dcp: which prompt parts (see above)
+    prompt_length = None  # mmp / dcp: prompt tokens per layer; None = the references': mmp 16, dcp 36 (12 per part)
+    prompt_depth = None  # mmp / dcp: prompts enter the first N blocks of each tower; None = the first half (6 of 12)
+    prompt_reduction = 16  # dcp: bottleneck ratio r of the prompt projections (hidden width = input width // r)
 
     # ---------------------------------------------------------------- optimisation (SPEC §6)
     optim_type = "adamw"  # AdamW, betas (0.9, 0.98), eps 1e-8

@@ -11,6 +11,11 @@ c. sparse top-k dynamic experts vs the dense masked formula — whole training s
    alone (forward + backward) next to a per-expert dense layout like the release's;
 d. trainable parameters (by part) and the peak memory of one training step (CUDA: max allocated; CPU: peak
    resident set growth during the step).
+
+``--methods [a,b,...]`` (all registered methods when no list is given) prints instead one row per method on the
+same batch (:func:`method_table`): trainable parameters, the training step's time as a ratio to ``linear_probe``
+(interleaved in the same run), its peak memory, and the longest token sequence the encoder's blocks run on
+(prompt methods lengthen every sequence of every later block).
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from config import defaults  # the one place defaults live (run from the repository root)
-from mamol.methods import build_model, method_class
+from mamol.methods import METHODS, build_model, method_class
 from mamol.missing import MissingSetting, make_missing_table
 from mamol.models.adapter import MaMOLAdapter
 from mamol.models.remote import RemoteModel
@@ -260,6 +265,54 @@ def bench(vit: str, steps: int, batch_size: int, device: torch.device) -> None:
         print(f"    peak memory of one training step, {name:<18} {mib:9.1f} MiB ({how})")
 
 
+def longest_sequence(model: RemoteModel, batch: dict) -> int:
+    """The longest token sequence any encoder block runs on in one forward of ``batch`` (prompts included)."""
+    seen: list[int] = []
+    hooks = [block.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[1]))
+             for block in model.visual.transformer.resblocks]
+    try:
+        with torch.no_grad():
+            model(batch)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return max(seen)
+
+
+def method_table(vit: str, methods: list[str], steps: int, batch_size: int, device: torch.device) -> None:
+    """One row per method, all on the same batch and measured side by side with ``linear_probe``: trainable
+    parameters, training-step time and its ratio to linear_probe's, peak step memory, longest sequence."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown methods {unknown}; registered: {sorted(METHODS)}")
+    names = ["linear_probe", *[m for m in methods if m != "linear_probe"]]
+    torch.manual_seed(0)
+    models = {name: remote_model(vit, method=name).to(device) for name in names}
+    batch = make_batch(batch_size, device)
+    codes = batch["missing_type"].tolist()
+    rows = sum(len(MODALITIES) - bin(c).count("1") for c in codes)
+    threads = f", {torch.get_num_threads()} threads" if device.type == "cpu" else ""
+    print(f"\n=== methods at vit={vit} (random weights), device={device}{threads}, batch {batch_size}, "
+          f"{'+'.join(f'{m}({c})' for m, c in zip(MODALITIES, BANDS))}, {PATCH}x{PATCH} patches, missing 0.7/both "
+          f"-> {rows} encoder rows of {PATCH * PATCH + 1} tokens ===")
+    steps_of = {name: train_step_fn(model, batch) for name, model in models.items()}
+    t, c = interleaved(steps_of, steps, device)
+    on_cpu = device.type == "cpu"
+    print(f"training step (forward, loss, backward, AdamW): median of {steps} interleaved repetitions after a "
+          f"warm-up" + ("; ratios of wall clock (process CPU time)" if on_cpu else ""))
+    print("\n| method | trainable parameters | step time | / linear_probe | peak step memory | longest sequence |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, model in models.items():
+        params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        mib, _ = peak_memory(steps_of[name], device)
+        ratio = f"{t[name] / t['linear_probe']:.2f}x" + (f" ({c[name] / c['linear_probe']:.2f}x)" if on_cpu else "")
+        print(f"| {name} | {params:,} | {t[name]:.2f} s | {ratio} | {mib:,.0f} MiB | "
+              f"{longest_sequence(model, batch)} tokens |")
+    how = peak_memory(lambda: None, device)[1]
+    print(f"\npeak step memory: {how}; longest sequence: tokens per encoder row in the longest block "
+          f"({PATCH * PATCH + 1} without prompts)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mamol.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--vit", choices=["ViT-B/16", "tiny", "both"], default="both")
@@ -267,10 +320,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="timed repetitions per variant (after one warm-up); use 3 for ViT-B/16 on a CPU")
     parser.add_argument("--batch", type=int, default=16, help="batch size (samples)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--methods", nargs="?", const=",".join(METHODS), default=None,
+                        help="per-method table instead (comma-separated; all methods when no list is given)")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
+    methods = [m.strip() for m in (args.methods or "").split(",") if m.strip()]
+    if [m for m in methods if m not in METHODS]:
+        parser.error(f"--methods {args.methods}: choose from {', '.join(METHODS)}")
     for vit in (["tiny", "ViT-B/16"] if args.vit == "both" else [args.vit]):
-        bench(vit, args.steps, args.batch, device)
+        if methods:
+            method_table(vit, methods, args.steps, args.batch, device)
+        else:
+            bench(vit, args.steps, args.batch, device)
     return 0
 
 

@@ -425,8 +425,9 @@ def resolve_model(cfg: Mapping[str, Any], kind: str, method_options: type
     options = from_config(method_options, cfg, defaults=method_options.paper_defaults(kind))
     if hasattr(options, "check"):
         options.check()
-    if cfg.get("prompt_type") not in (None, "", "input") and method_name == "mamol":
-        log.info("prompt_type=%r is accepted for DCP command lines and has no effect in MaMOL", cfg["prompt_type"])
+    if cfg.get("prompt_type") not in (None, "", "input") and "prompt_type" not in options.__dataclass_fields__:
+        log.info("prompt_type=%r is accepted for DCP command lines and has no effect in method=%s", cfg["prompt_type"],
+                 method_name)
     model = from_config(ModelSettings, cfg)
     require(model.tokenizer_dim >= 1, f"tokenizer_dim must be >= 1, found {model.tokenizer_dim}")
     backbone = from_config(BackboneSettings, dict(cfg) | {"clip_weights": cfg["clip_weights"] or None})

@@ -11,7 +11,12 @@ from collections.abc import Sequence
 from torch import nn
 
 from mamol.errors import ConfigError
+from mamol.methods.dcp import DCP
+from mamol.methods.linear_probe import LinearProbe
+from mamol.methods.lora import LoRA
 from mamol.methods.mamol import MaMOL
+from mamol.methods.mmp import MMP
+from mamol.methods.moe_lora import MoELoRA
 from mamol.models.method import Method
 from mamol.models.natural import NaturalModel
 from mamol.models.remote import RemoteModel
@@ -20,6 +25,11 @@ from mamol.tasks import TaskInfo
 
 METHODS: dict[str, type[Method]] = {
     MaMOL.name: MaMOL,
+    LinearProbe.name: LinearProbe,
+    LoRA.name: LoRA,
+    MoELoRA.name: MoELoRA,
+    MMP.name: MMP,
+    DCP.name: DCP,
 }
 """Method name (the ``method`` config key) -> class."""
 

@@ -9,6 +9,13 @@ Per adapted block, for a token z (D) of a row whose sample has missing pattern t
     Δ = scale · (W_o · GELU(dyn + static) + b_o)      block: out = h + MLP(LN2(h)) + Δ
 
 with A (D, r), B (r, D), f(t) a one-hot over the three codes (two modalities) or the missing bits (three).
+
+Ablations (keys of ``method=mamol``; the defaults are the full method): ``use_dynamic_experts=False`` drops
+``dyn`` and the router; ``use_shared_experts=False`` and ``use_modality_experts=False`` drop those terms of
+``static``; ``router_uses_pattern=False`` routes on the token alone, ``g = softmax(W2 · GELU(W1 z))``;
+``modality_gate="threshold"`` replaces the presence π_m by the released code's gate ``[e_m > 0.5]``, the m-th
+coordinate of the pattern embedding e (N, p) thresholded (SPEC §7: the release switched modality experts by
+a learned projection, not by presence). The pattern embedding is created only where something reads it.
 The layer itself is :class:`mamol.models.adapter.MaMOLAdapter`; this file chooses its sizes, puts it into the
 towers and conditions it on each row's pattern. ``None`` sizes mean the paper's values for the data kind,
 stated once in :data:`PAPER`: remote 8 / 2 / top-1 / ×1.0 in the last half of the blocks; image–text 16 / 4 /
@@ -18,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -28,10 +35,20 @@ from mamol.models.adapter import AdapterContext, MaMOLAdapter, PatternEmbedding,
 from mamol.models.method import Method, Rows
 
 PAPER: dict[str, dict] = {
-    "remote": dict(adapter_rank=8, num_dynamic_experts=2, top_k=1, adapter_scale=1.0),
-    "natural": dict(adapter_rank=16, num_dynamic_experts=4, top_k=2, adapter_scale=0.2),
+    "remote": dict(adapter_rank=8, num_dynamic_experts=2, top_k=1, adapter_scale=1.0, num_shared_experts=1),
+    "natural": dict(adapter_rank=16, num_dynamic_experts=4, top_k=2, adapter_scale=0.2, num_shared_experts=1),
 }
 """The paper's adapter sizes per data kind, used for keys left None."""
+
+THRESHOLD = 0.5
+"""The release's modality gate: modality expert m is on where the pattern embedding's m-th coordinate exceeds this."""
+
+
+def default_adapter_layers(kind: str, depth: int) -> range:
+    """The paper's blocks in a tower of ``depth`` blocks: the last half of the image encoder for remote data,
+    the last two blocks of each tower for image–text data (also the blocks of the ``lora`` and ``moe_lora``
+    baselines)."""
+    return range(depth // 2, depth) if kind == "remote" else range(depth - 2, depth)
 
 
 @dataclass(frozen=True)
@@ -49,6 +66,11 @@ class MaMOLOptions:
     router_hidden: int | None  # None = D // 2
     sparse_experts: bool
     load_balance_weight: float
+    use_dynamic_experts: bool  # ablation: False drops the routed experts and the router
+    use_shared_experts: bool  # ablation: False drops the shared experts
+    use_modality_experts: bool  # ablation: False drops the modality experts
+    router_uses_pattern: bool  # ablation: False routes on the token alone
+    modality_gate: Literal["presence", "threshold"]  # presence (the paper) or the release's [e_m > 0.5]
 
     @staticmethod
     def paper_defaults(kind: str) -> dict:
@@ -56,7 +78,7 @@ class MaMOLOptions:
 
     def check(self) -> None:
         """Relations between the keys, each error naming them."""
-        if not 1 <= self.top_k <= self.num_dynamic_experts:
+        if self.use_dynamic_experts and not 1 <= self.top_k <= self.num_dynamic_experts:
             raise ConfigError(f"top_k={self.top_k} must be between 1 and num_dynamic_experts="
                               f"{self.num_dynamic_experts}")
         for key in ("adapter_rank", "pattern_dim"):
@@ -79,10 +101,17 @@ class MaMOL(Method):
         self.patterns = nn.ModuleDict()  # tower -> PatternEmbedding
         self.contexts: dict[str, AdapterContext] = {}
         self.adapters: list[MaMOLAdapter] = []  # live inside the towers' blocks; a plain list, not registered twice
+        o: MaMOLOptions = options
+        threshold = o.modality_gate == "threshold" and o.use_modality_experts
+        if threshold and o.pattern_dim < len(self.modalities):
+            raise ConfigError(f"modality_gate='threshold' reads coordinate m of the pattern embedding for modality "
+                              f"m: pattern_dim={o.pattern_dim} must be >= the {len(self.modalities)} modalities")
+        # The pattern embedding exists only where something reads it: the router, or the threshold gate.
+        self.uses_pattern = (o.use_dynamic_experts and o.router_uses_pattern) or threshold
 
     def default_layers(self, tower: str, depth: int) -> range:
         """The paper's blocks: the last half of the image encoder for remote data, the last two otherwise."""
-        return range(depth // 2, depth) if self.kind == "remote" else range(depth - 2, depth)
+        return default_adapter_layers(self.kind, depth)
 
     def attach(self, tower: str, transformer: nn.Module) -> None:
         o: MaMOLOptions = self.options
@@ -94,19 +123,32 @@ class MaMOL(Method):
 
         def make() -> MaMOLAdapter:
             adapter = MaMOLAdapter(width, len(self.modalities), rank=o.adapter_rank, num_dynamic=o.num_dynamic_experts,
-                                   top_k=o.top_k, num_shared=o.num_shared_experts, pattern_dim=o.pattern_dim,
-                                   router_hidden=o.router_hidden, scale=o.adapter_scale, sparse=o.sparse_experts)
+                                   top_k=o.top_k, pattern_dim=o.pattern_dim,
+                                   router_hidden=o.router_hidden, scale=o.adapter_scale, sparse=o.sparse_experts,
+                                   num_shared=o.num_shared_experts if o.use_shared_experts else 0,
+                                   dynamic=o.use_dynamic_experts, modality_experts=o.use_modality_experts,
+                                   pattern_router=o.router_uses_pattern)
             adapter.balance = o.load_balance_weight > 0
             return adapter
 
         self.adapters += inject_adapters(transformer, layers, make, context)
         self.contexts[tower] = context
-        self.patterns[tower] = PatternEmbedding(len(self.modalities), o.pattern_dim)
+        if self.uses_pattern:
+            self.patterns[tower] = PatternEmbedding(len(self.modalities), o.pattern_dim)
+
+    def gates(self, pattern: Tensor, rows: Rows, dtype: torch.dtype) -> Tensor:
+        """Modality-expert gates (N, M): presence, or the release's ``[e_m > 0.5]`` on the pattern embedding."""
+        if self.options.modality_gate == "threshold":
+            return (pattern[:, :len(self.modalities)] > THRESHOLD).to(dtype)  # (N, M)
+        return rows.present.to(dtype)  # (N, M)
 
     def run_blocks(self, tower: str, transformer: nn.Module, x: Tensor, rows: Rows,
                    attn_mask: Tensor | None = None) -> Tensor:
-        pattern = self.patterns[tower](rows.codes)  # (N, p)
-        with self.contexts[tower].rows(pattern, rows.present.to(x.dtype)):
+        if tower in self.patterns:
+            pattern = self.patterns[tower](rows.codes)  # (N, p)
+        else:
+            pattern = x.new_zeros(x.shape[0], 0)  # (N, 0): nothing reads the pattern in this ablation
+        with self.contexts[tower].rows(pattern, self.gates(pattern, rows, x.dtype)):
             return transformer(x, attn_mask=attn_mask)
 
     def no_weight_decay(self) -> Iterable[nn.Parameter]:

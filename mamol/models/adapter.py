@@ -15,6 +15,16 @@ the adapter lives under ``...resblocks.6.mlp.adapter``.
   modality is present in the row's sample: ``spec = Σ_m π_m E_m(z)``;
 * ``Δ = scale · (W_o · GELU(dyn + shared + spec) + b_o)``.
 
+Ablations (MaMOL's keys ``use_dynamic_experts``, ``use_shared_experts``, ``use_modality_experts``,
+``router_uses_pattern``): each group of experts can be left out (its term is then absent from the sum, and
+its parameters are not created), and the router can read the token alone, ``g = softmax(W2 · GELU(W1 z))``.
+The gate ``π`` is whatever the caller puts into the context: presence, or the release's threshold on the
+pattern embedding (``mamol.methods.mamol``).
+
+The expert sums are module-level functions (:func:`gated_lora`, :func:`sparse_topk_lora`,
+:func:`dense_topk_lora`, :func:`balance_loss`) so that other mixtures (``mamol.methods.moe_lora``) use the same
+tested code.
+
 The per-row conditioning (``e`` and ``π``) is held by an :class:`AdapterContext` shared by the adapters of
 one encoder and set around each encoder call (``with context.rows(e, presence): encoder(x)``), because
 open_clip's blocks only pass the token tensor down to the MLP. (So open_clip's gradient checkpointing, which
@@ -90,8 +100,62 @@ class AdapterContext:
             self.pattern = self.presence = None
 
 
+def gated_lora(z: Tensor, a: Tensor, b: Tensor, gates: Tensor) -> Tensor:
+    """Σ_j gates_j (z A_j) B_j for stacked experts a (K, D, r), b (K, r, D); gates broadcast to (N, L, K).
+
+    One matmul pair for all K experts: the gate of expert j scales its r columns of z·[A_1 … A_K].
+    """
+    k, d, r = a.shape
+    u = z @ a.permute(1, 0, 2).reshape(d, k * r)  # (N, L, K*r)
+    u = u * gates.repeat_interleave(r, dim=-1)  # (N|1, L|1, K*r) broadcast
+    return u @ b.reshape(k * r, -1)  # (N, L, D)
+
+
+def dense_topk_lora(z: Tensor, a: Tensor, b: Tensor, gate_val: Tensor, gate_idx: Tensor) -> Tensor:
+    """Dense masked formula: every expert of a (E, D, r), b (E, r, D) on every token, times its top-k gate.
+
+    gate_val, gate_idx (N, L, k): the kept gates and their experts; gates outside the top-k are zero.
+    """
+    gates = torch.zeros(*z.shape[:-1], a.shape[0], dtype=z.dtype, device=z.device)
+    gates = gates.scatter(-1, gate_idx, gate_val.to(z.dtype))  # (N, L, E), zero outside the top-k
+    return gated_lora(z, a, b, gates)
+
+
+def sparse_topk_lora(z: Tensor, a: Tensor, b: Tensor, gate_val: Tensor, gate_idx: Tensor,
+                     base: Tensor | None = None) -> Tensor:
+    """Same sum as :func:`dense_topk_lora`, each expert computed only on the tokens that selected it; result
+    added to ``base`` (N, L, D).
+
+    Assignments are sorted by expert, the selected tokens gathered once, each expert runs on its contiguous
+    block, and the weighted outputs are scattered back with one ``index_add``.
+    """
+    n, length, d = z.shape
+    top_k = gate_idx.shape[-1]
+    flat = z.reshape(n * length, d)  # (T, D)
+    expert = gate_idx.reshape(-1)  # (T*k,) expert of each (token, slot) assignment
+    order = expert.argsort(stable=True)  # assignments grouped by expert
+    token = torch.div(order, top_k, rounding_mode="floor")  # (T*k,) token of each sorted assignment
+    gate = gate_val.reshape(-1)[order].to(z.dtype).unsqueeze(-1)  # (T*k, 1)
+    counts = torch.bincount(expert, minlength=a.shape[0]).tolist()
+    picked = flat.index_select(0, token)  # (T*k, D)
+    outs = [((x @ a[e]) * g) @ b[e]  # (n_e, D), only the tokens routed to expert e
+            for e, (x, g) in enumerate(zip(picked.split(counts), gate.split(counts)))]
+    acc = flat.new_zeros(n * length, d) if base is None else base.reshape(n * length, d)
+    return acc.index_add(0, token, torch.cat(outs)).reshape(n, length, d)
+
+
+def balance_loss(probs: Tensor, gate_idx: Tensor) -> Tensor:
+    """Switch-style load balance ``E · Σ_e f_e · P_e`` (1 when uniform): f_e share of the top-k assignments,
+    P_e mean router probability; probs (N, L, E), gate_idx (N, L, k)."""
+    experts = probs.shape[-1]
+    frac = torch.bincount(gate_idx.reshape(-1), minlength=experts).to(probs.dtype)
+    frac = frac / gate_idx.numel()
+    mean_prob = probs.reshape(-1, experts).mean(dim=0)
+    return experts * (frac * mean_prob).sum()
+
+
 class MaMOLAdapter(nn.Module):
-    """Δ(z, e): dynamic top-k LoRA experts + shared + presence-gated modality experts + output projection.
+    """Δ(z, e): dynamic top-k LoRA experts + shared + gated modality experts + output projection.
 
     Args:
         dim: token width D of the block.
@@ -106,13 +170,17 @@ class MaMOLAdapter(nn.Module):
         sparse: compute each dynamic expert only on the tokens that selected it (True) or every expert on every
             token, masked by the gates (False, the dense reference formula).
         init_std: std of the LoRA matrices' normal init.
+        dynamic: have the routed experts and their router (False: ablation, no dynamic term).
+        modality_experts: have the M modality experts (False: ablation, no modality term).
+        pattern_router: the router reads [z ; e] (True, the method) or the token z alone (False: ablation).
     """
 
     def __init__(self, dim: int, n_modalities: int, rank: int = 8, num_dynamic: int = 2, top_k: int = 1,
                  num_shared: int = 1, pattern_dim: int = 8, router_hidden: int | None = None, scale: float = 1.0,
-                 sparse: bool = True, init_std: float = 0.02) -> None:
+                 sparse: bool = True, init_std: float = 0.02, dynamic: bool = True, modality_experts: bool = True,
+                 pattern_router: bool = True) -> None:
         super().__init__()
-        if num_dynamic < 1 or not 1 <= top_k <= num_dynamic:
+        if dynamic and (num_dynamic < 1 or not 1 <= top_k <= num_dynamic):
             raise ValueError(f"need num_dynamic_experts >= 1 and 1 <= top_k <= num_dynamic_experts, "
                              f"found num_dynamic_experts={num_dynamic}, top_k={top_k}")
         if rank < 1 or num_shared < 0 or n_modalities < 1:
@@ -120,112 +188,99 @@ class MaMOLAdapter(nn.Module):
                              f"{rank}, {num_shared}, {n_modalities}")
         hidden = router_hidden or dim // 2
         self.dim, self.rank, self.top_k, self.scale, self.sparse = dim, rank, top_k, float(scale), sparse
-        self.num_dynamic, self.num_shared, self.n_modalities = num_dynamic, num_shared, n_modalities
+        self.num_dynamic = num_dynamic if dynamic else 0
+        self.num_shared, self.n_modalities = num_shared, n_modalities
+        self.dynamic, self.modality_experts, self.pattern_router = dynamic, modality_experts, pattern_router
 
         def lora(n: int, rows: int, cols: int) -> nn.Parameter:
             return nn.Parameter(torch.randn(n, rows, cols) * init_std)
 
-        self.dyn_A, self.dyn_B = lora(num_dynamic, dim, rank), lora(num_dynamic, rank, dim)  # (E, D, r), (E, r, D)
+        if dynamic:
+            self.dyn_A, self.dyn_B = lora(num_dynamic, dim, rank), lora(num_dynamic, rank, dim)  # (E, D, r), (E, r, D)
         self.shared_A, self.shared_B = lora(num_shared, dim, rank), lora(num_shared, rank, dim)  # (S, D, r), ...
-        self.mod_A, self.mod_B = lora(n_modalities, dim, rank), lora(n_modalities, rank, dim)  # (M, D, r), ...
-        self.router_in = nn.Linear(dim + pattern_dim, hidden)  # W1 over [z ; e]
-        self.router_out = nn.Linear(hidden, num_dynamic)  # W2
+        if modality_experts:
+            self.mod_A, self.mod_B = lora(n_modalities, dim, rank), lora(n_modalities, rank, dim)  # (M, D, r), ...
+        if dynamic:
+            self.router_in = nn.Linear(dim + (pattern_dim if pattern_router else 0), hidden)  # W1 over [z ; e] or z
+            self.router_out = nn.Linear(hidden, num_dynamic)  # W2
         self.out = nn.Linear(dim, dim)  # W_o, b_o
         self.balance = False  # compute the load-balancing statistic in training (set by the model)
         self.aux_loss: Tensor | None = None  # load-balancing term of the last training forward
 
     def extra_repr(self) -> str:
+        ablated = [name for name, on in (("dynamic", self.dynamic), ("modality experts", self.modality_experts),
+                                         ("pattern in router", self.pattern_router or not self.dynamic)) if not on]
         return (f"dim={self.dim}, rank={self.rank}, dynamic={self.num_dynamic}, top_k={self.top_k}, "
-                f"shared={self.num_shared}, modalities={self.n_modalities}, scale={self.scale}, sparse={self.sparse}")
+                f"shared={self.num_shared}, modalities={self.n_modalities if self.modality_experts else 0}, "
+                f"scale={self.scale}, sparse={self.sparse}" + (f", without {', '.join(ablated)}" if ablated else ""))
 
     # ---------------------------------------------------------------- pieces
     def route(self, z: Tensor, pattern: Tensor) -> Tensor:
-        """Router probabilities (N, L, N_dyn) for tokens z (N, L, D) and row embeddings (N, p)."""
+        """Router probabilities (N, L, N_dyn) for tokens z (N, L, D) and row embeddings (N, p).
+
+        Without ``pattern_router`` the router reads z alone and ``pattern`` is ignored.
+        """
+        if not self.pattern_router:
+            return self.router_out(F.gelu(self.router_in(z))).softmax(dim=-1)  # (N, L, E)
         w1 = self.router_in.weight  # (H, D + p); W1 [z ; e] = W1_z z + W1_e e, without building [z ; e]
         per_row = F.linear(pattern, w1[:, self.dim:], self.router_in.bias)  # (N, H)
         hidden = F.linear(z, w1[:, :self.dim]) + per_row.unsqueeze(1)  # (N, L, H)
         return self.router_out(F.gelu(hidden)).softmax(dim=-1)  # (N, L, E)
 
-    @staticmethod
-    def _gated_lora(z: Tensor, a: Tensor, b: Tensor, gates: Tensor) -> Tensor:
-        """Σ_j gates_j (z A_j) B_j for stacked experts a (K, D, r), b (K, r, D); gates broadcast to (N, L, K).
-
-        One matmul pair for all K experts: the gate of expert j scales its r columns of z·[A_1 … A_K].
-        """
-        k, d, r = a.shape
-        u = z @ a.permute(1, 0, 2).reshape(d, k * r)  # (N, L, K*r)
-        u = u * gates.repeat_interleave(r, dim=-1)  # (N|1, L|1, K*r) broadcast
-        return u @ b.reshape(k * r, -1)  # (N, L, D)
+    _gated_lora = staticmethod(gated_lora)
 
     def static_experts(self, z: Tensor, presence: Tensor) -> Tensor:
         """Σ shared + Σ_m π_m · modality expert m, for z (N, L, D), presence (N, M) -> (N, L, D)."""
-        gates = torch.cat([presence.new_ones(presence.shape[0], self.num_shared), presence], dim=1)  # (N, S+M)
-        a = torch.cat([self.shared_A, self.mod_A])  # (S+M, D, r)
-        b = torch.cat([self.shared_B, self.mod_B])  # (S+M, r, D)
-        return self._gated_lora(z, a, b, gates.unsqueeze(1))
+        gates = [presence.new_ones(presence.shape[0], self.num_shared)]
+        a, b = [self.shared_A], [self.shared_B]
+        if self.modality_experts:
+            gates.append(presence)
+            a.append(self.mod_A)
+            b.append(self.mod_B)
+        if sum(x.shape[0] for x in a) == 0:
+            return torch.zeros_like(z)
+        return gated_lora(z, torch.cat(a), torch.cat(b), torch.cat(gates, dim=1).unsqueeze(1))  # (S+M) experts
 
     def dynamic_dense(self, z: Tensor, gate_val: Tensor, gate_idx: Tensor) -> Tensor:
         """Dense masked formula: every dynamic expert on every token, times its (top-k masked) gate."""
-        gates = torch.zeros(*z.shape[:-1], self.num_dynamic, dtype=z.dtype, device=z.device)
-        gates = gates.scatter(-1, gate_idx, gate_val.to(z.dtype))  # (N, L, E), zero outside the top-k
-        return self._gated_lora(z, self.dyn_A, self.dyn_B, gates)
+        return dense_topk_lora(z, self.dyn_A, self.dyn_B, gate_val, gate_idx)
 
     def dynamic_sparse(self, z: Tensor, gate_val: Tensor, gate_idx: Tensor, base: Tensor | None = None) -> Tensor:
-        """Top-k experts computed only on the tokens that selected them; result added to ``base`` (N, L, D).
-
-        Assignments are sorted by expert, the selected tokens gathered once, each expert runs on its
-        contiguous block, and the weighted outputs are scattered back with one ``index_add``.
-        """
-        n, length, d = z.shape
-        flat = z.reshape(n * length, d)  # (T, D)
-        expert = gate_idx.reshape(-1)  # (T*k,) expert of each (token, slot) assignment
-        order = expert.argsort(stable=True)  # assignments grouped by expert
-        token = torch.div(order, self.top_k, rounding_mode="floor")  # (T*k,) token of each sorted assignment
-        gate = gate_val.reshape(-1)[order].to(z.dtype).unsqueeze(-1)  # (T*k, 1)
-        counts = torch.bincount(expert, minlength=self.num_dynamic).tolist()
-        picked = flat.index_select(0, token)  # (T*k, D)
-        outs = [((x @ self.dyn_A[e]) * g) @ self.dyn_B[e]  # (n_e, D), only the tokens routed to expert e
-                for e, (x, g) in enumerate(zip(picked.split(counts), gate.split(counts)))]
-        acc = flat.new_zeros(n * length, d) if base is None else base.reshape(n * length, d)
-        return acc.index_add(0, token, torch.cat(outs)).reshape(n, length, d)
+        """Top-k experts computed only on the tokens that selected them; result added to ``base`` (N, L, D)."""
+        return sparse_topk_lora(z, self.dyn_A, self.dyn_B, gate_val, gate_idx, base)
 
     # ---------------------------------------------------------------- forward
     def forward(self, z: Tensor, context: AdapterContext) -> Tensor:
         """Δ for tokens z (N, L, D) whose rows are described by ``context`` -> (N, L, D)."""
         if context.pattern is None or context.presence is None:
             raise RuntimeError("MaMOLAdapter called outside an AdapterContext.rows(...) block: call the encoder "
-                               "through RemoteMaMOL / NaturalMaMOL, which set the per-row missing pattern")
+                               "through the method's run_blocks, which sets the per-row missing pattern")
         if context.pattern.shape[0] != z.shape[0]:
             raise RuntimeError(f"adapter context has {context.pattern.shape[0]} rows but the tokens have "
                                f"{z.shape[0]}; the encoder must be batch-first")
-        presence = context.presence.to(z.dtype)  # (N, M)
-        probs = self.route(z, context.pattern.to(z.dtype))  # (N, L, E)
-        gate_val, gate_idx = probs.topk(self.top_k, dim=-1)  # (N, L, k)
-        mix = self.static_experts(z, presence)  # (N, L, D)
-        if self.sparse:
-            mix = self.dynamic_sparse(z, gate_val, gate_idx, base=mix)
-        else:
-            mix = mix + self.dynamic_dense(z, gate_val, gate_idx)
-        self.aux_loss = self._balance_loss(probs, gate_idx) if (self.balance and self.training) else None
+        mix = self.static_experts(z, context.presence.to(z.dtype))  # (N, L, D)
+        self.aux_loss = None
+        if self.dynamic:
+            probs = self.route(z, context.pattern.to(z.dtype))  # (N, L, E)
+            gate_val, gate_idx = probs.topk(self.top_k, dim=-1)  # (N, L, k)
+            if self.sparse:
+                mix = self.dynamic_sparse(z, gate_val, gate_idx, base=mix)
+            else:
+                mix = mix + self.dynamic_dense(z, gate_val, gate_idx)
+            if self.balance and self.training:
+                self.aux_loss = balance_loss(probs, gate_idx)
         return self.scale * self.out(F.gelu(mix))
-
-    def _balance_loss(self, probs: Tensor, gate_idx: Tensor) -> Tensor:
-        """Switch-style load balance ``N_dyn · Σ_e f_e · P_e`` (1 when uniform): f_e share of top-k assignments,
-        P_e mean router probability."""
-        frac = torch.bincount(gate_idx.reshape(-1), minlength=self.num_dynamic).to(probs.dtype)
-        frac = frac / gate_idx.numel()
-        mean_prob = probs.reshape(-1, self.num_dynamic).mean(dim=0)
-        return self.num_dynamic * (frac * mean_prob).sum()
 
 
 class MLPWithAdapter(nn.Module):
-    """``mlp(z) + adapter(z, context)``: replaces a frozen open_clip block's ``mlp``.
+    """``mlp(z) + adapter(z, context)`` (``adapter(z)`` without a context): replaces a frozen open_clip block's
+    ``mlp``.
 
     The frozen MLP's layers are re-registered under their own names (``c_fc``, ``gelu``, ``c_proj``), so the
     backbone's state-dict keys are unchanged by the injection.
     """
 
-    def __init__(self, mlp: nn.Sequential, adapter: MaMOLAdapter, context: AdapterContext) -> None:
+    def __init__(self, mlp: nn.Sequential, adapter: nn.Module, context: AdapterContext | None) -> None:
         super().__init__()
         self._mlp_names = [name for name, _ in mlp.named_children()]
         for name, layer in mlp.named_children():
@@ -240,7 +295,8 @@ class MLPWithAdapter(nn.Module):
         return z
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.frozen_mlp(z) + self.adapter(z, self.context)
+        delta = self.adapter(z) if self.context is None else self.adapter(z, self.context)
+        return self.frozen_mlp(z) + delta
 
 
 def resolve_layers(layers: Sequence[int] | None, depth: int, key: str, default: Sequence[int]) -> list[int]:
@@ -261,11 +317,15 @@ def resolve_layers(layers: Sequence[int] | None, depth: int, key: str, default: 
     return sorted(out)
 
 
-def inject_adapters(transformer: nn.Module, layers: Sequence[int], make_adapter: Callable[[], MaMOLAdapter],
-                    context: AdapterContext) -> list[MaMOLAdapter]:
-    """Replace ``transformer.resblocks[i].mlp`` by :class:`MLPWithAdapter` for each ``i`` in ``layers``."""
+def inject_adapters(transformer: nn.Module, layers: Sequence[int], make_adapter: Callable[[], nn.Module],
+                    context: AdapterContext | None) -> list[nn.Module]:
+    """Replace ``transformer.resblocks[i].mlp`` by :class:`MLPWithAdapter` for each ``i`` in ``layers``.
+
+    ``make_adapter()`` builds one adapter per block (a :class:`MaMOLAdapter`, or any module called as
+    ``adapter(z, context)``, or ``adapter(z)`` when ``context`` is None).
+    """
     if not getattr(transformer, "batch_first", False):
-        raise ValueError("MaMOL adapters need a batch-first open_clip Transformer (rows = samples)")
+        raise ValueError("adapters need a batch-first open_clip Transformer (rows = samples)")
     adapters = []
     for i in layers:
         block = transformer.resblocks[i]

@@ -1,0 +1,79 @@
+"""Plain LoRA (Hu et al., ICLR 2022) on the frozen CLIP blocks MaMOL adapts: no routing, no missing pattern.
+
+Every adapted weight W (D_out, D_in) of a chosen block gets one low-rank update:
+
+    y = W x + b + (α / r) · B A x,        A (r, D_in), B (D_out, r), B = 0 at the start
+
+``lora_targets`` names the adapted weights: ``"q"``, ``"k"``, ``"v"`` (the rows of open_clip's packed
+``in_proj_weight``, D -> D each), ``"o"`` (the attention's ``out_proj``, D -> D) and ``"mlp"`` (``c_fc``,
+D -> 4D, and ``c_proj``, 4D -> D). The default ``["q", "v"]`` is the paper's choice. The blocks are MaMOL's
+(``adapter_layers`` / ``adapter_layers_text``; None = the last half of the image encoder for remote data, the
+last two blocks of each tower for image–text data). One update serves every row, whatever its missing pattern
+or modality. The layers are :mod:`mamol.models.lora`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import nn
+
+from mamol.errors import ConfigError
+from mamol.methods.mamol import default_adapter_layers
+from mamol.models.adapter import resolve_layers
+from mamol.models.lora import PROJECTIONS, LoRALinear, LowRank, open_attention
+from mamol.models.method import Method
+
+TARGETS = (*PROJECTIONS, "o", "mlp")
+"""What ``lora_targets`` may name."""
+
+
+@dataclass(frozen=True)
+class LoRAOptions:
+    """LoRA's config keys (see ``config.py``)."""
+
+    adapter_layers: tuple[int, ...] | None  # image-tower blocks; None = MaMOL's (last half remote, last two natural)
+    adapter_layers_text: tuple[int, ...] | None  # text-tower blocks; None = the last two
+    lora_rank: int
+    lora_alpha: float
+    lora_targets: tuple[str, ...]
+
+    @staticmethod
+    def paper_defaults(kind: str) -> dict:
+        return {}
+
+    def check(self) -> None:
+        """Each error names the key."""
+        if self.lora_rank < 1 or self.lora_alpha <= 0:
+            raise ConfigError(f"lora_rank must be >= 1 and lora_alpha > 0, found {self.lora_rank} and "
+                              f"{self.lora_alpha}")
+        unknown = [t for t in self.lora_targets if t not in TARGETS]
+        if unknown or not self.lora_targets or len(set(self.lora_targets)) != len(self.lora_targets):
+            raise ConfigError(f"lora_targets={list(self.lora_targets)}: expected a non-empty list of distinct "
+                              f"names from {list(TARGETS)}")
+
+
+class LoRA(Method):
+    """One low-rank update per adapted weight of the chosen blocks of each tower."""
+
+    name: ClassVar[str] = "lora"
+    Options: ClassVar[type] = LoRAOptions
+
+    def attach(self, tower: str, transformer: nn.Module) -> None:
+        o: LoRAOptions = self.options
+        key = "adapter_layers_text" if tower == "text" else "adapter_layers"
+        depth = len(transformer.resblocks)
+        layers = resolve_layers(getattr(o, key), depth, key, default_adapter_layers(self.kind, depth))
+        width = transformer.width
+        for i in layers:
+            block = transformer.resblocks[i]
+            projections = [t for t in o.lora_targets if t in PROJECTIONS]
+            if projections or "o" in o.lora_targets:
+                attention = open_attention(block)
+                for name in projections:
+                    attention.deltas[name] = LowRank(width, width, o.lora_rank, o.lora_alpha)
+                if "o" in o.lora_targets:
+                    attention.out_proj = LoRALinear(attention.out_proj, o.lora_rank, o.lora_alpha)
+            if "mlp" in o.lora_targets:
+                block.mlp.c_fc = LoRALinear(block.mlp.c_fc, o.lora_rank, o.lora_alpha)
+                block.mlp.c_proj = LoRALinear(block.mlp.c_proj, o.lora_rank, o.lora_alpha)
