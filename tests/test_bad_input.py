@@ -10,6 +10,7 @@ detected without checksums; the corpus flips bytes where the formats can tell.
 """
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -25,8 +26,14 @@ from mamol.data.arrow import open_arrow, read_metadata, write_table
 from mamol.data.convert_remote import prepare_remote
 from mamol.data.synthetic import write_mat
 from mamol.errors import MamolError
+from mamol.experiments.grid import GridOptions
+from mamol.experiments.maps import MapOptions
+from mamol.experiments.report import ReportOptions
+from mamol.experiments.sweep import SweepOptions
+from mamol.methods import METHODS
 from mamol.missing import MissingSetting, load_or_make_missing_table
 from mamol.module import MaMOLModule
+from mamol.settings import from_config
 from tests.fakes.remote import SMALL_COUNTS, small_scene_dir
 from tests.helpers import open_split, remote_info, run_settings, tiny_config
 
@@ -330,11 +337,30 @@ def test_bad_checkpoints(tmp_path, module_and_checkpoint, name):
         CKPT_CASES[name](tmp_path, build, good)
 
 
+COMMAND_OPTIONS = (GridOptions, SweepOptions, ReportOptions, MapOptions)
+"""Options the experiment commands type themselves (the run settings do not read their keys)."""
+
+
+def _keys(options: type) -> set[str]:
+    return {f.metadata.get("key", f.name) for f in dataclasses.fields(options)}
+
+
+def _read(tmp_path: Path, key: str, value: object) -> None:
+    """Type ``key=value`` as whatever reads that key: a command's options, a method's (with that method), else
+    the run settings."""
+    for options in COMMAND_OPTIONS:
+        if key in _keys(options):
+            from_config(options, tiny_config(**{key: value}))
+            return
+    method = next((name for name, cls in METHODS.items() if key in _keys(cls.Options)), "mamol")
+    run_settings(tmp_path, "remote", datasets=["houston2013"], **{"method": method, key: value})
+
+
 @pytest.mark.parametrize("name", sorted(CONFIG_CASES))
 def test_ill_typed_config_values(tmp_path, name):
     key = CONFIG_CASES[name]
     with pytest.raises(MamolError, match=rf"\b{key}\b"):
-        run_settings(tmp_path, "remote", datasets=["houston2013"], **{key: _ill_typed(_DEFAULTS[key])})
+        _read(tmp_path, key, _ill_typed(_DEFAULTS[key]))
 
 
 @pytest.mark.parametrize("name", sorted(TYPO_CASES))
