@@ -47,6 +47,7 @@ def write_arrow(
     with atomic_write(path, "wb") as handle, pa.ipc.new_file(handle, schema) as writer:
         for batch in batches:
             writer.write_batch(batch)
+            del batch  # released before the next one is built: lazy batches stay one at a time in memory
     logger.debug("wrote %s", path)
     return path
 

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from mamol.data.arrow import fixed_list_array, write_arrow
 from mamol.data.formats import MODALITY_ORDER, NAN_POLICIES, NORMALIZATIONS, REMOTE_FORMAT, REMOTE_FORMAT_VERSION
-from mamol.data.matfile import MatVariable, read_variable, resolve_variable
+from mamol.data.matfile import MatVariable, iter_bands, read_variable, resolve_variable
 from mamol.data.scenes import _EXAMPLE_FILES, KNOWN_SCENES, ROLE_KEYS, class_names_for, find_scene_files
 from mamol.data.splits import draw_split, fixed_split, warn_about_sizes
 from mamol.errors import DataError, MissingFileError
@@ -40,8 +40,8 @@ from mamol.tasks import SPLITS
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "BATCH_BYTES", "check_finite", "check_labels", "check_sizes", "extract_patches", "human_bytes",
-    "normalize_cube", "pad_scene", "prepare_remote",
+    "BATCH_BYTES", "BandNormaliser", "check_labels", "check_sizes", "extract_patches", "human_bytes", "pad_index",
+    "pad_scene", "prepare_remote", "read_padded",
 ]
 
 BATCH_BYTES = 32 * 2**20  # target size of one written record batch
@@ -99,104 +99,130 @@ def check_labels(raster: np.ndarray, var: MatVariable, num_classes: int | None) 
             f"{var.label}: labels must lie in 0..{high} (0 = unlabelled), found {int(out_of_range.sum())} "
             f"pixels with values {values}"
         )
-    return raster.astype(np.int16)
+    return raster.astype(np.int16, order="C")  # C order: its rows ravel without a copy
 
 
-def check_finite(cube: np.ndarray, var: MatVariable, policy: str = "refuse") -> int:
-    """Refuse (ValueError naming file, key and count) or fill with the band mean (warning) any NaN/Inf.
+class BandNormaliser:
+    """NaN/Inf policy and per-band normalisation of one modality, fed one H×W float32 band at a time.
 
-    ``cube`` is H×W×C float and is filled in place. Returns the number of values filled.
+    Each band is checked for NaN/Inf (``refuse``: counted, and :meth:`finish` raises naming file, key and
+    count; ``fill``: replaced by the band mean, with a warning) and normalised in place: ``minmax``
+    (x - min) / (max - min) in [0, 1] (a constant band becomes 0), ``zscore`` (x - mean) / std (std 0 -> 1),
+    ``none`` unchanged. Band by band, so no full-cube temporaries.
     """
-    if policy not in NAN_POLICIES:
-        raise DataError(f"nan policy must be one of {NAN_POLICIES}, got {policy!r}")
-    total, n_nan, bands = 0, 0, []
-    for c in range(cube.shape[2]):
-        band = cube[..., c]
+
+    def __init__(self, var: MatVariable, method: str, nan: str) -> None:
+        if method not in NORMALIZATIONS:
+            raise DataError(f"normalize must be one of {NORMALIZATIONS}, got {method!r}")
+        if nan not in NAN_POLICIES:
+            raise DataError(f"nan policy must be one of {NAN_POLICIES}, got {nan!r}")
+        self.var, self.method, self.nan = var, method, nan
+        self.first: list[float] = []  # per band: min (minmax) or mean (zscore)
+        self.second: list[float] = []  # per band: max (minmax) or std (zscore)
+        self.non_finite, self.nan_count, self.bad_bands = 0, 0, []
+
+    def __call__(self, band: np.ndarray) -> np.ndarray:
+        """Check, fill and normalise the next band (H, W) in place; returns it."""
         bad = ~np.isfinite(band)
         n_bad = int(bad.sum())
-        if not n_bad:
-            continue
-        total += n_bad
-        n_nan += int(np.isnan(band).sum())
-        bands.append(c)
-        if policy == "fill":
+        if n_bad:
+            self.non_finite += n_bad
+            self.nan_count += int(np.isnan(band).sum())
+            self.bad_bands.append(len(self.first))
+            if self.nan == "refuse":  # finish() raises: leave the band as it is
+                self.first.append(np.nan)
+                self.second.append(np.nan)
+                return band
             good = band[~bad]
             band[bad] = good.mean(dtype=np.float64) if good.size else 0.0
-    if total and policy == "refuse":
-        raise DataError(
-            f"{var.path}: variable {var.key!r} holds {total} non-finite values ({n_nan} NaN, {total - n_nan} "
-            f"Inf) in bands {bands[:10]}{'...' if len(bands) > 10 else ''}; fix the file or convert with "
-            f"--nan fill (replaces them with the band mean)"
-        )
-    if total:
-        logger.warning("%s: filled %d NaN/Inf values of variable %r (bands %s) with the band mean",
-                       var.path, total, var.key, bands[:10])
-    return total
-
-
-def normalize_cube(cube: np.ndarray, method: str, what: str = "") -> dict[str, list[float]]:
-    """Normalise an H×W×C float32 cube per band in place; returns the statistics used (JSON-able).
-
-    ``minmax``: (x - min) / (max - min) in [0, 1] (a constant band becomes 0); ``zscore``: (x - mean) / std
-    (std 0 -> 1); ``none``: unchanged.
-    """
-    if method not in NORMALIZATIONS:
-        raise DataError(f"normalize must be one of {NORMALIZATIONS}, got {method!r}")
-    if method == "none":
-        return {}
-    n_bands = cube.shape[2]
-    first, second = np.empty(n_bands), np.empty(n_bands)
-    for c in range(n_bands):  # band by band: no full-size temporaries
-        band = cube[..., c]
-        if method == "minmax":
-            first[c], second[c] = band.min(), band.max()
+        if self.method == "none":
+            self.first.append(np.nan)
+            self.second.append(np.nan)
+            return band
+        if self.method == "minmax":
+            low, high = float(band.min()), float(band.max())
+            shift, scale = low, (1.0 / (high - low) if high > low else 0.0)
         else:
-            first[c], second[c] = band.mean(dtype=np.float64), band.std(dtype=np.float64)
-    if method == "minmax":
-        span = second - first
-        constant = np.flatnonzero(span == 0)
-        if constant.size:
-            logger.warning("%s: %d constant band(s) %s normalise to 0", what, constant.size, constant[:10].tolist())
-        scale = np.where(span > 0, 1.0 / np.where(span > 0, span, 1.0), 0.0)
-        stats = {"min": first.tolist(), "max": second.tolist()}
-    else:
-        scale = 1.0 / np.where(second > 0, second, 1.0)
-        stats = {"mean": first.tolist(), "std": second.tolist()}
-    cube -= first.astype(np.float32)
-    cube *= scale.astype(np.float32)
-    return stats
+            low, high = float(band.mean(dtype=np.float64)), float(band.std(dtype=np.float64))
+            shift, scale = low, 1.0 / (high if high > 0 else 1.0)
+        self.first.append(low)
+        self.second.append(high)
+        band -= np.float32(shift)
+        band *= np.float32(scale)
+        return band
+
+    def finish(self) -> tuple[dict[str, list[float]], int]:
+        """After the last band: raise for refused NaN/Inf, log warnings; (statistics (JSON-able), values filled)."""
+        bands = self.bad_bands
+        if self.non_finite and self.nan == "refuse":
+            raise DataError(
+                f"{self.var.path}: variable {self.var.key!r} holds {self.non_finite} non-finite values "
+                f"({self.nan_count} NaN, {self.non_finite - self.nan_count} Inf) in bands {bands[:10]}"
+                f"{'...' if len(bands) > 10 else ''}; fix the file or convert with --nan fill (replaces them "
+                f"with the band mean)"
+            )
+        if self.non_finite:
+            logger.warning("%s: filled %d NaN/Inf values of variable %r (bands %s) with the band mean",
+                           self.var.path, self.non_finite, self.var.key, bands[:10])
+        if self.method == "none":
+            return {}, self.non_finite
+        if self.method == "minmax":
+            constant = [c for c, (low, high) in enumerate(zip(self.first, self.second)) if high == low]
+            if constant:
+                logger.warning("%s: %d constant band(s) %s normalise to 0", self.var.label, len(constant),
+                               constant[:10])
+            return {"min": self.first, "max": self.second}, self.non_finite
+        return {"mean": self.first, "std": self.second}, self.non_finite
+
+
+def pad_index(n: int, patch_size: int) -> np.ndarray:
+    """Source index of each position of a symmetrically padded axis of length n + P - 1 (edge repeated)."""
+    before, after = patch_size // 2, patch_size - 1 - patch_size // 2
+    return np.pad(np.arange(n), (before, after), mode="symmetric")
 
 
 def pad_scene(cube: np.ndarray, patch_size: int) -> np.ndarray:
-    """Symmetric padding (edge repeated) by (P//2, P-1-P//2): C-contiguous (H+P-1, W+P-1, C) float32.
-
-    Built row by row from index maps, so the only full-size allocation is the output.
-    """
-    before, after = patch_size // 2, patch_size - 1 - patch_size // 2
-    h, w, c = cube.shape
-    rows = np.pad(np.arange(h), (before, after), mode="symmetric")  # padded row -> source row
-    cols = np.pad(np.arange(w), (before, after), mode="symmetric")
-    out = np.empty((h + before + after, w + before + after, c), dtype=np.float32)
-    for i, r in enumerate(rows):
-        out[i] = cube[r][cols]
+    """Symmetric padding (edge repeated) by (P//2, P-1-P//2): C-contiguous (H+P-1, W+P-1, C) float32."""
+    rows, cols = pad_index(cube.shape[0], patch_size), pad_index(cube.shape[1], patch_size)
+    out = np.empty((len(rows), len(cols), cube.shape[2]), dtype=np.float32)
+    for c in range(cube.shape[2]):
+        out[..., c] = cube[..., c][np.ix_(rows, cols)]
     return out
 
 
+def read_padded(var: MatVariable, patch_size: int, normalize: str, nan: str) -> tuple[np.ndarray, dict, int]:
+    """Read ``var`` band by band, normalised, into its padded scene; (padded (Hp, Wp, C), statistics, filled).
+
+    The padded float32 scene is the only full-size array: each band is read, checked, normalised and copied
+    into it before the next is read (:class:`BandNormaliser`, :func:`mamol.data.matfile.iter_bands`).
+    """
+    height, width = _hw(var)
+    rows, cols = pad_index(height, patch_size), pad_index(width, patch_size)
+    n_bands = var.shape[2] if len(var.shape) == 3 else 1
+    padded = np.empty((len(rows), len(cols), n_bands), dtype=np.float32)  # (Hp, Wp, C)
+    normaliser = BandNormaliser(var, normalize, nan)
+    for c, band in enumerate(iter_bands(var)):  # (H, W) each
+        padded[..., c] = normaliser(_as_float32(band, var))[np.ix_(rows, cols)]
+    stats, filled = normaliser.finish()
+    return padded, stats, filled
+
+
 def extract_patches(padded: np.ndarray, rows: np.ndarray, cols: np.ndarray, patch_size: int) -> np.ndarray:
-    """(n, C, P, P) windows of a padded (Hp, Wp, C) scene: pixel (r, c) sits at (P//2, P//2)."""
+    """(n, C, P, P) C-contiguous windows of a padded (Hp, Wp, C) scene: pixel (r, c) sits at (P//2, P//2)."""
     windows = sliding_window_view(padded, (patch_size, patch_size), axis=(0, 1))  # (H, W, C, P, P) view
-    return windows[rows, cols]
+    out = np.empty((len(rows), *windows.shape[2:]), dtype=padded.dtype)
+    for k, (r, c) in enumerate(zip(rows, cols)):  # window by window: fancy indexing gives a strided copy
+        out[k] = windows[r, c]
+    return out
 
 
-def _as_cube(array: np.ndarray, var: MatVariable) -> np.ndarray:
-    """Freshly read H×W or H×W×C numeric array -> H×W×C float32 (may be Fortran-ordered; no copy if float32)."""
-    if array.dtype.kind not in "biuf":
-        raise DataError(f"{var.label}: expected a numeric array, found dtype {array.dtype}")
-    if array.ndim == 2:
-        array = array[..., None]
-    if array.dtype == np.float32 and array.flags.writeable:
-        return array  # freshly read from the file: ours to normalise in place, no copy
-    return array.astype(np.float32)
+def _as_float32(band: np.ndarray, var: MatVariable) -> np.ndarray:
+    """A freshly read numeric band -> float32, ours to normalise in place (no copy if already float32)."""
+    if band.dtype.kind not in "biuf":
+        raise DataError(f"{var.label}: expected a numeric array, found dtype {band.dtype}")
+    if band.dtype == np.float32 and band.flags.writeable:
+        return band
+    return band.astype(np.float32)
 
 
 def _scene_stem(dataset: str) -> str:
@@ -272,11 +298,11 @@ def prepare_remote(
         tr = check_labels(read_variable(split_vars["train"]), split_vars["train"], num_classes)
         ts = check_labels(read_variable(split_vars["test"]), split_vars["test"], num_classes)
         pixels = fixed_split(tr, ts, class_names, val_per_class, seed)  # labels from the TR/TS rasters
-        split_labels = {"train": tr.ravel(), "val": tr.ravel(), "test": ts.ravel()}
+        split_labels = {"train": tr.ravel(), "val": tr.ravel(), "test": ts.ravel()}  # views
         per_class = {"val": val_per_class}  # train and test come from the rasters: only this count was used
     else:
         pixels = draw_split(labels, class_names, per_class, seed, strict=strict_counts)
-        split_labels = {s: labels.ravel() for s in SPLITS}
+        split_labels = {s: labels.ravel() for s in SPLITS}  # views
 
     counts = {s: np.bincount(split_labels[s][pixels[s]] - 1, minlength=num_classes).tolist() for s in SPLITS}
     warn_about_sizes(counts, class_names)
@@ -286,13 +312,8 @@ def prepare_remote(
     stats: dict[str, dict] = {}
     filled: dict[str, int] = {}
     for m in tqdm(present, desc=f"{name}: reading", disable=not progress, unit="modality"):
-        var = mods[m]
-        cube = _as_cube(read_variable(var), var)  # (H, W, C)
-        filled[m] = check_finite(cube, var, nan)
-        stats[m] = normalize_cube(cube, normalize, var.label)
-        bands[m] = int(cube.shape[2])
-        padded[m] = pad_scene(cube, patch_size)  # (Hp, Wp, C)
-        del cube
+        padded[m], stats[m], filled[m] = read_padded(mods[m], patch_size, normalize, nan)  # (Hp, Wp, C)
+        bands[m] = int(padded[m].shape[2])
 
     source = {
         role: {"file": v.path.name, "key": v.key, "bytes": v.path.stat().st_size,
@@ -337,16 +358,15 @@ def _split_batches(
     fields += [pa.field(c, pa.int64()) for c in ("label", "row", "col")]
     schema = pa.schema(fields)
 
-    def batches() -> Iterator[pa.RecordBatch]:
-        for start in range(0, len(flat), per_batch):
-            idx = flat[start:start + per_batch]
-            rows, cols = idx // width, idx % width
-            arrays = [fixed_list_array(extract_patches(p, rows, cols, patch_size)) for p in padded.values()]
-            arrays += [pa.array(raw_labels[idx].astype(np.int64) - 1), pa.array(rows), pa.array(cols)]
-            bar.update(len(idx))
-            yield pa.record_batch(arrays, schema=schema)
+    def batch(idx: np.ndarray) -> pa.RecordBatch:
+        rows, cols = idx // width, idx % width
+        arrays = [fixed_list_array(extract_patches(p, rows, cols, patch_size)) for p in padded.values()]
+        arrays += [pa.array(raw_labels[idx].astype(np.int64) - 1), pa.array(rows), pa.array(cols)]
+        bar.update(len(idx))
+        return pa.record_batch(arrays, schema=schema)
 
-    return schema, batches()
+    # A batch is built only once the previous one is written and released: one batch in memory at a time.
+    return schema, (batch(flat[start:start + per_batch]) for start in range(0, len(flat), per_batch))
 
 
 def _write_scene(path: Path, padded: dict[str, np.ndarray], labels: np.ndarray, patch_size: int, meta: dict) -> Path:

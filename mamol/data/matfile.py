@@ -4,6 +4,9 @@ A file's variable is chosen by the first known key it holds (exact spelling firs
 else the single variable that does not start with ``__``; several candidates and no known key is an error
 that lists them. MATLAB stores arrays column-major: h5py hands v7.3 arrays over with their axes reversed,
 so they are transposed back here, and every array comes out in MATLAB's H×W[×C] order.
+
+:func:`iter_bands` reads a cube one H×W band at a time (v7.3 through h5py slicing; v5/v7 numeric arrays,
+compressed or not, from their data element), so a converter never holds a whole cube it is about to copy.
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ import math
 import mmap
 import os
 import struct
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,8 +55,10 @@ def mat_version(path: str | os.PathLike) -> str:
 
 
 _MI_BYTES = {1: 1, 2: 1, 3: 2, 4: 2, 5: 4, 6: 4, 7: 4, 9: 8, 12: 8, 13: 8}  # numeric data types -> bytes per value
+_MI_DTYPES = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 9: "f8", 12: "i8", 13: "u8"}
 _MI_MATRIX, _MI_COMPRESSED = 14, 15
 _NUMERIC_CLASSES = range(6, 16)  # mxDOUBLE_CLASS .. mxUINT64_CLASS
+_MX_COMPLEX_FLAG, _MX_LOGICAL_FLAG = 0x0800, 0x0200  # array flags read whole by scipy
 
 
 def _tag(data: mmap.mmap, pos: int, end: int, endian: str, path: Path) -> tuple[int, int, int]:
@@ -190,6 +196,154 @@ def read_variable(var: MatVariable) -> np.ndarray:
         raise DataError(f"{var.label}: expected a numeric array, found {type(data).__name__} "
                         f"{getattr(data, 'dtype', '')}")
     return data
+
+
+def iter_bands(var: MatVariable) -> Iterator[np.ndarray]:
+    """The H×W bands of ``var`` (H×W: one band; H×W×C: C bands) one at a time, each a fresh writeable array.
+
+    Values and dtype are those of :func:`read_variable` (each band as ``read_variable(var)[..., c]``), but
+    v7.3 files and v5/v7 real numeric arrays are read band by band, so only one band is in memory at a time;
+    anything else (e.g. complex or sparse) is read whole through :func:`read_variable` and sliced.
+    """
+    if var.version == "7.3":
+        yield from _hdf5_bands(var)
+        return
+    found = _find_v5_array(var)
+    if found is None:
+        data = read_variable(var)
+        yield from (data,) if data.ndim == 2 else (data[..., c] for c in range(data.shape[2]))
+        return
+    with open(var.path, "rb") as handle:
+        stream = _v5_stream(handle, found.start, found.size, found.compressed, var.label)
+        _matrix_header(stream, found.endian, var.label)  # skip to the real part's values
+        h, w = found.dims[0], found.dims[1]
+        for _ in range(found.dims[2] if len(found.dims) == 3 else 1):
+            band = np.empty((w, h), found.dtype)  # column-major H×W band = C-order W×H
+            if stream.readinto(memoryview(band).cast("B")) != band.nbytes:
+                raise DataError(f"{var.label}: the variable's data ends early (truncated or corrupt file?)")
+            yield band.T
+
+
+def _hdf5_bands(var: MatVariable) -> Iterator[np.ndarray]:
+    try:
+        with h5py.File(var.path, "r") as fh:
+            dataset = fh[var.key]  # (C, W, H) or (W, H): MATLAB's axes reversed
+            if dataset.dtype.kind not in "biuf":
+                raise DataError(f"{var.label}: expected a numeric array, found ndarray {dataset.dtype}")
+            if dataset.ndim == 2:
+                yield dataset[()].T
+                return
+            for c in range(dataset.shape[0]):
+                yield dataset[c].T
+    except OSError as err:
+        raise DataError(f"{var.label}: cannot read the variable (HDF5: {err}); truncated or corrupt?") from err
+
+
+@dataclass(frozen=True)
+class _V5Array:
+    """Where a real numeric v5/v7 variable lies: its top-level element and the layout of its values."""
+
+    start: int  # offset of the element's data (after its tag)
+    size: int  # bytes of the element's data
+    compressed: bool
+    endian: str
+    dims: tuple[int, ...]
+    dtype: np.dtype
+
+
+class _Inflater:
+    """``readinto`` over a zlib-compressed span of a file, decompressing only as much as is asked for."""
+
+    CHUNK = 1 << 20
+
+    def __init__(self, handle, size: int) -> None:
+        self._handle, self._left, self._zlib = handle, size, zlib.decompressobj()
+
+    def readinto(self, buffer: memoryview) -> int:
+        filled = 0
+        while filled < len(buffer):
+            data = self._zlib.unconsumed_tail
+            if not data:
+                data = self._handle.read(min(self.CHUNK, self._left))
+                self._left -= len(data)
+                if not data:
+                    break
+            out = self._zlib.decompress(data, len(buffer) - filled)
+            buffer[filled:filled + len(out)] = out
+            filled += len(out)
+        return filled
+
+
+def _v5_stream(handle, start: int, size: int, compressed: bool, where: str):
+    """A ``readinto`` stream over the miMATRIX body of the top-level element whose data is at ``start``."""
+    handle.seek(start)
+    if not compressed:
+        return handle
+    stream = _Inflater(handle, size)
+    _read_exact(stream, 8, where)  # the inner miMATRIX tag
+    return stream
+
+
+def _read_exact(stream, n: int, where: str) -> bytes:
+    buffer = bytearray(n)
+    if stream.readinto(memoryview(buffer)) != n:
+        raise DataError(f"{where}: a variable ends early (truncated or corrupt file?)")
+    return bytes(buffer)
+
+
+def _matrix_header(stream, endian: str, where: str) -> tuple[int, int, tuple[int, ...], str, int, int]:
+    """(mx class, array flags, dims, name, real part's data type, its byte count) of a miMATRIX body.
+
+    Leaves ``stream`` at the first byte of the real part's values; its type and count are 0 when it is a
+    small data element (at most 4 bytes of values).
+    """
+    parts = []
+    for i in range(4):
+        tag = _read_exact(stream, 8, where)
+        word, count = struct.unpack(endian + "II", tag)
+        if word >> 16:  # small data element: type and count in one word, the data in the next 4 bytes
+            parts.append((word & 0xFFFF, word >> 16, tag[4:4 + (word >> 16)]))
+        elif i < 3:
+            parts.append((word, count, _read_exact(stream, count + (-count % 8), where)[:count]))
+        else:
+            parts.append((word, count, b""))
+    (_, _, flags), (_, dims_count, dims), (_, _, name), (kind, count, small) = parts
+    flags_word = struct.unpack(endian + "I", flags[:4])[0]
+    dims_tuple = struct.unpack(endian + f"{dims_count // 4}i", dims)
+    if small:
+        kind, count = 0, 0
+    return flags_word & 0xFF, flags_word, dims_tuple, name.decode("latin-1"), kind, count
+
+
+def _find_v5_array(var: MatVariable) -> _V5Array | None:
+    """Locate ``var`` when it is a real numeric array whose values can be read in place; else None."""
+    with open(var.path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        handle.seek(126)
+        endian = "<" if handle.read(2) == b"IM" else ">"
+        pos = 128
+        while pos + 8 <= size:
+            handle.seek(pos)
+            kind, count = struct.unpack(endian + "II", handle.read(8))
+            start = pos + 8
+            pos = start + count if kind == _MI_COMPRESSED else start + count + (-count % 8)
+            if kind not in (_MI_MATRIX, _MI_COMPRESSED):
+                continue
+            try:
+                stream = _v5_stream(handle, start, count, kind == _MI_COMPRESSED, var.label)
+                mx_class, flags, dims, name, mi_type, n_bytes = _matrix_header(stream, endian, var.label)
+            except (DataError, struct.error, zlib.error):
+                return None  # unusual layout: leave it to scipy
+            if name != var.key:
+                continue
+            whole_only = flags & (_MX_COMPLEX_FLAG | _MX_LOGICAL_FLAG)
+            if mx_class not in _NUMERIC_CLASSES or whole_only or mi_type not in _MI_DTYPES or len(dims) not in (2, 3):
+                return None
+            dtype = np.dtype(_MI_DTYPES[mi_type]).newbyteorder(endian)
+            if n_bytes != math.prod(dims) * dtype.itemsize:
+                return None
+            return _V5Array(start, count, kind == _MI_COMPRESSED, endian, dims, dtype)
+    return None
 
 
 def read_mat(path: str | os.PathLike, known_keys: Sequence[str], what: str) -> tuple[np.ndarray, MatVariable]:

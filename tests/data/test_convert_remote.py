@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import scipy.io
 
 from mamol.data.arrow import column_views, open_arrow, read_metadata
 from mamol.data.convert_remote import extract_patches, pad_scene, prepare_remote
+from mamol.data.formats import METADATA_KEY
+from mamol.data.matfile import iter_bands, read_variable, resolve_variable
 from mamol.data.synthetic import NAMINGS, make_houston_sized, write_mat, write_scene
 from tests.fakes.remote import SMALL_COUNTS, small_scene_dir
 from tests.helpers import make_arrow_script
@@ -56,6 +61,96 @@ def test_patches_match_direct_slices_at_borders(p: int) -> None:
     for k, (r, c) in enumerate(pixels):
         np.testing.assert_array_equal(patches[k], _direct_patch(cube, r, c, p))
         np.testing.assert_array_equal(patches[k][:, p // 2, p // 2], cube[r, c])  # the pixel sits at (P//2, P//2)
+
+
+# ------------------------------------------------------------------------------------------- unchanged output
+def _content_sha256(path: Path) -> str:
+    """SHA-256 of an Arrow file's schema, metadata (less the .mat files' byte sizes), batches and values."""
+    reader = pa.ipc.open_file(pa.memory_map(str(path)))
+    meta = json.loads(reader.schema.metadata[METADATA_KEY])
+    for source in meta["source"].values():
+        del source["bytes"]  # depends on the scipy / h5py version that wrote the .mat file
+    digest = hashlib.sha256(reader.schema.remove_metadata().to_string().encode())
+    digest.update(json.dumps(meta, sort_keys=True).encode())
+    for i in range(reader.num_record_batches):  # batch boundaries are part of the file
+        batch = reader.get_batch(i)
+        digest.update(str(batch.num_rows).encode())
+        for column in batch.columns:
+            values = column.flatten() if pa.types.is_fixed_size_list(column.type) else column
+            digest.update(values.to_numpy(zero_copy_only=False).tobytes())
+    return digest.hexdigest()
+
+
+# Produced by the converter before it read cubes band by band (commit bbfc6e2): small_scene_dir(tmp_path,
+# version=VERSION, modalities=("hsi", "lidar", "sar")), then prepare_remote("synthetic", root, out,
+# normalize=NORMALIZE, **SMALL_COUNTS), then _content_sha256 of each file. The files themselves were also
+# identical byte for byte, as were those of the Houston-sized scene (benchmarks/bench_arrow.py).
+REFERENCE_SHA256 = {
+    ("5", "minmax"): {
+        "train": "3bbff9d976767144afaa231a413a323ed148e19a01ac1ed4ac65920ab28c2f1b",
+        "val": "aa983b00c3c9d3a70cc1e312b344bc411893621027cf30a68e4d451db196068b",
+        "test": "ce7dfad5099fd12ccff0998ed3dc85f537afd59fd5462e3e7c7fb921409e7477",
+        "scene": "c78b2cf483b68536b08dffed6f453e7b38976be6ee5868f5e464b83e5bf7b1eb",
+    },
+    ("5", "zscore"): {
+        "train": "4a1692dd911f10056c12e2d1ff3ceef1c299906b3af590babd6e0fae31f966e6",
+        "val": "49fbd47b554cd044adea89f70b461559b2f2c9353c4fc8df3fb95d5362ca6b1d",
+        "test": "957ba028b3f049010ef61c4a16d497beede246a8014d618c728f02a176af2898",
+        "scene": "d0cab0b2a7342b4331dff3a49b6c87b036b5944d82c07a8f19d0d5e4a66bd2b0",
+    },
+    ("7.3", "minmax"): {
+        "train": "cd2306384a2d6cd66fa286ce67dfac16a6df5c4c5d56b7f9df0c74f8679d04f9",
+        "val": "cfa28a3c854cf0e9f44d0430160b629f48aaeb3d2d177de4c6fb0e7eeff8a228",
+        "test": "a06778ce4a86f3ba3a8b707c896b59b5d136c75a5931e45fd16930a0258f636c",
+        "scene": "b287ee4f3fc8ac7b9aa86b9889bf69862c98f0307c9402e5d0c0452a53180476",
+    },
+    ("7.3", "zscore"): {
+        "train": "19a7eb64d4a0a39709e8429980f780b8a079770b923c36d0e2a6f29a9d299ec3",
+        "val": "4441b4beefe88165b90789aa3c81f310156a7e721e523b0b55011877ad813d7a",
+        "test": "9fc145607d65836b2f7d0c01b0f4002192d26424ca5ef65cc4163116ca3cb82b",
+        "scene": "d27d3398dbe6dd78d1d3eebe3c4488ff0da2e10db606b0071956b1e8b367d768",
+    },
+}
+
+
+@pytest.mark.parametrize(("version", "normalize"), sorted(REFERENCE_SHA256))
+def test_output_unchanged(tmp_path, version: str, normalize: str) -> None:
+    root, _ = small_scene_dir(tmp_path, version=version, modalities=("hsi", "lidar", "sar"))
+    out = prepare_remote("synthetic", root, tmp_path / "arrow", normalize=normalize, **SMALL_COUNTS)
+    assert {split: _content_sha256(path) for split, path in out.items()} == REFERENCE_SHA256[version, normalize]
+
+
+def test_compressed_v5_converts_like_uncompressed(tmp_path) -> None:
+    _, scene = small_scene_dir(tmp_path, modalities=("hsi", "lidar", "sar"))
+    root = tmp_path / "compressed"
+    for role, array in [*scene.data.items(), ("label", scene.labels)]:
+        file_name, key = NAMINGS["official"][role]
+        root.mkdir(exist_ok=True)
+        scipy.io.savemat(str(root / file_name), {key: array}, do_compression=True)
+    out = prepare_remote("synthetic", root, tmp_path / "arrow", normalize="zscore", **SMALL_COUNTS)
+    assert {split: _content_sha256(path) for split, path in out.items()} == REFERENCE_SHA256["5", "zscore"]
+
+
+@pytest.mark.parametrize("layout", ["v5", "v5-compressed", "v7.3"])
+@pytest.mark.parametrize("array", [
+    np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4),
+    np.arange(6, dtype=np.int16).reshape(2, 3) - 3,
+    np.linspace(0, 1, 30).reshape(3, 5, 2),
+])
+def test_bands_are_the_slices_of_the_whole_array(tmp_path, layout: str, array: np.ndarray) -> None:
+    path = tmp_path / "x.mat"
+    if layout == "v7.3":
+        write_mat(path, "x", array, "7.3")
+    else:
+        scipy.io.savemat(str(path), {"other": np.ones(3), "x": array}, do_compression=layout == "v5-compressed")
+    var = resolve_variable(path, ["x"], "test array")
+    whole = read_variable(var)
+    bands = list(iter_bands(var))
+    expected = [whole] if whole.ndim == 2 else [whole[..., c] for c in range(whole.shape[2])]
+    assert len(bands) == len(expected)
+    for band, want in zip(bands, expected):
+        assert band.dtype == want.dtype and band.flags.writeable
+        np.testing.assert_array_equal(band, want)
 
 
 # ------------------------------------------------------------------------------------------- round trips
