@@ -141,7 +141,9 @@ def sparse_topk_lora(z: Tensor, a: Tensor, b: Tensor, gate_val: Tensor, gate_idx
     outs = [((x @ a[e]) * g) @ b[e]  # (n_e, D), only the tokens routed to expert e
             for e, (x, g) in enumerate(zip(picked.split(counts), gate.split(counts)))]
     acc = flat.new_zeros(n * length, d) if base is None else base.reshape(n * length, d)
-    return acc.index_add(0, token, torch.cat(outs)).reshape(n, length, d)
+    # Under autocast the expert matmuls give the autocast dtype while z (so acc) or base may still be float32;
+    # index_add needs one dtype, so the expert outputs join the accumulator's.
+    return acc.index_add(0, token, torch.cat(outs).to(acc.dtype)).reshape(n, length, d)
 
 
 def balance_loss(probs: Tensor, gate_idx: Tensor) -> Tensor:

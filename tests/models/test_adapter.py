@@ -10,8 +10,10 @@ from mamol.models.adapter import (
     MaMOLAdapter,
     MLPWithAdapter,
     PatternEmbedding,
+    dense_topk_lora,
     inject_adapters,
     resolve_layers,
+    sparse_topk_lora,
 )
 from mamol.models.backbone import build_clip
 
@@ -108,6 +110,23 @@ def test_sparse_handles_an_expert_nobody_picks():
     out = run(adapter, z, pattern, presence)
     adapter.sparse = False
     torch.testing.assert_close(out, run(adapter, z, pattern, presence))
+
+
+@pytest.mark.parametrize("base", [None, "float32"])
+def test_sparse_topk_lora_under_bf16_autocast_with_float32_tokens(base):
+    # Under autocast the tokens (and MaMOL's static-expert sum, the base) can still be float32 while the expert
+    # matmuls give bfloat16: the sparse scatter must accept both, and agree with the dense formula.
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 5, 16, generator=g)
+    a, b = torch.randn(4, 16, 3, generator=g), torch.randn(4, 3, 16, generator=g)
+    gate_val, gate_idx = torch.rand(2, 5, 4, generator=g).softmax(-1).topk(2, dim=-1)
+    start = None if base is None else torch.randn(2, 5, 16, generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        sparse = sparse_topk_lora(z, a, b, gate_val, gate_idx, start)
+        dense = dense_topk_lora(z, a, b, gate_val, gate_idx)
+    expected = dense.float() + (0 if start is None else start)
+    # bf16 keeps 8 significant bits (relative step 2^-8 = 0.4 %); a few rounded terms stay within 2 % of the scale.
+    torch.testing.assert_close(sparse.float(), expected, rtol=0, atol=0.02 * expected.abs().max().item())
 
 
 def test_presence_switches_exactly_the_present_modality_experts():

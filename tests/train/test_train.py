@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import torch
 
 from mamol import train
 from mamol.errors import CheckpointError
+from mamol.module import MaMOLModule
 from tests.helpers import TINY, cli, cli_updates, convert_scene, run_experiment
 
 
@@ -104,6 +106,26 @@ def test_accumulation_guard_through_cli(remote_root, tmp_path):
 def test_unknown_key_is_refused_by_the_cli():
     proc = cli("with", "remote", "no_such_key=1")
     assert proc.returncode != 0 and "no_such_key" in proc.stderr
+
+
+def test_bf16_on_the_cpu_fits_and_tests_under_autocast(remote_root, tmp_path, monkeypatch):
+    """precision="bf16" on the CPU runs Lightning's bf16-mixed: every forward (training, validation, test) gives
+    bfloat16 logits, and the run ends with finite test metrics."""
+    seen: set[tuple[str, str, torch.dtype]] = set()
+    forward = MaMOLModule.forward
+
+    def recording(self, batch):
+        logits = forward(self, batch)
+        seen.add((self.trainer.state.stage.value, self.trainer.precision, logits.dtype))
+        return logits
+
+    monkeypatch.setattr(MaMOLModule, "forward", recording)
+    report = _run(remote_root, tmp_path, exp_name="bf16", precision="bf16", max_epoch=1)
+    assert seen == {(stage, "bf16-mixed", torch.bfloat16) for stage in ("train", "validate", "test")}, seen
+    assert report["settings"]["hardware"]["precision"] == "bf16-mixed"
+    assert {"OA", "AA", "kappa"} <= set(report["metrics"])
+    assert all(math.isfinite(v) for v in report["metrics"].values()), report["metrics"]
+    assert 0.0 <= report["metrics"]["OA"] <= 100.0
 
 
 @pytest.mark.heavy
