@@ -77,7 +77,7 @@ def config():
     pattern_dim = 8  # size of the missing-pattern embedding e
     adapter_scale = None  # multiplies the adapter output Δ; None = remote 1.0, natural 0.2
     router_hidden = None  # router hidden width; None = D // 2
-    sparse_experts = False  # True: dynamic experts only on their routed tokens; False: dense, fused (exact, faster)
+    sparse_experts = True  # run each dynamic expert only on its routed tokens (exact); False = dense masked formula
     load_balance_weight = 0.0  # optional router load-balancing loss weight (0 = the paper's method)
     # MaMOL ablations (defaults = the full method)
     use_dynamic_experts = True  # False: no pattern-routed experts (and no router)

@@ -249,50 +249,6 @@ class MaMOLAdapter(nn.Module):
         """Top-k experts computed only on the tokens that selected them; result added to ``base`` (N, L, D)."""
         return sparse_topk_lora(z, self.dyn_A, self.dyn_B, gate_val, gate_idx, base)
 
-    def fused_experts(self, z: Tensor, pattern: Tensor, presence: Tensor) -> Tensor:
-        """dyn + shared + spec (N, L, D) with the dense formula, fused: ONE matmul of z with the router's first
-        layer and every expert's A stacked, then ONE matmul with every expert's B, each expert's r columns
-        scaled by its gate (top-k masked router gate, 1 for shared experts, presence for modality experts).
-
-        The router's pattern term is added per row (as in :meth:`route`). Equal to the unfused pieces
-        (:meth:`route`, :meth:`static_experts`, :meth:`dynamic_dense`; tests compare outputs and gradients);
-        fewer, larger matmuls make it faster (``python -m mamol.bench``, "fused adapter").
-        """
-        n, length, d = z.shape  # (N, L, D); pattern (N, p), presence (N, M)
-        a = [self.dyn_A] if self.dynamic else []
-        b = [self.dyn_B] if self.dynamic else []
-        static = [presence.new_ones(n, self.num_shared)]  # (N, S)
-        a.append(self.shared_A)
-        b.append(self.shared_B)
-        if self.modality_experts:
-            a.append(self.mod_A)
-            b.append(self.mod_B)
-            static.append(presence)  # (N, M)
-        a_all, b_all = torch.cat(a), torch.cat(b)  # (K, D, r), (K, r, D)
-        k, r = a_all.shape[0], self.rank
-        weights = [a_all.permute(0, 2, 1).reshape(k * r, d)]  # (K*r, D)
-        hidden = 0
-        if self.dynamic:
-            w1 = self.router_in.weight  # (H, D [+ p])
-            hidden = w1.shape[0]
-            weights.insert(0, w1[:, :d])
-        u = F.linear(z, torch.cat(weights))  # (N, L, H + K*r): router pre-activation, every expert's z A
-        gates = [torch.cat(static, dim=1).unsqueeze(1).expand(n, length, -1)]  # (N, L, S [+ M])
-        if self.dynamic:
-            if self.pattern_router:
-                per_row = F.linear(pattern, w1[:, d:], self.router_in.bias).unsqueeze(1)  # (N, 1, H)
-            else:
-                per_row = self.router_in.bias
-            probs = self.router_out(F.gelu(u[..., :hidden] + per_row)).softmax(dim=-1)  # (N, L, E)
-            gate_val, gate_idx = probs.topk(self.top_k, dim=-1)  # (N, L, k)
-            gates.insert(0, torch.zeros_like(probs).scatter(-1, gate_idx, gate_val))  # (N, L, E), 0 outside top-k
-            if self.balance and self.training:
-                self.aux_loss = balance_loss(probs, gate_idx)
-        if k == 0:
-            return torch.zeros_like(z)
-        gated = u[..., hidden:] * torch.cat(gates, dim=-1).repeat_interleave(r, dim=-1)  # (N, L, K*r)
-        return gated @ b_all.reshape(k * r, d)  # (N, L, D)
-
     # ---------------------------------------------------------------- forward
     def forward(self, z: Tensor, context: AdapterContext) -> Tensor:
         """Δ for tokens z (N, L, D) whose rows are described by ``context`` -> (N, L, D)."""
@@ -302,15 +258,15 @@ class MaMOLAdapter(nn.Module):
         if context.pattern.shape[0] != z.shape[0]:
             raise RuntimeError(f"adapter context has {context.pattern.shape[0]} rows but the tokens have "
                                f"{z.shape[0]}; the encoder must be batch-first")
+        mix = self.static_experts(z, context.presence.to(z.dtype))  # (N, L, D)
         self.aux_loss = None
-        pattern, presence = context.pattern.to(z.dtype), context.presence.to(z.dtype)
-        if not self.sparse:
-            return self.scale * self.out(F.gelu(self.fused_experts(z, pattern, presence)))
-        mix = self.static_experts(z, presence)  # (N, L, D)
         if self.dynamic:
-            probs = self.route(z, pattern)  # (N, L, E)
+            probs = self.route(z, context.pattern.to(z.dtype))  # (N, L, E)
             gate_val, gate_idx = probs.topk(self.top_k, dim=-1)  # (N, L, k)
-            mix = self.dynamic_sparse(z, gate_val, gate_idx, base=mix)
+            if self.sparse:
+                mix = self.dynamic_sparse(z, gate_val, gate_idx, base=mix)
+            else:
+                mix = mix + self.dynamic_dense(z, gate_val, gate_idx)
             if self.balance and self.training:
                 self.aux_loss = balance_loss(probs, gate_idx)
         return self.scale * self.out(F.gelu(mix))
