@@ -47,7 +47,7 @@ MODALITIES = ("hsi", "lidar")
 BANDS = (144, 1)
 CLASSES = 15
 PATCH = 14
-TODAY = "today's step"  # the bench variant with the layout before the speed levers of issue 11
+TODAY = "today's step"  # the bench variant with the layout before issue 11's levers (open_clip attention)
 RELEASE_PARAMS = 6.45e6  # trainable parameters the release reports for Houston 2013
 
 
@@ -257,13 +257,27 @@ def open_clip_attention(model: RemoteModel) -> Callable[[], contextlib.AbstractC
     return lambda: patched([(b, "attn", m) for b, m in zip(blocks, originals)])
 
 
-def unfused_adapter_forward(adapter: MaMOLAdapter, z: Tensor, context: AdapterContext) -> Tensor:
-    """Δ with the dense formula unfused: router, static experts and dynamic experts as separate matmuls (the
-    layout before :meth:`MaMOLAdapter.fused_experts`)."""
+def fused_adapter_forward(adapter: MaMOLAdapter, z: Tensor, context: AdapterContext) -> Tensor:
+    """Δ with the router's first layer and every expert's A as ONE matmul over z, then one matmul over every
+    expert's B with the gates (dynamic top-k masked, shared 1, modality presence) applied to the r columns of
+    each expert: the dense formula of :func:`mamol.models.adapter.gated_lora` for all experts at once."""
+    a = adapter
     pattern, presence = context.pattern.to(z.dtype), context.presence.to(z.dtype)
-    gate_val, gate_idx = adapter.route(z, pattern).topk(adapter.top_k, dim=-1)
-    mix = adapter.static_experts(z, presence) + adapter.dynamic_dense(z, gate_val, gate_idx)
-    return adapter.scale * adapter.out(F.gelu(mix))
+    d, hidden = a.dim, a.router_in.out_features
+    a_all = torch.cat([a.dyn_A, a.shared_A, a.mod_A])  # (K, D, r), K = E + S + M
+    b_all = torch.cat([a.dyn_B, a.shared_B, a.mod_B])  # (K, r, D)
+    k, _, r = a_all.shape
+    w1 = a.router_in.weight  # (H, D + p)
+    weight = torch.cat([w1[:, :d], a_all.permute(0, 2, 1).reshape(k * r, d)])  # (H + K*r, D)
+    u = F.linear(z, weight)  # (N, L, H + K*r): router pre-activations and every expert's z A
+    per_row = F.linear(pattern, w1[:, d:], a.router_in.bias)  # (N, H), the pattern term per row
+    probs = a.router_out(F.gelu(u[..., :hidden] + per_row.unsqueeze(1))).softmax(dim=-1)  # (N, L, E)
+    gate_val, gate_idx = probs.topk(a.top_k, dim=-1)
+    dyn = torch.zeros_like(probs).scatter(-1, gate_idx, gate_val)  # (N, L, E)
+    static = torch.cat([presence.new_ones(presence.shape[0], a.num_shared), presence], dim=1)  # (N, S + M)
+    gates = torch.cat([dyn, static.unsqueeze(1).expand(-1, z.shape[1], -1)], dim=-1)  # (N, L, K)
+    mix = (u[..., hidden:] * gates.repeat_interleave(r, dim=-1)) @ b_all.reshape(k * r, d)  # (N, L, D)
+    return a.scale * a.out(F.gelu(mix))
 
 
 def compiled_blocks(model: RemoteModel) -> Callable[[], contextlib.AbstractContextManager]:
@@ -334,14 +348,13 @@ def bench(vit: str, steps: int, batch_size: int, device: torch.device, compile: 
         return lambda: patched(changes)
 
     mha = open_clip_attention(mamol)
-    # "mamol" is the library's step (every kept lever on: skipping, fused experts, batch-first attention);
-    # each other variant switches one thing; "today's step" is the layout before the levers of issue 11.
+    # "mamol" is the library's step (the kept levers on: skipping missing modalities, batch-first attention);
+    # each other variant switches one thing; "today's step" (open_clip's attention) is the step before issue 11.
     variants = {"mamol": mamol_step, "no adapters": plain_step,
-                "encode all + zero": inside(mamol_step, with_setting(False, False)),
-                "sparse experts": inside(mamol_step, with_setting(True, True)),
-                "unfused adapter": inside(mamol_step, lambda: adapter_forward(mamol, unfused_adapter_forward)),
-                "open_clip attention": inside(mamol_step, mha),
-                TODAY: inside(mamol_step, with_setting(True, True), mha),
+                "encode all + zero": inside(mamol_step, with_setting(False, True)),
+                "dense experts": inside(mamol_step, with_setting(True, False)),
+                "fused adapter": inside(mamol_step, lambda: adapter_forward(mamol, fused_adapter_forward)),
+                TODAY: inside(mamol_step, mha),
                 "release layout": inside(mamol_step, release_layout(mamol)),
                 "bf16 autocast": train_step_fn(mamol, batch, torch.bfloat16)}
     if compile:
@@ -364,13 +377,12 @@ def bench(vit: str, steps: int, batch_size: int, device: torch.device, compile: 
     print(f"(a) MaMOL / adapters removed           = {ratio('mamol', 'no adapters')}  (both with the kept levers)")
     print(f"(b) encode-all-and-zero / skip-missing = {ratio('encode all + zero', 'mamol')} faster with skipping "
           f"(row count alone: {len(MODALITIES) * batch_size / rows:.2f}x)")
-    print(f"(c) step with sparse / fused dense experts = {ratio('sparse experts', 'mamol')}")
+    print(f"(c) step with sparse / dense experts   = {ratio('mamol', 'dense experts')}")
     print("(e) speed levers: the step without the lever / the step with it (> 1: the lever pays)")
-    print(f"    fused adapter (router + all LoRA A in one matmul, all B in one; kept) = "
-          f"{ratio('unfused adapter', 'mamol')}")
-    print(f"    batch-first attention (OpenAttention: packed qkv + SDPA; kept)       = "
-          f"{ratio('open_clip attention', 'mamol')}")
-    print(f"    all kept levers: today's step / our step                             = {ratio(TODAY, 'mamol')}")
+    print(f"    fused adapter (router + all LoRA A in one matmul, all B in one; bench only) = "
+          f"{ratio('mamol', 'fused adapter')}")
+    print(f"    batch-first attention (OpenAttention: packed qkv + SDPA; kept) = today's step / our step = "
+          f"{ratio(TODAY, 'mamol')}")
     print(f"    bf16 autocast (REDUCED PRECISION, opt-in precision='bf16'): fp32 step / bf16 step = "
           f"{ratio('mamol', 'bf16 autocast')}")
     if compile:

@@ -8,13 +8,13 @@ import torch
 from mamol.bench import (
     adapter_forward,
     compiled_blocks,
+    fused_adapter_forward,
     main,
     make_batch,
     open_clip_attention,
     release_adapter_forward,
     release_layout,
     remote_model,
-    unfused_adapter_forward,
 )
 from mamol.models.lora import OpenAttention
 
@@ -23,7 +23,7 @@ def test_bench_tiny_prints_the_figures_and_the_goals(capsys):
     assert main(["--vit", "tiny", "--steps", "1", "--batch", "4", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     for label in ("(a) MaMOL / adapters removed", "(b) encode-all-and-zero / skip-missing",
-                  "(c) step with sparse / fused dense experts", "(d) trainable parameters", "peak memory",
+                  "(c) step with sparse / dense experts", "(d) trainable parameters", "peak memory",
                   "(e) speed levers", "fused adapter", "batch-first attention", "today's step / our step",
                   "bf16 autocast (REDUCED PRECISION", "torch.compile", "(f) release layout",
                   "goal MaMOL step / adapter-free step <= 1.08x:", "goal release layout / our step >= 2x:"):
@@ -51,17 +51,17 @@ def outputs_and_grads(model, batch):
     return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-@pytest.mark.parametrize("layout", ["release", "unfused", "open_clip attention"])
+@pytest.mark.parametrize("layout", ["release", "fused", "open_clip attention"])
 def test_the_benchmarked_layouts_compute_the_same_step(tiny, layout):
-    """The library's step (fused experts, OpenAttention) equals each layout the bench times against it."""
+    """The library's step (sparse experts, OpenAttention) equals each layout the bench times against it."""
     model, batch = tiny
     assert all(isinstance(b.attn, OpenAttention) for b in model.visual.transformer.resblocks)
     ref_out, ref_grads = outputs_and_grads(model, batch)
     around = {"release": release_layout(model),
-              "unfused": lambda: adapter_forward(model, unfused_adapter_forward),
+              "fused": lambda: adapter_forward(model, fused_adapter_forward),
               "open_clip attention": open_clip_attention(model)}[layout]
     with around():
-        if layout != "unfused":
+        if layout != "fused":
             assert all(isinstance(b.attn, torch.nn.MultiheadAttention) for b in model.visual.transformer.resblocks)
         out, grads = outputs_and_grads(model, batch)
     assert all(isinstance(b.attn, OpenAttention) for b in model.visual.transformer.resblocks)  # restored
@@ -82,7 +82,7 @@ def test_release_forward_is_the_adapter_formula(tiny):
     presence = torch.tensor([[1.0, 1.0], [1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
     with context.rows(pattern, presence):
         expected = adapter(z, context)
-        for forward in (release_adapter_forward, unfused_adapter_forward):
+        for forward in (release_adapter_forward, fused_adapter_forward):
             torch.testing.assert_close(forward(adapter, z, context), expected, rtol=1e-10, atol=1e-12)
 
 
