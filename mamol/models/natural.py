@@ -19,6 +19,7 @@ from mamol.data.formats import NATURAL_MODALITIES
 from mamol.missing import present_mask
 from mamol.models.backbone import build_clip
 from mamol.models.heads import check_vision_tower, linear_head
+from mamol.models.lora import open_attentions
 from mamol.models.method import Host, Method, Rows
 from mamol.settings import BackboneSettings, ModelSettings
 from mamol.tasks import TaskInfo
@@ -39,6 +40,8 @@ class NaturalModel(Host):
                                  f"found {tuple(info.modalities)}")
         self.clip = build_clip(backbone.vit, backbone.clip_weights, backbone.random_init)
         check_vision_tower(self.clip.visual, backbone.vit)
+        for tower in (self.clip.visual.transformer, self.clip.transformer):
+            open_attentions(tower)  # exact and faster than nn.MultiheadAttention (mamol.bench)
         self.text_col, self.image_col = NATURAL_MODALITIES.index("text"), NATURAL_MODALITIES.index("image")
         self.skip_missing = settings.skip_missing
         self.method = method

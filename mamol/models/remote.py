@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from mamol.missing import present_mask
 from mamol.models.backbone import build_clip
 from mamol.models.heads import check_vision_tower, linear_head
+from mamol.models.lora import open_attentions
 from mamol.models.method import Host, Method, Rows
 from mamol.models.tokenizers import ModalityTokenizer
 from mamol.settings import BackboneSettings, ModelSettings
@@ -44,6 +45,7 @@ class RemoteModel(Host):
         self.visual = clip.visual  # the text tower is not used for remote data and is dropped
         check_vision_tower(self.visual, backbone.vit)
         del clip
+        open_attentions(self.visual.transformer)  # exact and faster than nn.MultiheadAttention (mamol.bench)
         width = self.visual.transformer.width
         self.embed_dim = self.visual.output_dim
         self.skip_missing = settings.skip_missing

@@ -75,11 +75,11 @@ def test_zero_B_is_the_frozen_backbone_and_the_update_is_W_plus_scaled_BA(clip):
 def test_targets_and_blocks_follow_the_keys():
     net = tiny_model(remote_info(), method="lora")  # defaults: q and v in MaMOL's remote blocks (last half)
     blocks = net.visual.transformer.resblocks
-    assert [i for i, b in enumerate(blocks) if isinstance(b.attn, OpenAttention)] == [2, 3]
+    assert [i for i, b in enumerate(blocks) if b.attn.deltas] == [2, 3]
     assert sorted(blocks[2].attn.deltas) == ["q", "v"] and not isinstance(blocks[2].mlp.c_fc, LoRALinear)
     net = tiny_model(remote_info(), method="lora", lora_targets=["mlp"], adapter_layers=[0])
     assert isinstance(net.visual.transformer.resblocks[0].mlp.c_proj, LoRALinear)
-    assert not any(isinstance(b.attn, OpenAttention) for b in net.visual.transformer.resblocks)
+    assert not any(b.attn.deltas for b in net.visual.transformer.resblocks)
     trained = {n for n, p in net.named_parameters() if p.requires_grad and n.startswith("visual.")}
     assert trained == {f"visual.transformer.resblocks.0.mlp.{m}.lora.{ab}" for m in ("c_fc", "c_proj") for ab in "AB"}
 

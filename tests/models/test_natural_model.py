@@ -50,8 +50,9 @@ def test_zeroed_adapters_give_open_clip_encode_image_and_encode_text(tokenizer):
     data = batch(tokenizer, [0, 0, 0])
     with torch.no_grad():
         feats = net.features(data)  # (3, 64): image then text
-        torch.testing.assert_close(feats[:, :32], ref.encode_image(data["image"]), rtol=0, atol=1e-6)
-        torch.testing.assert_close(feats[:, 32:], ref.encode_text(data["text_ids"]), rtol=0, atol=1e-6)
+        # fp32 tolerance: the host runs the same frozen tensors through OpenAttention, open_clip through MHA
+        torch.testing.assert_close(feats[:, :32], ref.encode_image(data["image"]), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(feats[:, 32:], ref.encode_text(data["text_ids"]), rtol=1e-5, atol=1e-6)
 
 
 def test_missing_halves_are_zero_image_then_text(tokenizer):
