@@ -180,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                                  "check_val_every_n_epoch=1", "exp_name=gpu_ddp"], logs / "ddp.log", env)
         record(f"ddp {gpus} GPUs", ok, seconds, test_oa(latest_results(out / "runs", "gpu_ddp")) if ok else last)
     else:
-        rows.append((f"ddp {gpus} GPU(s)", "skipped", "needs 2 or more GPUs (DDP logic: tests/train/test_processes.py)"))
+        rows.append((f"ddp {gpus} GPU(s)", "skipped",
+                     "needs 2 or more GPUs (DDP logic: tests/train/test_processes.py)"))
 
     # 4. a timed short run: the Houston-sized scene in the smoke run is the small one
     if args.smoke:

@@ -310,6 +310,51 @@ def parameter_breakdown(model: RemoteModel) -> dict[str, int]:
     return parts
 
 
+def block_bench(model: RemoteModel, rows: int, reps: int, device: torch.device) -> dict[str, float]:
+    """Forward + backward of single encoder blocks on (rows, tokens, D) activations, seconds (median): a block
+    without adapter, the same shapes with MaMOL's adapter, and the plain block with open_clip's attention.
+
+    Per block the machine's noise is far smaller than over a whole step of many seconds, so these ratios
+    settle what the whole-step ones leave in doubt.
+    """
+    blocks = model.visual.transformer.resblocks
+    adapted = [b for b in blocks if hasattr(b.mlp, "adapter")]
+    plain = [b for b in blocks if not hasattr(b.mlp, "adapter")]
+    if not adapted or not plain:
+        return {}
+    context = next(iter(model.method.contexts.values()))
+    g = torch.Generator().manual_seed(2)
+    width = blocks[0].attn.embed_dim
+    x = torch.randn(rows, PATCH * PATCH + 1, width, generator=g).to(device).requires_grad_(True)
+    grad = torch.randn(x.shape, generator=g).to(device)
+    pattern = model.method.patterns["image"](torch.randint(0, 3, (rows,), generator=g).to(device)).detach()
+    presence = torch.ones(rows, len(MODALITIES), device=device)
+    mha = multihead_attention(plain[0].attn)
+
+    def run(block: nn.Module, attention: nn.Module | None = None) -> Callable[[], None]:
+        def call() -> None:
+            layout = patched([(block, "attn", attention)]) if attention is not None else contextlib.nullcontext()
+            with layout, context.rows(pattern, presence):
+                block(x).backward(grad)
+        return call
+
+    return interleaved({"plain": run(plain[0]), "adapted": run(adapted[0]),
+                        "open_clip attention": run(plain[0], mha)}, reps, device)[0]
+
+
+def adapter_floor(adapter: MaMOLAdapter, tokens: int) -> tuple[float, float]:
+    """Multiply-adds per token of one adapted block's adapter (router, output projection, the experts a token
+    runs) and of the frozen block, both for a training step: the frozen block's forward + input gradients (2×
+    its forward), the adapter's forward + input gradients + weight gradients (3× its forward)."""
+    d, r = adapter.dim, adapter.rank
+    router = (d * adapter.router_in.out_features  # per token; the pattern term is added per row
+              + adapter.router_out.in_features * adapter.router_out.out_features)
+    experts = (adapter.top_k + adapter.num_shared + adapter.n_modalities) * 2 * d * r
+    adapter_macs = router + d * d + experts  # + W_o
+    block_macs = 12 * d * d + 2 * tokens * d  # qkv, out, MLP (4x); attention scores and values
+    return 3 * adapter_macs, 2 * block_macs
+
+
 def inside(step: Callable[[], None], *levers: Callable[[], contextlib.AbstractContextManager]
            ) -> Callable[[], None]:
     """``step`` run inside the context managers the ``levers`` return."""
@@ -400,6 +445,20 @@ def bench(vit: str, steps: int, batch_size: int, device: torch.device, compile: 
           f"{dyn['sparse'] * 1e3:.1f} ms, dense masked {dyn['dense'] * 1e3:.1f} ms, per-expert dense (release "
           f"layout) {dyn['per-expert'] * 1e3:.1f} ms -> sparse/dense {dyn['sparse'] / dyn['dense']:.2f}x, "
           f"sparse/per-expert {dyn['sparse'] / dyn['per-expert']:.2f}x")
+
+    per_block = block_bench(mamol, rows, max(steps, 10), device)
+    if per_block:
+        adapter_macs, block_macs = adapter_floor(a0, PATCH * PATCH + 1)
+        n_adapted, n_blocks = len(blocks), len(mamol.visual.transformer.resblocks)
+        floor = 1 + n_adapted * adapter_macs / (n_blocks * block_macs)
+        print(f"    one block alone, fwd+bwd on ({rows}, {PATCH * PATCH + 1}, {a0.dim}): plain "
+              f"{per_block['plain'] * 1e3:.1f} ms, with MaMOL's adapter {per_block['adapted'] * 1e3:.1f} ms "
+              f"({per_block['adapted'] / per_block['plain']:.3f}x; multiply-adds "
+              f"{1 + adapter_macs / block_macs:.3f}x), with open_clip's attention "
+              f"{per_block['open_clip attention'] * 1e3:.1f} ms (OpenAttention "
+              f"{per_block['open_clip attention'] / per_block['plain']:.3f}x faster)")
+        print(f"    arithmetic floor of (a) for a training step ({n_adapted} of {n_blocks} blocks adapted; adapter "
+              f"weights get gradients, frozen weights do not): {floor:.3f}x")
 
     parts = parameter_breakdown(mamol)
     total = sum(parts.values())

@@ -26,9 +26,19 @@ def test_bench_tiny_prints_the_figures_and_the_goals(capsys):
                   "(c) step with sparse / dense experts", "(d) trainable parameters", "peak memory",
                   "(e) speed levers", "fused adapter", "batch-first attention", "today's step / our step",
                   "bf16 autocast (REDUCED PRECISION", "torch.compile", "(f) release layout",
-                  "goal MaMOL step / adapter-free step <= 1.08x:", "goal release layout / our step >= 2x:"):
+                  "goal MaMOL step / adapter-free step <= 1.08x:", "goal release layout / our step >= 2x:",
+                  "one block alone, fwd+bwd", "arithmetic floor of (a)"):
         assert label in out, label
     assert "2 complete, 1 HSI-missing, 1 LiDAR-missing -> 6 of 8" in out
+
+
+def test_adapter_floor_counts_the_paper_adapter():
+    from mamol.bench import adapter_floor
+    adapter = remote_model("ViT-B/16").method.adapters[0]
+    adapter_macs, block_macs = adapter_floor(adapter, 197)
+    # router 768x384 + 384x2, W_o 768x768, top-1 + shared + 2 modality experts of rank 8 (768->8->768), x3
+    assert adapter_macs == 3 * (768 * 384 + 384 * 2 + 768 * 768 + 4 * 2 * 768 * 8)
+    assert block_macs == 2 * (12 * 768 * 768 + 2 * 197 * 768)
 
 
 @pytest.fixture(scope="module")
