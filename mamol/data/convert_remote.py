@@ -120,6 +120,8 @@ class BandNormaliser:
         self.first: list[float] = []  # per band: min (minmax) or mean (zscore)
         self.second: list[float] = []  # per band: max (minmax) or std (zscore)
         self.non_finite, self.nan_count, self.bad_bands = 0, 0, []
+        self._scratch: np.ndarray | None = None  # float64 band for the zscore statistics
+        self._scratch_layout: tuple | None = None
 
     def __call__(self, band: np.ndarray) -> np.ndarray:
         """Check, fill and normalise the next band (H, W) in place; returns it."""
@@ -143,13 +145,25 @@ class BandNormaliser:
             low, high = float(band.min()), float(band.max())
             shift, scale = low, (1.0 / (high - low) if high > low else 0.0)
         else:
-            low, high = float(band.mean(dtype=np.float64)), float(band.std(dtype=np.float64))
+            low, high = self._mean_std(band)
             shift, scale = low, 1.0 / (high if high > 0 else 1.0)
         self.first.append(low)
         self.second.append(high)
         band -= np.float32(shift)
         band *= np.float32(scale)
         return band
+
+    def _mean_std(self, band: np.ndarray) -> tuple[float, float]:
+        """``band.mean(dtype=float64)``, ``band.std(dtype=float64)`` to the last bit, the same operations in the same
+        order, but through one float64 scratch band kept for the next band instead of a fresh one each time (the
+        heap keeps freed 5 MiB blocks, which showed in the conversion's peak memory)."""
+        layout = (band.shape, tuple(np.argsort(band.strides)))  # the memory order numpy's own temporary would have
+        if self._scratch_layout != layout:
+            self._scratch, self._scratch_layout = np.empty_like(band, dtype=np.float64), layout
+        mean = np.add.reduce(band, axis=None, dtype=np.float64, keepdims=True) / band.size
+        np.subtract(band, mean, out=self._scratch)
+        np.multiply(self._scratch, self._scratch, out=self._scratch)
+        return float(mean.item()), float(np.sqrt(np.add.reduce(self._scratch, axis=None) / band.size))
 
     def finish(self) -> tuple[dict[str, list[float]], int]:
         """After the last band: raise for refused NaN/Inf, log warnings; (statistics (JSON-able), values filled)."""
