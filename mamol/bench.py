@@ -424,8 +424,8 @@ def bench(vit: str, steps: int, batch_size: int, device: torch.device, compile: 
           f"(row count alone: {len(MODALITIES) * batch_size / rows:.2f}x)")
     print(f"(c) step with sparse / dense experts   = {ratio('mamol', 'dense experts')}")
     print("(e) speed levers: the step without the lever / the step with it (> 1: the lever pays)")
-    print(f"    fused adapter (router + all LoRA A in one matmul, all B in one; bench only) = "
-          f"{ratio('mamol', 'fused adapter')}")
+    print(f"    fused adapter (router + all LoRA A in one matmul, all B in one; bench only) = unfused dense step / "
+          f"fused step = {ratio('dense experts', 'fused adapter')}")
     print(f"    batch-first attention (OpenAttention: packed qkv + SDPA; kept) = today's step / our step = "
           f"{ratio(TODAY, 'mamol')}")
     print(f"    bf16 autocast (REDUCED PRECISION, opt-in precision='bf16'): fp32 step / bf16 step = "
