@@ -36,40 +36,23 @@ REPO = Path(__file__).resolve().parents[1]
 STEP = """
 import json, sys, time
 import torch
-import torch.nn.functional as F
 sys.path.insert(0, {repo!r})
-from mamol.bench import make_batch, remote_model
+from mamol.bench import make_batch, remote_model, sync, train_step_fn
 
 vit, precision, batch_size, steps, device = {vit!r}, {precision!r}, {batch!r}, {steps!r}, torch.device({device!r})
 torch.manual_seed(0)
 model = remote_model(vit).to(device)
-batch = make_batch(batch_size, device)
 dtype = {{"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}}[precision]
-scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-
-def step():
-    with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-        loss = F.cross_entropy(model(batch), batch["label"])
-    opt.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(opt)
-    scaler.update()
-    return loss
-
-def sync():
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
+step = train_step_fn(model, make_batch(batch_size, device), dtype)  # fp16 with a GradScaler, as 16-mixed
 for _ in range(2):
     step()
-sync()
+sync(device)
 if device.type == "cuda":
     torch.cuda.reset_peak_memory_stats(device)
 start = time.perf_counter()
 for _ in range(steps):
     loss = step()
-sync()
+sync(device)
 seconds = time.perf_counter() - start
 peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else float("nan")
 print(json.dumps({{"samples_per_s": batch_size * steps / seconds, "step_ms": 1e3 * seconds / steps,

@@ -79,22 +79,26 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def train_step_fn(model: RemoteModel, batch: dict, autocast: torch.dtype | None = None) -> Callable[[], None]:
-    """One training step (forward, loss, backward, AdamW); ``autocast``: a reduced precision for forward + loss."""
+def train_step_fn(model: RemoteModel, batch: dict, autocast: torch.dtype | None = None) -> Callable[[], Tensor]:
+    """One training step (forward, loss, backward, AdamW) returning the loss; ``autocast``: a reduced precision
+    for forward + loss, fp16 with a gradient scaler as Lightning's ``16-mixed`` takes it."""
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     device_type = next(model.parameters()).device.type
+    scaler = torch.amp.GradScaler(device_type, enabled=autocast == torch.float16)
 
-    def step() -> None:
+    def step() -> Tensor:
         with torch.autocast(device_type, dtype=autocast or torch.float32, enabled=autocast is not None):
             loss = F.cross_entropy(model(batch), batch["label"])
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        return loss.detach()
 
     return step
 
 
-def interleaved(fns: dict[str, Callable[[], None]], reps: int,
+def interleaved(fns: dict[str, Callable[[], object]], reps: int,
                 device: torch.device) -> tuple[dict[str, float], dict[str, float]]:
     """Median wall-clock and process-CPU seconds per call of each function after one warm-up call each.
 
@@ -125,7 +129,7 @@ def _status_kb(key: str) -> int:
         return int(re.search(rf"{key}:\s+(\d+) kB", f.read()).group(1))
 
 
-def peak_memory(fn: Callable[[], None], device: torch.device) -> tuple[float, str]:
+def peak_memory(fn: Callable[[], object], device: torch.device) -> tuple[float, str]:
     """Peak memory (MiB) one call of ``fn`` adds on top of what is allocated before it, and how it was measured."""
     gc.collect()
     if device.type == "cuda":
@@ -355,7 +359,7 @@ def adapter_floor(adapter: MaMOLAdapter, tokens: int) -> tuple[float, float]:
     return 3 * adapter_macs, 2 * block_macs
 
 
-def inside(step: Callable[[], None], *levers: Callable[[], contextlib.AbstractContextManager]
+def inside(step: Callable[[], object], *levers: Callable[[], contextlib.AbstractContextManager]
            ) -> Callable[[], None]:
     """``step`` run inside the context managers the ``levers`` return."""
     def call() -> None:

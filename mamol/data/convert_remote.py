@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "BATCH_BYTES", "BandNormaliser", "check_labels", "check_sizes", "extract_patches", "human_bytes", "pad_index",
-    "pad_scene", "prepare_remote", "read_padded",
+    "prepare_remote", "read_padded",
 ]
 
 BATCH_BYTES = 32 * 2**20  # target size of one written record batch
@@ -193,15 +193,6 @@ def pad_index(n: int, patch_size: int) -> np.ndarray:
     """Source index of each position of a symmetrically padded axis of length n + P - 1 (edge repeated)."""
     before, after = patch_size // 2, patch_size - 1 - patch_size // 2
     return np.pad(np.arange(n), (before, after), mode="symmetric")
-
-
-def pad_scene(cube: np.ndarray, patch_size: int) -> np.ndarray:
-    """Symmetric padding (edge repeated) by (P//2, P-1-P//2): C-contiguous (H+P-1, W+P-1, C) float32."""
-    rows, cols = pad_index(cube.shape[0], patch_size), pad_index(cube.shape[1], patch_size)
-    out = np.empty((len(rows), len(cols), cube.shape[2]), dtype=np.float32)
-    for c in range(cube.shape[2]):
-        out[..., c] = cube[..., c][np.ix_(rows, cols)]
-    return out
 
 
 def read_padded(var: MatVariable, patch_size: int, normalize: str, nan: str) -> tuple[np.ndarray, dict, int]:
