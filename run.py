@@ -1,103 +1,13 @@
-"""Train or evaluate: ``python run.py with data_root=<ARROW_ROOT> remote exp_name=mamol``.
+"""Train or evaluate: ``python run.py with data_root=<ARROW_ROOT> remote exp_name=mamol`` (DCP's command line).
 
-Commands beyond training (README "Experiments"), each writing into a run (or sweep) folder it prints:
-``evaluate_grid`` (a checkpoint under every missing type x ratio), ``sweep`` (seeds x methods x datasets x
-training missing settings, then a report), ``report`` (mean ± std tables and plots of run/sweep folders),
-``predict_map`` (classification maps of a remote scene). See README.md for every command. The Sacred config
-lives in ``config.py``; ``mamol.train`` types it. A project error (bad config, data or checkpoint) is printed as
-one line and exits with status 2 (``debug=True``: the full traceback); a run stopped by SIGTERM/SIGINT names the
-checkpoint to resume from.
+Also ``evaluate_grid``, ``sweep``, ``report`` and ``predict_map``; ``python run.py print_config`` lists every
+key. The commands live in :mod:`mamol.commands` (``python -m mamol`` is the same program).
 """
-from __future__ import annotations
-
-import copy
-import logging
 import sys
 
-from config import ex, parse_command_line
-from mamol import cli
-from mamol.errors import MamolError
-from mamol.experiments import grid, maps
-from mamol.experiments import report as reports
-from mamol.experiments import sweep as sweeps
-from mamol.train import run
+from mamol.commands import command_line, ex
 
-_ONE_LINE = False  # set by command_line(): in-process callers (tests, sweeps) get the project errors as raised
-
-
-def _one_line() -> bool:
-    return _ONE_LINE
-
-
-def _sacred_logger() -> logging.Logger:
-    """Sacred's warnings only, without the ones that repeat what the run says itself: no observers (none are
-    used), changed types (the settings check every type) and "Failed after" (the one-line error says it)."""
-    logger = logging.getLogger("mamol.run")
-    if not logger.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s - %(name)s - %(message)s"))
-        for prefix in ("No observers", "Changed type of config entry", "Failed after"):
-            handler.addFilter(cli.DropLine(prefix))
-        logger.addHandler(handler)
-        logger.setLevel(logging.WARNING)
-    return logger
-
-
-@ex.main
-@cli.one_line_errors(_one_line)
-def main(_config: dict) -> None:
-    """Train (then test the best checkpoint), or with test_only=True evaluate load_path."""
-    report = run(copy.deepcopy(dict(_config)))
-    print(report["summary"], flush=True)
-
-
-@ex.command
-@cli.one_line_errors(_one_line)
-def evaluate_grid(_config: dict) -> None:
-    """Evaluate load_path under every missing type x ratio (grid_types, grid_ratios)."""
-    print(grid.command(copy.deepcopy(dict(_config))), flush=True)
-
-
-@ex.command
-@cli.one_line_errors(_one_line)
-def sweep(_config: dict) -> None:
-    """Train seeds x methods (x sweep_datasets x sweep_train_missing) into one sweep folder, then report."""
-    print(sweeps.command(copy.deepcopy(dict(_config))), flush=True)
-
-
-@ex.command
-@cli.one_line_errors(_one_line)
-def report(_config: dict) -> None:
-    """Aggregate the runs of report_dirs: mean ± std over seeds per method and setting."""
-    print(reports.command(copy.deepcopy(dict(_config))), flush=True)
-
-
-@ex.command
-@cli.one_line_errors(_one_line)
-def predict_map(_config: dict) -> None:
-    """Classification maps of the run's remote scene with load_path, complete and with modalities missing."""
-    print(maps.command(copy.deepcopy(dict(_config))), flush=True)
-
-
-def command_line(argv: list[str]) -> int:
-    """Check the keys and named configs of ``argv`` (with suggestions), then run Sacred's command line."""
-    global _ONE_LINE
-    updates, named, debug = parse_command_line(argv)
-    _ONE_LINE = not debug
-    ex.logger = _sacred_logger()
-    try:
-        cli.check_names(updates, named, set(ex.configurations[0]()), set(ex.named_configs))
-        ex.run_commandline(argv)
-    except cli.ProjectExit as stop:
-        return cli.print_error(stop.error)
-    except MamolError as err:
-        if debug:
-            raise
-        return cli.print_error(err)
-    finally:
-        _ONE_LINE = False
-    return 0
-
+__all__ = ["command_line", "ex"]
 
 if __name__ == "__main__":
     sys.exit(command_line(sys.argv))

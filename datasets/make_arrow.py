@@ -1,129 +1,14 @@
-"""Convert raw datasets to Arrow files (thin entry point; the work is in mamol.data).
-
-Remote scenes (SPEC §3.1)::
+"""Convert raw datasets to Arrow files: the user-facing script of ``python -m mamol.convert``.
 
     python datasets/make_arrow.py --dataset houston2013 --root data_2013 --target ARROW_ROOT
     cd datasets && python make_arrow.py      # converts each of data_2013/, data_trento/, data_augsburg/ here
+    python datasets/make_arrow.py --dataset mmimdb --root RAW_MMIMDB --target ARROW_ROOT
 
-Any other ``--dataset NAME`` converts a custom scene folder (classes named class_1..K).
-Natural image-text data (SPEC §3.2): ``--dataset {mmimdb,food101,hateful_memes} --root RAW``, e.g.::
-
-    python datasets/make_arrow.py --dataset food101 --root UPMC_Food101 --split-file my_split.json \
-        --allow-missing-text
+``--help`` lists every option (see :mod:`mamol.convert`).
 """
-
-from __future__ import annotations
-
-import argparse
-import logging
 import sys
-from pathlib import Path
 
-from mamol.cli import print_error
-from mamol.data import catalogue
-from mamol.data.convert_remote import human_bytes
-from mamol.data.formats import NAN_POLICIES, NORMALIZATIONS
-from mamol.data.scenes import KNOWN_SCENES, default_scene_jobs
-from mamol.errors import ConfigError, MamolError, MissingFileError
-
-NATURAL = tuple(name for name, entry in catalogue.CATALOGUE.items() if entry.kind == "natural")
-# Image-text option (argparse dest = keyword of the converters) -> the datasets it applies to.
-NATURAL_OPTIONS: dict[str, tuple[str, ...]] = {
-    "split_file": ("mmimdb", "food101"),
-    "class_idx_file": ("food101",),
-    "allow_missing_text": ("food101",),
-    "allow_missing_test": ("hatememes",),
-}
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", help=f"{', '.join(KNOWN_SCENES)}, a custom scene name, or mmimdb, food101, "
-                                     "hateful_memes; omitted: convert every known scene folder in the current "
-                                     "directory")
-    p.add_argument("--root", type=Path, help="raw data folder (default for known scenes: ./data_2013 etc.)")
-    p.add_argument("--target", type=Path, default=Path("."), help="output folder for the .arrow files (default .)")
-    g = p.add_argument_group("remote scenes")
-    g.add_argument("--normalize", choices=NORMALIZATIONS, default="minmax", help="per-band normalisation")
-    g.add_argument("--split", choices=("random", "fixed"), default="random",
-                   help="random: disjoint seeded per-class draws; fixed: TRLabel/TSLabel rasters (val from TR)")
-    g.add_argument("--train-per-class", type=int, default=100, help="-1 = all remaining")
-    g.add_argument("--val-per-class", type=int, default=50, help="-1 = all remaining")
-    g.add_argument("--test-per-class", type=int, default=300, help="-1 = all remaining")
-    g.add_argument("--seed", type=int, default=0, help="seed of the split draw")
-    g.add_argument("--strict-counts", action="store_true",
-                   help="fail when a class has fewer pixels than train + val + test ask for (default: its test "
-                        "split takes what remains, with a warning)")
-    g.add_argument("--patch-size", type=int, default=14, help="patch side in pixels (14 fits ViT-B/16)")
-    g.add_argument("--nan", choices=NAN_POLICIES, default="refuse",
-                   help="NaN/Inf in a cube: refuse (default) or fill with the band mean (warns)")
-    g.add_argument("--modalities", nargs="+", help="store only these (default: every modality found)")
-    g.add_argument("--no-scene", action="store_true", help="skip <scene>_scene.arrow (needed for full-scene maps)")
-    n = p.add_argument_group("natural image-text data")
-    n.add_argument("--split-file", type=Path,
-                   help="mmimdb, food101: split JSON (default: split.json in --root, else the one in datasets/)")
-    n.add_argument("--class-idx-file", type=Path,
-                   help="food101: class -> index JSON (default: class_idx.json in --root, else the shipped one)")
-    n.add_argument("--allow-missing-text", action="store_true",
-                   help="food101: skip (with a warning) images without a title instead of failing")
-    n.add_argument("--allow-missing-test", action="store_true",
-                   help="hateful_memes: without a labelled test file write only train and dev instead of failing")
-    p.add_argument("-q", "--quiet", action="store_true", help="warnings only, no progress bars")
-    p.add_argument("--debug", action="store_true", help="show the traceback of an input error (default: one line)")
-    args = p.parse_args(argv)
-    dataset = catalogue.canonical_name(args.dataset or "")
-    for dest, datasets in NATURAL_OPTIONS.items():
-        if getattr(args, dest) not in (None, False) and dataset not in datasets:
-            p.error(f"--{dest.replace('_', '-')} applies to --dataset {' or '.join(datasets)} only; "
-                    f"got --dataset {args.dataset or '(none)'}")
-    return args
-
-
-def convert(args: argparse.Namespace, dataset: str, root: Path) -> dict[str, Path]:
-    """Run the converter of ``dataset``'s catalogue entry with the CLI options; {split or "scene": file}."""
-    entry = catalogue.converter_entry(dataset)
-    if entry.kind == "remote":
-        return entry.convert(
-            root, args.target, modalities=args.modalities, patch_size=args.patch_size, normalize=args.normalize,
-            split=args.split, train_per_class=args.train_per_class, val_per_class=args.val_per_class,
-            test_per_class=args.test_per_class, seed=args.seed, nan=args.nan, write_scene=not args.no_scene,
-            progress=not args.quiet, strict_counts=args.strict_counts)
-    options = {dest: getattr(args, dest) for dest, names in NATURAL_OPTIONS.items() if entry.name in names}
-    written = entry.convert(root, args.target, progress=not args.quiet, **options)
-    return {path.stem.rsplit("_", 1)[1]: path for path in written}  # mmimdb_dev.arrow -> "dev"
-
-
-def jobs(args: argparse.Namespace) -> list[tuple[str, Path]]:
-    """(dataset, raw folder) pairs to convert."""
-    if args.dataset is None:
-        found = default_scene_jobs(Path.cwd())
-        if not found:
-            folders = ", ".join(f"{s.folder}/" for s in KNOWN_SCENES.values())
-            raise MissingFileError(f"none of {folders} found in {Path.cwd()}; pass --dataset and --root")
-        return found
-    dataset = args.dataset.lower()
-    if args.root is not None:
-        return [(dataset, args.root)]
-    if dataset in KNOWN_SCENES:
-        return [(dataset, Path.cwd() / KNOWN_SCENES[dataset].folder)]
-    raise ConfigError(f"--root is required for dataset {args.dataset!r}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(levelname)s %(name)s: %(message)s")
-    try:
-        for dataset, root in jobs(args):
-            written = convert(args, dataset, root)
-            for split, path in written.items():
-                print(f"{dataset:>12} {split:>5}: {path} ({human_bytes(path.stat().st_size)})")
-    except MamolError as err:
-        if args.debug:
-            raise
-        return print_error(err)
-    return 0
-
+from mamol.convert import main
 
 if __name__ == "__main__":
     sys.exit(main())

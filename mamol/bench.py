@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from config import defaults  # the one place defaults live (run from the repository root)
+from mamol.experiment import defaults
 from mamol.methods import METHODS, build_model, method_class
 from mamol.missing import MissingSetting, make_missing_table
 from mamol.models.adapter import AdapterContext, MaMOLAdapter

@@ -1,8 +1,10 @@
 """The whole method on a laptop CPU in a few minutes: ``python -m mamol.demo --out demo_out``.
 
 1. generates a small synthetic two-modality scene (HSI + LiDAR, complementary classes),
-2. converts it with ``datasets/make_arrow.py`` (the command researchers run on real scenes),
-3. trains MaMOL with ``run.py`` on a tiny, randomly initialised CLIP (``vit=tiny clip_random_init=True``),
+2. converts it with ``datasets/make_arrow.py`` (the command researchers run on real scenes; outside a checkout
+   of the repository, ``python -m mamol.convert``),
+3. trains MaMOL with ``run.py`` (outside a checkout, ``python -m mamol``) on a tiny, randomly initialised
+   CLIP (``vit=tiny clip_random_init=True``),
 4. evaluates the best checkpoint over the whole missing-setting grid (``run.py evaluate_grid``: every missing
    type x ratio, ``grid.md`` and ``robustness.png``),
 5. draws its classification map of the scene (``run.py predict_map``, complete data),
@@ -26,6 +28,14 @@ from pathlib import Path
 from mamol.data.synthetic import make_synthetic_scene
 
 REPO = Path(__file__).resolve().parent.parent
+"""The repository checkout around the package, when there is one (``run.py`` beside ``mamol/``)."""
+
+
+def entry_point(script: str, module: str) -> list[str]:
+    """The command of an entry point: the checkout's script where there is one, else the package's module."""
+    if (REPO / script).is_file() and (REPO / "run.py").is_file():
+        return [sys.executable, str(REPO / script)]
+    return [sys.executable, "-m", module]
 
 # (label, grid type, ratio): the grid points of the final table.
 SETTINGS = (
@@ -38,7 +48,7 @@ SETTINGS = (
 
 def _run(cmd: list[str]) -> None:
     print("$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
-    subprocess.run(cmd, cwd=REPO, check=True)
+    subprocess.run(cmd, check=True)
 
 
 def _latest_run(log_dir: Path, exp_name: str) -> Path:
@@ -60,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     make_synthetic_scene(scene, height=120, width=160, hsi_bands=32, n_classes=6, seed=args.seed)
 
     print("[2/5] converting it to Arrow", flush=True)
-    _run([sys.executable, "datasets/make_arrow.py", "--dataset", "synthetic", "--root", str(scene),
+    _run([*entry_point("datasets/make_arrow.py", "mamol.convert"), "--dataset", "synthetic", "--root", str(scene),
           "--target", str(arrow), "--train-per-class", "100", "--val-per-class", "50",
           "--test-per-class", "200", "--seed", str(args.seed)])
 
@@ -68,20 +78,20 @@ def main(argv: list[str] | None = None) -> int:
               "num_gpus=0", "num_workers=0", "batch_size=64", "per_gpu_batchsize=64", f"log_dir={runs}",
               f"missing_table_root={out / 'missing_tables'}", f"seed={args.seed}"]
     print(f"[3/5] training MaMOL for {args.epochs} epochs on the CPU (train missing: 0.7 / both)", flush=True)
-    _run([sys.executable, "run.py", "with", *common, "exp_name=demo_train", f"max_epoch={args.epochs}",
+    _run([*entry_point("run.py", "mamol"), "with", *common, "exp_name=demo_train", f"max_epoch={args.epochs}",
           "learning_rate=2e-3", "check_val_every_n_epoch=4"])
     trained = json.loads((_latest_run(runs, "demo_train") / "test_results.json").read_text())
     checkpoint = trained["checkpoint"]
     evaluate = [f"load_path={checkpoint}", "per_gpu_batchsize=256", "batch_size=256"]
 
     print(f"[4/5] evaluating {checkpoint} over every missing type x ratio", flush=True)
-    _run([sys.executable, "run.py", "evaluate_grid", "with", *common, *evaluate, "exp_name=demo_grid"])
+    _run([*entry_point("run.py", "mamol"), "evaluate_grid", "with", *common, *evaluate, "exp_name=demo_grid"])
     grid_dir = _latest_run(runs, "demo_grid")
     grid = {(r["type"], r["ratio"]): r["metrics"] for r in json.loads((grid_dir / "grid.json").read_text())["rows"]}
     rows = [(label, *(grid[(kind, ratio)][m] for m in ("OA", "AA", "kappa"))) for label, kind, ratio in SETTINGS]
 
     print("[5/5] drawing the classification map of the scene (labelled pixels, complete data)", flush=True)
-    _run([sys.executable, "run.py", "predict_map", "with", *common, *evaluate, "exp_name=demo_map",
+    _run([*entry_point("run.py", "mamol"), "predict_map", "with", *common, *evaluate, "exp_name=demo_map",
           'map_missing=["none"]'])
     map_dir = _latest_run(runs, "demo_map")
     if args.figures:

@@ -8,6 +8,7 @@ multiply by 100.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -136,7 +137,7 @@ class TaskMetrics(nn.Module):
             if key in self.undefined:
                 value = torch.tensor(float("nan"))
             if key == "class_acc":
-                out.update({f"acc_{i}": v for i, v in enumerate(value)})
+                out.update({f"{CLASS_PREFIX}{i}": v for i, v in enumerate(value)})
             else:
                 out[key] = value
         out["the_metric"] = out[self.the_metric]
@@ -146,3 +147,20 @@ class TaskMetrics(nn.Module):
         self.updated = False
         self.metrics.reset()
         self.counts.reset()
+
+
+CLASS_PREFIX = "acc_"
+"""Per-class accuracies are named ``acc_<class index>`` (``<task>/acc_<i>`` with several tasks)."""
+
+
+def is_class_metric(name: str) -> bool:
+    """True for a per-class accuracy (``acc_3``, ``mmimdb/acc_3``), which summaries list apart or leave out."""
+    return name.rsplit("/", 1)[-1].startswith(CLASS_PREFIX)
+
+
+def summary_metrics(names: Sequence[str], headline: str) -> list[str]:
+    """The metrics tables, panels and summaries show, ``headline`` first: per-class accuracies left out, and
+    ``the_metric`` too unless several tasks are mixed (then it is their mean, ``<task>/<metric>`` the others)."""
+    several = any("/" in n for n in names)
+    keep = [n for n in names if not is_class_metric(n) and (several or n != "the_metric")]
+    return [headline] + [n for n in keep if n != headline]

@@ -82,9 +82,14 @@ def missing_code(missing: Sequence[str], modalities: Sequence[str]) -> int:
     return code
 
 
+def is_missing(code: int, index: int) -> bool:
+    """True where ``code`` marks modality ``index`` (its position in the code order) missing."""
+    return bool(int(code) >> index & 1)
+
+
 def missing_names(code: int, modalities: Sequence[str]) -> tuple[str, ...]:
     """Names of the modalities that ``code`` marks missing (inverse of :func:`missing_code`)."""
-    return tuple(m for i, m in enumerate(modalities) if code >> i & 1)
+    return tuple(m for i, m in enumerate(modalities) if is_missing(code, i))
 
 
 def valid_codes(n_modalities: int) -> tuple[int, ...]:
@@ -94,10 +99,15 @@ def valid_codes(n_modalities: int) -> tuple[int, ...]:
     return tuple(range(2**n_modalities - 1))
 
 
+def missing_bits(missing_type: Tensor, n_modalities: int) -> Tensor:
+    """(B,) int codes -> (B, M) int64, 1 where modality ``m`` is missing (the bits of :func:`is_missing`)."""
+    bits = torch.arange(n_modalities, device=missing_type.device)  # (M,)
+    return (missing_type.long().unsqueeze(-1) >> bits) & 1  # (B, M)
+
+
 def present_mask(missing_type: Tensor, n_modalities: int) -> Tensor:
     """(B,) int codes -> (B, M) bool, True where modality ``m`` is present."""
-    bits = torch.arange(n_modalities, device=missing_type.device)  # (M,)
-    return ((missing_type.long().unsqueeze(-1) >> bits) & 1) == 0  # (B, M)
+    return missing_bits(missing_type, n_modalities) == 0  # (B, M)
 
 
 def _canonical_modality(token: str, modalities: Sequence[str], name: str) -> str:

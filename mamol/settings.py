@@ -4,9 +4,10 @@
 with an error that names the key, fills the keys left ``None`` with the paper's value for the data kind, and
 derives the hardware plan. Everything below ``mamol.train.run`` takes these dataclasses, never the dict.
 
-Where each default lives: the Sacred root config (``config.py``) holds every key's default with its meaning;
-the named configs only set keys; a method's own sizes that depend on the data kind (e.g. MaMOL's rank 8 on
-remote scenes, 16 on image–text data) are stated once, in that method's ``Options.paper_defaults``.
+Where each default lives: the Sacred experiment (:mod:`mamol.experiment`) holds every key's default with its
+meaning (a method's keys beside the method, a dataset's in its catalogue entry); the named configs only set
+keys; a method's own sizes that depend on the data kind (e.g. MaMOL's rank 8 on remote scenes, 16 on
+image–text data) are stated once, in that method's ``Options.paper_defaults``.
 """
 from __future__ import annotations
 
@@ -266,7 +267,7 @@ def from_config(cls: type, cfg: Mapping[str, Any], defaults: Mapping[str, Any] |
         key = f.metadata.get("key", f.name)
         if key not in cfg:
             raise ConfigError(f"the config has no key {key!r} (needed by {cls.__name__}); "
-                              f"is config.py out of date?")
+                              f"is mamol.experiment out of date?")
         value = cfg[key]
         if value is None and defaults is not None and key in defaults:
             value = defaults[key]
@@ -450,8 +451,8 @@ def resolve(cfg: Mapping[str, Any], *, kind: str, datasets: tuple[str, ...], met
     if isinstance(cfg.get("modalities"), str):  # "hsi,sar" or "hsi+sar" from a command line
         cfg["modalities"] = [t for t in cfg["modalities"].replace("+", ",").split(",") if t.strip()]
     data = from_config(DataSettings, cfg, datasets=tuple(datasets), loss_weights=_loss_weights(cfg, kind, datasets),
-                       class_num={t: coerce(f"{t}_class_num", cfg[f"{t}_class_num"], int)
-                                  for t in ("mmimdb", "food101", "hatememes")})
+                       class_num={k.removesuffix("_class_num"): coerce(k, v, int)
+                                  for k, v in cfg.items() if k.endswith("_class_num")})
     require(data.root.is_dir(), f"data_root={str(data.root)!r} is not a folder")
     require(data.num_workers >= 0, f"num_workers must be >= 0, found {data.num_workers}")
     if kind == "natural":

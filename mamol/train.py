@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 import shutil
 import signal
 import threading
 import time
 import warnings
 from collections.abc import Mapping
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +25,13 @@ from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from mamol import __version__, settings
+from mamol import runs, settings
 from mamol.data import catalogue
 from mamol.data.datamodule import MaMOLDataModule
 from mamol.errors import TrainingInterrupted
-from mamol.experiments import tracking
 from mamol.files import write_json
 from mamol.methods import method_class
+from mamol.metrics import CLASS_PREFIX, is_class_metric, summary_metrics
 from mamol.module import MaMOLModule
 from mamol.settings import RunSettings
 
@@ -47,18 +45,6 @@ warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+
 # Evaluation metrics are torchmetrics objects, synchronised across processes when computed: the logged values are
 # the same on every rank, so Lightning's advice to reduce them again does not apply.
 warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('(val|test)/", category=UserWarning)
-
-
-def versions() -> dict[str, str]:
-    """Versions of the libraries a result depends on."""
-    out = {"python": platform.python_version()}
-    for name in ("torch", "open_clip_torch", "pytorch-lightning", "torchmetrics", "pyarrow", "numpy", "mamol"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            if name == "mamol":
-                out[name] = __version__
-    return out
 
 
 class LastCheckpoint(pl.Callback):
@@ -184,8 +170,8 @@ def run_folder(s: RunSettings) -> tuple[Path, bool]:
         log.warning("resume_from=%s is not inside a run folder: the resumed run gets a new folder",
                     s.run.resume_from)
     if rank_zero_only.rank != 0:  # provisional: rank 0's folder is broadcast when the trainer starts
-        return tracking.next_run_folder(s.run.log_dir, s.run.exp_name), False
-    return tracking.new_run_folder(s.run.log_dir, s.run.exp_name), False
+        return runs.next_run_folder(s.run.log_dir, s.run.exp_name), False
+    return runs.new_run_folder(s.run.log_dir, s.run.exp_name), False
 
 
 def _loggers(s: RunSettings, run_dir: Path) -> list[Logger] | bool:
@@ -195,7 +181,7 @@ def _loggers(s: RunSettings, run_dir: Path) -> list[Logger] | bool:
         return False
     warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
     csv = CSVLogger(save_dir=str(run_dir.parent.parent), name=run_dir.parent.name, version=run_dir.name)
-    return tracking.training_loggers(s.run.logger, csv)
+    return runs.training_loggers(s.run.logger, csv)
 
 
 def _abandon(run_dir: Path, err: BaseException) -> None:
@@ -211,16 +197,13 @@ def _abandon(run_dir: Path, err: BaseException) -> None:
 
 def summarise(results: dict[str, float], class_names: list[list[str]], setting: str) -> str:
     """A readable summary of test metrics (already x100): headline metrics first, then per-class accuracies."""
-    def is_class(key: str) -> bool:
-        return key.rsplit("/", 1)[-1].startswith("acc_")
-
-    headline = {k: v for k, v in results.items() if not is_class(k) and not k.endswith("the_metric")}
+    names = sorted(results, key=lambda k: (k.rsplit("/", 1)[-1] not in ("OA", "AA", "kappa"), k))
     lines = [f"Test results ({setting}):"]
-    for key in sorted(headline, key=lambda k: (k.rsplit("/", 1)[-1] not in ("OA", "AA", "kappa"), k)):
-        lines.append(f"  {key:<30s} {headline[key]:7.2f}")
+    for key in summary_metrics(names, names[0]):
+        lines.append(f"  {key:<30s} {results[key]:7.2f}")
     names = class_names[0] if len(class_names) == 1 else []
-    for key, value in ((k, v) for k, v in results.items() if is_class(k)):
-        index = int(key.rsplit("acc_", 1)[1])
+    for key, value in ((k, v) for k, v in results.items() if is_class_metric(k)):
+        index = int(key.rsplit(CLASS_PREFIX, 1)[1])
         label = names[index] if index < len(names) else key
         lines.append(f"  accuracy of {label:<18s} {value:7.2f}")
     return "\n".join(lines)
@@ -261,11 +244,10 @@ def run(config: Mapping[str, Any]) -> dict:
 
     run_dir, resumed = run_folder(s)
     trainer, best, last = build_trainer(s, run_dir, _loggers(s, run_dir))
-    clock = tracking.RunClock()  # wall time of fit and test, recorded for reports
+    clock = runs.RunClock()  # wall time of fit and test, recorded for reports
     trainer.callbacks.append(clock)
     if trainer.is_global_zero:
-        record = {"config": s.config, "settings": s.to_dict(), "versions": versions()}
-        write_json(run_dir / ("config.json" if not resumed else f"config_resumed_{int(time.time())}.json"), record)
+        runs.write_run_record(run_dir, s, f"config_resumed_{int(time.time())}.json" if resumed else "config.json")
         log.info("run folder: %s%s", run_dir, " (resumed)" if resumed else "")
     try:
         report = _fit_and_test(s, trainer, best, last, clock, module, datamodule)
@@ -291,7 +273,7 @@ def run(config: Mapping[str, Any]) -> dict:
 
 
 def _fit_and_test(s: RunSettings, trainer: pl.Trainer, best: ModelCheckpoint, last: LastCheckpoint,
-                  clock: tracking.RunClock, module: MaMOLModule, datamodule: MaMOLDataModule) -> dict[str, Any]:
+                  clock: runs.RunClock, module: MaMOLModule, datamodule: MaMOLDataModule) -> dict[str, Any]:
     """Fit (unless ``test_only``), then test the best checkpoint (unless ``test_after_fit=False``)."""
     tested_path = str(s.run.load_path) if s.run.load_path else None
     if not s.run.test_only:
@@ -321,8 +303,6 @@ def _fit_and_test(s: RunSettings, trainer: pl.Trainer, best: ModelCheckpoint, la
         "method": s.method.name,
         "class_names": {i.name: list(i.class_names) for i in datamodule.infos},
         "dataset": {i.name: i.metadata for i in datamodule.infos},
-        "config": s.config,
-        "settings": s.to_dict(),
-        "versions": versions(),
-        **tracking.run_facts(module.model, datamodule.infos, clock),  # parameters, wall time, modalities
+        **runs.run_record(s),  # config, settings, versions
+        **runs.run_facts(module.model, datamodule.infos, clock),  # parameters, wall time, modalities
     }

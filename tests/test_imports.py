@@ -1,6 +1,7 @@
 """Every module of the package imports on its own: no import cycle can hide behind an import order."""
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -37,3 +38,55 @@ def test_every_module_imports_alone_in_a_fresh_interpreter():
                           cwd=PACKAGE.parent)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "ok", proc.stdout
+
+
+# The package's layers, lowest first: a module may import its own layer and those below, never one above
+# (STYLE 12). The longest matching prefix decides a module's layer.
+LAYERS = (
+    ("mamol", "mamol.errors", "mamol.files", "mamol.tasks"),
+    ("mamol.missing", "mamol.settings", "mamol.metrics", "mamol.cli"),
+    ("mamol.data",),
+    ("mamol.models",),
+    ("mamol.methods",),
+    ("mamol.optim", "mamol.checkpoint", "mamol.module"),
+    ("mamol.runs",),
+    ("mamol.train",),
+    ("mamol.experiments",),
+    ("mamol.experiment", "mamol.commands", "mamol.convert", "mamol.demo", "mamol.bench", "mamol.__main__"),
+)
+
+
+def layer_of(module: str) -> int:
+    matches = [(len(prefix), i) for i, prefixes in enumerate(LAYERS) for prefix in prefixes
+               if module == prefix or module.startswith(prefix + ".")]
+    assert matches, f"{module} is in no layer of tests/test_imports.py::LAYERS"
+    return max(matches)[1]
+
+
+def imported_modules(path: Path, known: set[str]) -> set[str]:
+    """The package modules ``path`` imports, at any depth (``from mamol import runs`` counts as ``mamol.runs``)."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+    return out & known
+
+
+def test_imports_flow_one_way():
+    names = set(module_names())
+    upward = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        upward += [f"{module} -> {t}" for t in sorted(imported_modules(path, names)) if layer_of(t) > layer_of(module)]
+    assert upward == []
+
+
+def test_an_upward_import_is_found(tmp_path):
+    source = tmp_path / "train.py"
+    source.write_text("from mamol.experiments import tracking\nfrom mamol import runs\n")
+    found = imported_modules(source, {"mamol.experiments", "mamol.experiments.tracking", "mamol.runs"})
+    assert found == {"mamol.experiments", "mamol.experiments.tracking", "mamol.runs"}
+    assert layer_of("mamol.experiments.tracking") > layer_of("mamol.train") > layer_of("mamol.runs")

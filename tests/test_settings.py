@@ -4,7 +4,8 @@ import dataclasses
 import pytest
 
 from mamol.errors import ConfigError
-from mamol.methods.mamol import PAPER, MaMOLOptions
+from mamol.methods.mamol import MaMOLOptions
+from mamol.methods.options import PAPER
 from mamol.missing import MissingSetting
 from mamol.optim import lr_lambda
 from mamol.settings import coerce, hardware_settings, resolve

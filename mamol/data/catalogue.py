@@ -1,7 +1,9 @@
 """The dataset catalogue: one :class:`~mamol.data.base.DatasetEntry` per dataset, and name lookups.
 
-Adding an image–text dataset is one file (``mamol/data/<name>.py`` with its converter and Dataset class) plus
-one entry in :data:`CATALOGUE`; adding a known remote scene is one entry in
+Adding an image–text dataset is one file (``mamol/data/<name>.py`` with its converter, its Dataset class and
+its ``ENTRY``, which also declares its head size and fine-tuning cadence) plus its ``ENTRY`` in
+:data:`NATURAL`: the config key ``<name>_class_num``, the named config ``task_finetune_<name>`` and the
+converter's options (``datasets/make_arrow.py``) follow from the entry; adding a known remote scene is one entry in
 :data:`mamol.data.scenes.KNOWN_SCENES` (its entry here is derived). Any other name is a custom remote scene,
 recognised by the metadata of its ``<name>_train.arrow``.
 """
@@ -11,17 +13,14 @@ import functools
 from collections.abc import Sequence
 from pathlib import Path
 
+from mamol.data import food101, hateful_memes, mmimdb
 from mamol.data.arrow import read_metadata
 from mamol.data.base import DatasetEntry, missing_arrow_error
 from mamol.data.convert_remote import prepare_remote
-from mamol.data.food101 import Food101Dataset, prepare_food101
-from mamol.data.formats import NATURAL_MODALITIES
-from mamol.data.hateful_memes import HatefulMemesDataset, prepare_hateful_memes
-from mamol.data.mmimdb import MMIMDbDataset, prepare_mmimdb
 from mamol.data.remote import RemoteDataset
 from mamol.data.scenes import KNOWN_SCENES
 from mamol.errors import ConfigError, DataError
-from mamol.tasks import BINARY, MULTICLASS, MULTILABEL, REMOTE, SPLITS
+from mamol.tasks import REMOTE, SPLITS
 
 REMOTE_SPLIT_FILES = {split: split for split in SPLITS}
 
@@ -33,24 +32,21 @@ def remote_entry(name: str) -> DatasetEntry:
                         aliases=("houston",) if name == "houston2013" else ())
 
 
+NATURAL: tuple[DatasetEntry, ...] = (mmimdb.ENTRY, food101.ENTRY, hateful_memes.ENTRY)
+"""The image–text datasets, each declared in its own file."""
+
 CATALOGUE: dict[str, DatasetEntry] = {
-    "mmimdb": DatasetEntry(
-        name="mmimdb", kind="natural", task_type=MULTILABEL, dataset=MMIMDbDataset, convert=prepare_mmimdb,
-        split_files={"train": "train", "val": "dev", "test": "test"}, modalities=NATURAL_MODALITIES,
-        aliases=("mm-imdb",)),
-    "food101": DatasetEntry(
-        name="food101", kind="natural", task_type=MULTICLASS, dataset=Food101Dataset, convert=prepare_food101,
-        split_files={"train": "train", "val": "val", "test": "test"}, modalities=NATURAL_MODALITIES,
-        aliases=("food-101", "upmc_food101")),
-    "hatememes": DatasetEntry(
-        name="hatememes", kind="natural", task_type=BINARY, dataset=HatefulMemesDataset,
-        convert=prepare_hateful_memes, split_files={"train": "train", "val": "dev", "test": "test"},
-        modalities=NATURAL_MODALITIES, aliases=("hateful_memes", "hateful-memes")),
+    **{e.name: e for e in NATURAL},
     **{name: remote_entry(name) for name in KNOWN_SCENES},
 }
 """Every known dataset by its task name (the Arrow file prefix)."""
 
 _ALIASES = {alias: entry.name for entry in CATALOGUE.values() for alias in entry.aliases}
+
+
+def natural_entries() -> tuple[DatasetEntry, ...]:
+    """The image–text datasets of the catalogue, in their order."""
+    return NATURAL
 
 
 def canonical_name(name: str) -> str:

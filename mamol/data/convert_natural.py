@@ -11,8 +11,8 @@ the split, class and text files and checks that every listed image and label fil
 into the Arrow file (written to a temporary file and renamed into place, so a failed run leaves no
 half-written output).
 
-Split / class files the raw downloads lack are looked for in the raw root first, then in the repository's
-``datasets/`` folder (``mmimdb_split.json``, ``food101_split.json``, ``food101_class_idx.json``); see
+Split / class files the raw downloads lack are looked for in the raw root first, then among the files
+shipped with the package (:data:`mamol.data.formats.SHIPPED_DIR`: ``food101_class_idx.json``); see
 ``datasets/README.md`` for where they come from.
 """
 from __future__ import annotations

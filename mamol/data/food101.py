@@ -3,9 +3,9 @@
 Columns: ``image`` (bytes), ``text`` (list<string> of 1: the title), ``label`` (int64, index in
 ``class_idx.json``), ``image_id`` (file name), ``split`` (string). Titles come from ``text.json`` (DCP) or
 the official ``texts/{train,test}_titles.csv``. The split and class-index files are looked for in the raw
-root (``split.json``, ``class_idx.json``), else the shipped ``datasets/food101_split.json`` and
-``datasets/food101_class_idx.json``. The two-pass conversion is described in
-:mod:`mamol.data.convert_natural`.
+root (``split.json``, ``class_idx.json``), else the shipped ``food101_class_idx.json``
+(:data:`mamol.data.formats.SHIPPED_DIR`); ``split_file`` names any other split file. The two-pass
+conversion is described in :mod:`mamol.data.convert_natural`.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from mamol.data.base import DatasetEntry
 from mamol.data.convert_natural import (
     PrepareError,
     SplitPlan,
@@ -26,8 +27,9 @@ from mamol.data.convert_natural import (
     split_lists,
     write_all,
 )
-from mamol.data.formats import SHIPPED_DIR
+from mamol.data.formats import NATURAL_MODALITIES, SHIPPED_DIR
 from mamol.data.natural import NaturalArrowDataset
+from mamol.tasks import MULTICLASS
 
 log = logging.getLogger(__name__)
 
@@ -176,3 +178,11 @@ class Food101Dataset(NaturalArrowDataset):
     def default_class_names(cls) -> tuple[str, ...]:
         class_idx = json.loads(SHIPPED_FOOD101_CLASS_IDX.read_text())
         return tuple(c for c, _ in sorted(class_idx.items(), key=lambda kv: kv[1]))
+
+
+ENTRY = DatasetEntry(
+    name="food101", kind="natural", task_type=MULTICLASS, dataset=Food101Dataset, convert=prepare_food101,
+    split_files={"train": "train", "val": "val", "test": "test"}, modalities=NATURAL_MODALITIES,
+    aliases=("food-101", "upmc_food101"), title="Food-101", class_num=101, class_doc="food classes",
+    val_check_interval=0.2, convert_options=("split_file", "class_idx_file", "allow_missing_text"))
+"""The catalogue entry of UPMC Food-101."""

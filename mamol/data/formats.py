@@ -22,5 +22,5 @@ NORMALIZATIONS = ("minmax", "zscore", "none")
 NAN_POLICIES = ("refuse", "fill")
 """What the remote converter does with NaN/Inf in a cube."""
 
-SHIPPED_DIR = Path(__file__).resolve().parents[2] / "datasets"
-"""The repository's ``datasets/`` folder: split and class files that raw downloads lack."""
+SHIPPED_DIR = Path(__file__).resolve().with_name("shipped")
+"""Split and class files that raw downloads lack, shipped with the package (``datasets/`` links to them)."""

@@ -13,8 +13,11 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from mamol.data.base import DatasetEntry
 from mamol.data.convert_natural import PrepareError, SplitPlan, base_metadata, need_dir, write_all
+from mamol.data.formats import NATURAL_MODALITIES
 from mamol.data.natural import NaturalArrowDataset
+from mamol.tasks import BINARY
 
 log = logging.getLogger(__name__)
 
@@ -121,3 +124,11 @@ class HatefulMemesDataset(NaturalArrowDataset):
     @classmethod
     def default_class_names(cls) -> tuple[str, ...]:
         return HATEMEMES_CLASSES
+
+
+ENTRY = DatasetEntry(
+    name="hatememes", kind="natural", task_type=BINARY, dataset=HatefulMemesDataset,
+    convert=prepare_hateful_memes, split_files={"train": "train", "val": "dev", "test": "test"},
+    modalities=NATURAL_MODALITIES, aliases=("hateful_memes", "hateful-memes"), title="Hateful Memes", class_num=2,
+    class_doc="2-way softmax", val_check_interval=0.11, convert_options=("allow_missing_test",))
+"""The catalogue entry of Hateful Memes."""

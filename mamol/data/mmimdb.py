@@ -2,8 +2,8 @@
 
 Columns: ``image`` (bytes), ``plots`` (list<string>), ``label`` (list<int64>, 23-way multi-hot in
 :data:`MMIMDB_GENRES` order), ``genres`` (list<string>, as in the raw file), ``image_id`` (string),
-``split`` (string). The split file is ``split.json`` in the raw root, else the shipped
-``datasets/mmimdb_split.json``. The two-pass conversion is described in :mod:`mamol.data.convert_natural`.
+``split`` (string). The split file is ``split.json`` in the raw root, else ``split_file``. The two-pass
+conversion is described in :mod:`mamol.data.convert_natural`.
 """
 from __future__ import annotations
 
@@ -30,10 +30,11 @@ from mamol.data.convert_natural import (
     split_lists,
     write_all,
 )
-from mamol.data.formats import SHIPPED_DIR
+from mamol.data.formats import NATURAL_MODALITIES, SHIPPED_DIR
 from mamol.data.natural import NaturalArrowDataset
 from mamol.errors import DataError
 from mamol.settings import DataSettings, MissingSettings
+from mamol.tasks import MULTILABEL
 
 log = logging.getLogger(__name__)
 
@@ -177,3 +178,11 @@ class MMIMDbDataset(NaturalArrowDataset):
     def read_label(self, row: int) -> Tensor:
         label = self._labels[row].as_py()
         return torch.tensor(label, dtype=torch.float32)  # (23,) multi-hot
+
+
+ENTRY = DatasetEntry(
+    name="mmimdb", kind="natural", task_type=MULTILABEL, dataset=MMIMDbDataset, convert=prepare_mmimdb,
+    split_files={"train": "train", "val": "dev", "test": "test"}, modalities=NATURAL_MODALITIES,
+    aliases=("mm-imdb",), title="MM-IMDb", class_num=23, class_doc="genres, multi-label",
+    val_check_interval=0.2, convert_options=("split_file",))
+"""The catalogue entry of MM-IMDb."""

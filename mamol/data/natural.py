@@ -37,14 +37,14 @@ from torch import Tensor
 from mamol.data.base import BaseArrowDataset, DatasetEntry
 from mamol.data.formats import NATURAL_MODALITIES
 from mamol.errors import DataError
-from mamol.missing import missing_code
+from mamol.missing import is_missing
 from mamol.settings import DataSettings, MissingSettings
 from mamol.tasks import TaskInfo
 
 logger = logging.getLogger(__name__)
 
-_TEXT_BIT = missing_code(("text",), NATURAL_MODALITIES)  # 1
-_IMAGE_BIT = missing_code(("image",), NATURAL_MODALITIES)  # 2
+_TEXT = NATURAL_MODALITIES.index("text")  # position in the code order: code 1 = text missing
+_IMAGE = NATURAL_MODALITIES.index("image")  # code 2 = image missing
 
 
 @functools.lru_cache(maxsize=4)
@@ -154,11 +154,11 @@ class NaturalArrowDataset(BaseArrowDataset):
     def get_sample(self, index: int, missing_type: int) -> dict:
         """Sample ``index`` with a missing image replaced by the fill and a missing text by ``""``."""
         row, position = self.row_of(index)
-        if missing_type & _IMAGE_BIT:
+        if is_missing(missing_type, _IMAGE):
             image = self.fill((3, self.image_size, self.image_size))
         else:
             image = self.read_image(row)
-        text = "" if missing_type & _TEXT_BIT else self.read_text(row, position)
+        text = "" if is_missing(missing_type, _TEXT) else self.read_text(row, position)
         return {"image": image, "text": text, "label": self.read_label(row)}
 
     def collate(self, samples: list[dict]) -> dict:

@@ -31,7 +31,7 @@ from mamol.data.arrow import column_views, fixed_list_view, open_arrow, read_met
 from mamol.data.base import BaseArrowDataset, DatasetEntry, collate_samples, missing_arrow_error
 from mamol.data.formats import MODALITY_ORDER, REMOTE_FORMAT, REMOTE_FORMAT_VERSION
 from mamol.errors import ConfigError, DataError
-from mamol.missing import MODALITY_ALIASES
+from mamol.missing import MODALITY_ALIASES, is_missing
 from mamol.settings import DataSettings, MissingSettings
 from mamol.tasks import REMOTE, TaskInfo
 
@@ -141,7 +141,7 @@ class RemoteDataset(BaseArrowDataset):
         offset = index - int(self._starts[chunk])
         sample: dict = {}
         for bit, m in enumerate(self.modalities):
-            if missing_type >> bit & 1:
+            if is_missing(missing_type, bit):
                 sample[m] = self.fill(self.shapes[m])  # (C, P, P)
             else:
                 sample[m] = torch.from_numpy(np.array(self._views[m][chunk][offset]))  # (C, P, P) copy
@@ -266,7 +266,7 @@ class SceneWindows(Dataset):
         n, p = len(index), self.patch_size
         batch: dict = {}
         for bit, m in enumerate(self.modalities):
-            if self.missing_type >> bit & 1:
+            if is_missing(self.missing_type, bit):
                 fill = torch.ones if self.missing_fill == "ones" else torch.zeros
                 batch[m] = fill(self.bands[m], p, p).expand(n, -1, -1, -1)  # (B, C, P, P) broadcast view
             else:
@@ -292,7 +292,7 @@ class SceneWindows(Dataset):
         sample: dict = {}
         for bit, m in enumerate(self.modalities):
             shape = (self.bands[m], self.patch_size, self.patch_size)
-            if self.missing_type >> bit & 1:
+            if is_missing(self.missing_type, bit):
                 sample[m] = torch.ones(shape) if self.missing_fill == "ones" else torch.zeros(shape)
             else:
                 sample[m] = torch.from_numpy(np.array(self._windows[m][row, col]))  # (C, P, P) copy

@@ -37,10 +37,10 @@ from mamol.data.base import BaseArrowDataset
 from mamol.errors import ConfigError
 from mamol.experiments import plots, tables
 from mamol.experiments.predict import Predictor, task_infos
-from mamol.experiments.tracking import new_run_folder
 from mamol.files import write_json
-from mamol.metrics import TaskMetrics
+from mamol.metrics import TaskMetrics, summary_metrics
 from mamol.missing import parse_missing_type
+from mamol.runs import new_run_folder, write_run_record
 from mamol.settings import RunSettings, from_config
 from mamol.tasks import TaskInfo
 
@@ -151,13 +151,6 @@ class GridResult:
                 "modalities": self.modalities, "types": list(dict.fromkeys(p.type for p in self.points)),
                 "ratios": sorted({p.ratio for p in self.points}), "rows": self.rows,
                 "complete": self.complete(), **self.meta}
-
-
-def summary_metrics(names: Sequence[str], headline: str) -> list[str]:
-    """The metrics shown in tables and panels: headline first, per-class accuracies left out."""
-    several = any("/" in n for n in names)
-    keep = [n for n in names if "acc_" not in n and (several or n != "the_metric")]
-    return [headline] + [n for n in keep if n != headline]
 
 
 def score(logits: Tensor, labels: Tensor, info: TaskInfo) -> dict[str, float]:
@@ -293,6 +286,6 @@ def command(config: Mapping[str, Any]) -> str:
     """``python run.py evaluate_grid with ... load_path=...``: evaluate, write into a new run folder."""
     s, result = evaluate_checkpoint(config)
     folder = new_run_folder(s.run.log_dir, s.run.exp_name)
-    write_json(folder / "config.json", {"config": s.config, "settings": s.to_dict(), "versions": train.versions()})
+    write_run_record(folder, s)
     write(result, folder, title_of(s))
     return f"{describe(result)}\nwritten to {folder} (grid.csv, grid.json, grid.md, robustness.png)"

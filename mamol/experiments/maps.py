@@ -33,9 +33,9 @@ from mamol.data.remote import SceneWindows
 from mamol.errors import ConfigError
 from mamol.experiments import plots
 from mamol.experiments.predict import Predictor, task_infos
-from mamol.experiments.tracking import new_run_folder
 from mamol.files import atomic_write, write_json
 from mamol.missing import MODALITY_ALIASES, missing_code
+from mamol.runs import new_run_folder, write_run_record
 from mamol.settings import RunSettings, from_config
 
 log = logging.getLogger(__name__)
@@ -185,7 +185,7 @@ def command(config: Mapping[str, Any]) -> str:
     predictor = Predictor(s, infos, "predict_map")
     maps, truth = predict_maps(s, options, predictor)
     folder = new_run_folder(s.run.log_dir, s.run.exp_name)
-    write_json(folder / "config.json", {"config": s.config, "settings": s.to_dict(), "versions": train.versions()})
+    write_run_record(folder, s)
     write(maps, truth, infos[0].class_names, folder,
           {"scene": s.data.datasets[0], "checkpoint": str(s.run.load_path), "method": s.method.name,
            "pixels": options.map_pixels})

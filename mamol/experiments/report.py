@@ -29,9 +29,9 @@ import numpy as np
 from mamol.data import catalogue
 from mamol.errors import ConfigError, DataError, MissingFileError
 from mamol.experiments import plots, tables
-from mamol.experiments.tracking import new_run_folder
-from mamol.metrics import TaskMetrics
+from mamol.metrics import TaskMetrics, summary_metrics
 from mamol.missing import parse_missing_type
+from mamol.runs import new_run_folder
 from mamol.settings import from_config
 from mamol.tasks import REMOTE
 
@@ -253,10 +253,8 @@ def group_runs(records: Sequence[RunRecord]) -> list[Group]:
                             ", ".join(str(r.folder) for r in rs))
         headline = runs[0].headline
         names = list(dict.fromkeys(k for r in runs for m in r.settings.values() for k in m))
-        several = any("/" in n for n in names)
-        keep = [n for n in names if "acc_" not in n and (several or n != "the_metric")]
         out.append(Group(datasets, train, headline, methods, _order_settings(runs),
-                         [headline] + [n for n in keep if n != headline]))
+                         summary_metrics(names, headline)))
     return out
 
 

@@ -1,8 +1,11 @@
 """The method registry: ``method=<name>`` picks one of :data:`METHODS`.
 
 A method is a :class:`mamol.models.method.Method` subclass in its own file here, with an ``Options``
-dataclass of its config keys; register it by adding one entry below. :func:`build_model` puts the chosen
-method into the host for the data kind (one encoder for every remote modality; two towers for image–text).
+dataclass whose fields are its config keys, each with its default and meaning
+(:func:`mamol.methods.options.key`; keys shared with other methods come from a group of
+:mod:`mamol.methods.options`); register it by adding one entry below. The Sacred experiment takes the
+keys from here, so nothing else changes for a new method. :func:`build_model` puts the chosen method into
+the host for the data kind (one encoder for every remote modality; two towers for image–text).
 """
 from __future__ import annotations
 

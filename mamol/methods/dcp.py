@@ -41,6 +41,7 @@ import torch
 from torch import Tensor, nn
 
 from mamol.errors import ConfigError
+from mamol.methods.options import PromptOptions, key
 from mamol.missing import present_mask
 from mamol.models.method import Method, Rows
 from mamol.models.prompting import (
@@ -74,13 +75,11 @@ def prompt_parts(prompt_type: str) -> frozenset[str]:
 
 
 @dataclass(frozen=True)
-class DCPOptions:
-    """DCP's config keys (see ``config.py``)."""
+class DCPOptions(PromptOptions):
+    """DCP's config keys: the prompt keys (``prompt_type`` selects the parts) and the projections' bottleneck."""
 
-    prompt_length: int
-    prompt_depth: int | None  # None = the first half of each tower's blocks
-    prompt_type: str
-    prompt_reduction: int
+    prompt_reduction: int = key(16, "dcp: bottleneck ratio r of the prompt projections (hidden width = input "
+                                    "width // r)")
 
     @staticmethod
     def paper_defaults(kind: str) -> dict:

@@ -19,8 +19,7 @@ from typing import ClassVar
 from torch import nn
 
 from mamol.errors import ConfigError
-from mamol.methods.mamol import default_adapter_layers
-from mamol.models.adapter import resolve_layers
+from mamol.methods.options import BlockOptions, key
 from mamol.models.lora import PROJECTIONS, LoRALinear, LowRank, open_attention
 from mamol.models.method import Method
 
@@ -29,18 +28,14 @@ TARGETS = (*PROJECTIONS, "o", "mlp")
 
 
 @dataclass(frozen=True)
-class LoRAOptions:
-    """LoRA's config keys (see ``config.py``)."""
+class LoRAOptions(BlockOptions):
+    """LoRA's config keys, on MaMOL's blocks (``adapter_layers`` / ``adapter_layers_text``)."""
 
-    adapter_layers: tuple[int, ...] | None  # image-tower blocks; None = MaMOL's (last half remote, last two natural)
-    adapter_layers_text: tuple[int, ...] | None  # text-tower blocks; None = the last two
-    lora_rank: int
-    lora_alpha: float
-    lora_targets: tuple[str, ...]
-
-    @staticmethod
-    def paper_defaults(kind: str) -> dict:
-        return {}
+    lora_rank: int = key(8, "lora: rank r of every low-rank update (the LoRA paper's r = 8)")
+    lora_alpha: float = key(8.0, "lora: the update is scaled by lora_alpha / lora_rank (the paper sets alpha = "
+                                 "the first r)")
+    lora_targets: tuple[str, ...] = key(
+        ("q", "v"), 'lora: adapted weights, any of "q", "k", "v", "o" (attention), "mlp" (both MLP layers)')
 
     def check(self) -> None:
         """Each error names the key."""
@@ -61,9 +56,7 @@ class LoRA(Method):
 
     def attach(self, tower: str, transformer: nn.Module) -> None:
         o: LoRAOptions = self.options
-        key = "adapter_layers_text" if tower == "text" else "adapter_layers"
-        depth = len(transformer.resblocks)
-        layers = resolve_layers(getattr(o, key), depth, key, default_adapter_layers(self.kind, depth))
+        layers = o.blocks(tower, transformer, self.kind)
         width = transformer.width
         for i in layers:
             block = transformer.resblocks[i]

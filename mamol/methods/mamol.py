@@ -17,9 +17,9 @@ Ablations (keys of ``method=mamol``; the defaults are the full method): ``use_dy
 coordinate of the pattern embedding e (N, p) thresholded (SPEC §7: the release switched modality experts by
 a learned projection, not by presence). The pattern embedding is created only where something reads it.
 The layer itself is :class:`mamol.models.adapter.MaMOLAdapter`; this file chooses its sizes, puts it into the
-towers and conditions it on each row's pattern. ``None`` sizes mean the paper's values for the data kind,
-stated once in :data:`PAPER`: remote 8 / 2 / top-1 / ×1.0 in the last half of the blocks; image–text 16 / 4 /
-top-2 / ×0.2 in the last two blocks of each tower.
+towers and conditions it on each row's pattern. Its config keys are :class:`MaMOLOptions`; ``None`` sizes mean
+the paper's values for the data kind, stated once in :data:`mamol.methods.options.PAPER`: remote 8 / 2 / top-1 /
+×1.0 in the last half of the blocks; image–text 16 / 4 / top-2 / ×0.2 in the last two blocks of each tower.
 """
 from __future__ import annotations
 
@@ -31,59 +31,37 @@ import torch
 from torch import Tensor, nn
 
 from mamol.errors import ConfigError
-from mamol.models.adapter import AdapterContext, MaMOLAdapter, PatternEmbedding, inject_adapters, resolve_layers
+from mamol.methods.options import ExpertOptions, key
+from mamol.models.adapter import AdapterContext, MaMOLAdapter, PatternEmbedding, inject_adapters, weighted_aux_loss
 from mamol.models.method import Method, Rows
-
-PAPER: dict[str, dict] = {
-    "remote": dict(adapter_rank=8, num_dynamic_experts=2, top_k=1, adapter_scale=1.0, num_shared_experts=1),
-    "natural": dict(adapter_rank=16, num_dynamic_experts=4, top_k=2, adapter_scale=0.2, num_shared_experts=1),
-}
-"""The paper's adapter sizes per data kind, used for keys left None."""
 
 THRESHOLD = 0.5
 """The release's modality gate: modality expert m is on where the pattern embedding's m-th coordinate exceeds this."""
 
 
-def default_adapter_layers(kind: str, depth: int) -> range:
-    """The paper's blocks in a tower of ``depth`` blocks: the last half of the image encoder for remote data,
-    the last two blocks of each tower for image–text data (also the blocks of the ``lora`` and ``moe_lora``
-    baselines)."""
-    return range(depth // 2, depth) if kind == "remote" else range(depth - 2, depth)
-
-
 @dataclass(frozen=True)
-class MaMOLOptions:
-    """MaMOL's config keys (see ``config.py`` for their meaning)."""
+class MaMOLOptions(ExpertOptions):
+    """MaMOL's config keys: the expert sizes (shared with ``moe_lora``), the pattern embedding, and ablations
+    (defaults = the full method)."""
 
-    adapter_layers: tuple[int, ...] | None  # image-tower blocks; None = last half (remote), last two (image-text)
-    adapter_layers_text: tuple[int, ...] | None  # text-tower blocks (image-text data); None = the last two
-    adapter_rank: int
-    num_dynamic_experts: int
-    top_k: int
-    num_shared_experts: int
-    pattern_dim: int
-    adapter_scale: float
-    router_hidden: int | None  # None = D // 2
-    sparse_experts: bool
-    load_balance_weight: float
-    use_dynamic_experts: bool  # ablation: False drops the routed experts and the router
-    use_shared_experts: bool  # ablation: False drops the shared experts
-    use_modality_experts: bool  # ablation: False drops the modality experts
-    router_uses_pattern: bool  # ablation: False routes on the token alone
-    modality_gate: Literal["presence", "threshold"]  # presence (the paper) or the release's [e_m > 0.5]
-
-    @staticmethod
-    def paper_defaults(kind: str) -> dict:
-        return PAPER[kind]
+    pattern_dim: int = key(8, "size of the missing-pattern embedding e")
+    router_hidden: int | None = key(None, "router hidden width; None = D // 2")
+    use_dynamic_experts: bool = key(True, "ablation: False drops the pattern-routed experts and the router")
+    use_shared_experts: bool = key(True, "ablation: False drops the shared experts")
+    use_modality_experts: bool = key(True, "ablation: False drops the modality-specific experts")
+    router_uses_pattern: bool = key(
+        True, "ablation: False = the router reads the token alone, not [token ; pattern embedding]")
+    modality_gate: Literal["presence", "threshold"] = key(
+        "presence", 'modality expert on: "presence" (the paper) or "threshold" (the release: e_m > 0.5)')
 
     def check(self) -> None:
         """Relations between the keys, each error naming them."""
         if self.use_dynamic_experts and not 1 <= self.top_k <= self.num_dynamic_experts:
             raise ConfigError(f"top_k={self.top_k} must be between 1 and num_dynamic_experts="
                               f"{self.num_dynamic_experts}")
-        for key in ("adapter_rank", "pattern_dim"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be >= 1, found {getattr(self, key)}")
+        for name in ("adapter_rank", "pattern_dim"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, found {getattr(self, name)}")
         if self.num_shared_experts < 0 or self.load_balance_weight < 0:
             raise ConfigError(f"num_shared_experts ({self.num_shared_experts}) and load_balance_weight "
                               f"({self.load_balance_weight}) must be >= 0")
@@ -109,15 +87,9 @@ class MaMOL(Method):
         # The pattern embedding exists only where something reads it: the router, or the threshold gate.
         self.uses_pattern = (o.use_dynamic_experts and o.router_uses_pattern) or threshold
 
-    def default_layers(self, tower: str, depth: int) -> range:
-        """The paper's blocks: the last half of the image encoder for remote data, the last two otherwise."""
-        return default_adapter_layers(self.kind, depth)
-
     def attach(self, tower: str, transformer: nn.Module) -> None:
         o: MaMOLOptions = self.options
-        key = "adapter_layers_text" if tower == "text" else "adapter_layers"
-        depth = len(transformer.resblocks)
-        layers = resolve_layers(getattr(o, key), depth, key, self.default_layers(tower, depth))
+        layers = o.blocks(tower, transformer, self.kind)
         width = transformer.width
         context = AdapterContext()
 
@@ -157,6 +129,4 @@ class MaMOL(Method):
 
     def aux_loss(self) -> Tensor | None:
         """``load_balance_weight`` × mean load-balancing term of the adapters (last training forward)."""
-        weight = self.options.load_balance_weight
-        terms = [a.aux_loss for a in self.adapters if a.aux_loss is not None]
-        return weight * torch.stack(terms).mean() if weight > 0 and terms else None
+        return weighted_aux_loss(self.adapters, self.options.load_balance_weight)

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from mamol.errors import ConfigError
+from mamol.methods.options import PROMPT_TYPE_DOC, PromptOptions, key
 from mamol.models.lora import OpenAttention, open_attention
 from mamol.models.method import Method, Rows
 from mamol.models.prompting import (
@@ -50,12 +51,10 @@ REFERENCE = {"prompt_length": 16}
 
 
 @dataclass(frozen=True)
-class MMPOptions:
-    """MMP's config keys (see ``config.py``)."""
+class MMPOptions(PromptOptions):
+    """MMP's config keys: the prompt keys, with ``prompt_type`` "input" or "attention"."""
 
-    prompt_length: int
-    prompt_depth: int | None  # None = the first half of each tower's blocks
-    prompt_type: Literal["input", "attention"]
+    prompt_type: Literal["input", "attention"] = key("input", PROMPT_TYPE_DOC)
 
     @staticmethod
     def paper_defaults(kind: str) -> dict:

@@ -23,32 +23,24 @@ import torch
 from torch import Tensor, nn
 
 from mamol.errors import ConfigError
-from mamol.methods.mamol import PAPER, default_adapter_layers
+from mamol.methods.options import PAPER, ExpertOptions, key
 from mamol.models.adapter import (
     balance_loss,
     dense_topk_lora,
     gated_lora,
     inject_adapters,
-    resolve_layers,
     sparse_topk_lora,
+    weighted_aux_loss,
 )
 from mamol.models.method import Method
 
 
 @dataclass(frozen=True)
-class MoELoRAOptions:
-    """MoE-LoRA's config keys (MaMOL's sizes plus ``moe_router``; see ``config.py``)."""
+class MoELoRAOptions(ExpertOptions):
+    """MoE-LoRA's config keys: MaMOL's expert sizes (without shared experts unless set) plus the router."""
 
-    adapter_layers: tuple[int, ...] | None
-    adapter_layers_text: tuple[int, ...] | None
-    adapter_rank: int
-    num_dynamic_experts: int
-    top_k: int
-    num_shared_experts: int
-    adapter_scale: float
-    sparse_experts: bool
-    load_balance_weight: float
-    moe_router: Literal["topk", "soft"]
+    moe_router: Literal["topk", "soft"] = key(
+        "topk", 'moe_lora: "topk" (each token\'s top_k experts) or "soft" (softmax mixture of all)')
 
     @staticmethod
     def paper_defaults(kind: str) -> dict:
@@ -119,9 +111,7 @@ class MoELoRA(Method):
 
     def attach(self, tower: str, transformer: nn.Module) -> None:
         o: MoELoRAOptions = self.options
-        key = "adapter_layers_text" if tower == "text" else "adapter_layers"
-        depth = len(transformer.resblocks)
-        blocks = resolve_layers(getattr(o, key), depth, key, default_adapter_layers(self.kind, depth))
+        blocks = o.blocks(tower, transformer, self.kind)
 
         def make() -> MoELoRALayer:
             layer = MoELoRALayer(transformer.width, o.adapter_rank, o.num_dynamic_experts, o.top_k,
@@ -133,6 +123,4 @@ class MoELoRA(Method):
 
     def aux_loss(self) -> Tensor | None:
         """``load_balance_weight`` × mean load-balancing term of the layers (last training forward)."""
-        weight = self.options.load_balance_weight
-        terms = [layer.aux_loss for layer in self.layers if layer.aux_loss is not None]
-        return weight * torch.stack(terms).mean() if weight > 0 and terms else None
+        return weighted_aux_loss(self.layers, self.options.load_balance_weight)

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mamol.errors import ConfigError
+from mamol.missing import missing_bits
 
 
 class PatternEmbedding(nn.Module):
@@ -68,8 +69,7 @@ class PatternEmbedding(nn.Module):
         code = missing_type.long()
         if self.n_modalities == 2:
             return F.one_hot(code, 3).to(self.proj.weight.dtype)  # (B, 3)
-        bits = torch.arange(self.n_modalities, device=code.device)
-        return ((code.unsqueeze(-1) >> bits) & 1).to(self.proj.weight.dtype)  # (B, M)
+        return missing_bits(code, self.n_modalities).to(self.proj.weight.dtype)  # (B, M)
 
     def forward(self, missing_type: Tensor) -> Tensor:
         """(B,) int codes -> (B, dim)."""
@@ -154,6 +154,12 @@ def balance_loss(probs: Tensor, gate_idx: Tensor) -> Tensor:
     frac = frac / gate_idx.numel()
     mean_prob = probs.reshape(-1, experts).mean(dim=0)
     return experts * (frac * mean_prob).sum()
+
+
+def weighted_aux_loss(layers: Sequence[nn.Module], weight: float) -> Tensor | None:
+    """``weight`` × the mean of the layers' ``aux_loss`` of the last training forward (None when off or none)."""
+    terms = [layer.aux_loss for layer in layers if layer.aux_loss is not None]
+    return weight * torch.stack(terms).mean() if weight > 0 and terms else None
 
 
 class MaMOLAdapter(nn.Module):

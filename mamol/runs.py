@@ -1,4 +1,7 @@
-"""Where a run's records go: its training loggers, new run folders, and the facts a report needs.
+"""Where a run's records go: its training loggers, new run folders, its config record, and the facts a report needs.
+
+* Every run or command folder receives ``config.json``: the config as given, the resolved settings and the
+  library versions (:func:`write_run_record`, the one writer of that record).
 
 * ``logger="csv"`` writes Lightning's ``metrics.csv`` into the run folder (as always); ``logger="tensorboard"``
   also writes TensorBoard event files into the same folder (Lightning's ``TensorBoardLogger``), so
@@ -11,8 +14,10 @@
 from __future__ import annotations
 
 import os
+import platform
 import time
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +25,34 @@ import pytorch_lightning as pl
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
 from torch import nn
 
+from mamol import __version__
+from mamol.files import write_json
+from mamol.settings import RunSettings
 from mamol.tasks import TaskInfo
+
+
+def versions() -> dict[str, str]:
+    """Versions of the libraries a result depends on."""
+    out = {"python": platform.python_version()}
+    for name in ("torch", "open_clip_torch", "pytorch-lightning", "torchmetrics", "pyarrow", "numpy", "mamol"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            if name == "mamol":
+                out[name] = __version__
+    return out
+
+
+def run_record(s: RunSettings) -> dict[str, Any]:
+    """What a run folder records of how it was made: the config as given, the resolved settings, versions."""
+    return {"config": s.config, "settings": s.to_dict(), "versions": versions()}
+
+
+def write_run_record(folder: Path, s: RunSettings, name: str = "config.json") -> Path:
+    """Write :func:`run_record` atomically as ``folder/name``; returns its path."""
+    path = Path(folder) / name
+    write_json(path, run_record(s))
+    return path
 
 
 def training_loggers(kind: str, csv_logger: CSVLogger) -> list[Logger]:

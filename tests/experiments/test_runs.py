@@ -8,7 +8,7 @@ import pytest
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
 from mamol.errors import ConfigError
-from mamol.experiments.tracking import new_run_folder, training_loggers
+from mamol.runs import new_run_folder, training_loggers
 from tests.experiments.conftest import base_updates
 from tests.helpers import run_experiment, run_settings
 
