@@ -290,8 +290,12 @@ def data_key(n: int, metadata: dict, size: int) -> str:
 @contextlib.contextmanager
 def _folder_lock(root: Path) -> Iterator[None]:
     """Exclusive lock on ``root/.lock`` across processes (DDP ranks drawing the same table at once)."""
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".lock", "a") as handle:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        handle = open(root / ".lock", "a")  # noqa: SIM115 - closed by the with-block below
+    except OSError as err:  # a file in the way, no permission, a read-only file system
+        raise _unwritable(root, err) from err
+    with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -316,9 +320,18 @@ def table_params(n: int, modalities: Sequence[str], setting: MissingSetting) -> 
     }
 
 
+def _unwritable(root: Path, err: OSError) -> ConfigError:
+    return ConfigError(f"missing tables folder {root} cannot be written ({type(err).__name__}: {err.strerror or err}); "
+                       f"expected a writable folder: set missing_table_root=<folder> (default: "
+                       f"<data_root>/missing_tables)")
+
+
 def _save_table(path: Path, table: Tensor, params: dict) -> None:
-    with atomic_write(path, "wb") as fh:
-        torch.save({"table": table.clone(), "params": params}, fh)
+    try:
+        with atomic_write(path, "wb") as fh:
+            torch.save({"table": table.clone(), "params": params}, fh)
+    except OSError as err:
+        raise _unwritable(path.parent, err) from err
 
 
 def _read_table(path: Path) -> tuple[Tensor | None, dict | None, str]:

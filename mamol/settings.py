@@ -328,12 +328,14 @@ def launcher_processes(env: Mapping[str, str]) -> tuple[str, int, int] | None:
 
 
 def hardware_settings(cfg: Mapping[str, Any], batch_size: int, cuda_devices: int | None = None,
-                      env: Mapping[str, str] | None = None) -> HardwareSettings:
+                      env: Mapping[str, str] | None = None, training: bool = True) -> HardwareSettings:
     """Accelerator, devices, precision, strategy and gradient accumulation.
 
     ``num_gpus`` GPUs per node (0 = the CPU, then ``num_processes`` CPU processes per node) on ``num_nodes``
     nodes; more than one process in all runs DDP. A process started by torchrun or SLURM takes its process
-    counts from the launcher. Asking for GPUs that are not there is an error, not a silent CPU run.
+    counts from the launcher. Asking for GPUs that are not there is an error, not a silent CPU run. Gradient
+    accumulation is a training matter: without ``training`` (``test_only``) it is 1 and ``batch_size`` is not
+    checked against the per-device batch.
     """
     num_gpus = coerce("num_gpus", cfg["num_gpus"], int)
     num_processes = coerce("num_processes", cfg["num_processes"], int)
@@ -378,12 +380,12 @@ def hardware_settings(cfg: Mapping[str, Any], batch_size: int, cuda_devices: int
         per_device = max(batch_size // world, 1)
     require(batch_size >= 1 and per_device >= 1,
             f"batch_size ({batch_size}) and per_gpu_batchsize ({per_device}) must be >= 1")
-    accumulate = batch_size // (per_device * world)
+    accumulate = batch_size // (per_device * world) if training else 1
     require(accumulate >= 1,
             f"gradient accumulation = batch_size // (per_gpu_batchsize x processes x num_nodes) = "
             f"{batch_size} // ({per_device} x {devices} x {num_nodes}) = 0: raise batch_size to at least "
             f"{per_device * world}, or lower per_gpu_batchsize / num_gpus / num_processes / num_nodes")
-    if batch_size % (per_device * world):
+    if training and batch_size % (per_device * world):
         log.warning("batch_size=%d is not a multiple of per_gpu_batchsize x processes x nodes = %d: the effective "
                     "batch is %d", batch_size, per_device * world, accumulate * per_device * world)
     return HardwareSettings(accelerator="gpu" if use_gpu else "cpu", devices=devices, num_nodes=num_nodes,
@@ -479,5 +481,5 @@ def resolve(cfg: Mapping[str, Any], *, kind: str, datasets: tuple[str, ...], met
     return RunSettings(
         kind=kind, run=run, data=data, missing=missing_settings(cfg),
         backbone=backbone, model=model, method=method, optim=optim,
-        hardware=hardware_settings(cfg, optim.batch_size), config=dict(cfg),
+        hardware=hardware_settings(cfg, optim.batch_size, training=not run.test_only), config=dict(cfg),
     )

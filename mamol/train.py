@@ -232,7 +232,9 @@ def run(config: Mapping[str, Any]) -> dict:
     ``run_dir``. Only rank 0 writes the run's files; every rank returns the same report.
     """
     s = resolve_settings(config)
-    pl.seed_everything(s.run.seed, workers=True)
+    # Quietly: config.json records the seed, and an input error found while building (e.g. no CLIP weights)
+    # stays the only line on stderr.
+    pl.seed_everything(s.run.seed, workers=True, verbose=False)
 
     datamodule = MaMOLDataModule(s.data, s.missing, s.hardware.per_device_batch, s.run.seed,
                                  pin_memory=s.hardware.accelerator == "gpu" and torch.cuda.is_available())

@@ -105,9 +105,11 @@ def run_experiment(*named_configs: str, **updates) -> dict:
     return report
 
 
-def cli(*args: str, script: str = "run.py", timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run an entry point of the repository (``run.py`` by default) in a fresh interpreter."""
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+def cli(*args: str, script: str = "run.py", timeout: int = 600, env: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess:
+    """Run an entry point of the repository (``run.py`` by default) in a fresh interpreter, offline; ``env``
+    adds to (or overrides) its environment."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     return subprocess.run([sys.executable, script, *args], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=timeout)
 

@@ -163,6 +163,10 @@ ARROW_CASES = {
     "arrow-classes-disagree": _arrow_case(_rewrite_table(lambda t, m: (t, {**m, "class_names": ["x"] * 4}))),
     **{f"arrow-label-{v}": _arrow_case(_rewrite_table(_labels(v))) for v in (-1, 4, 99)},
     "arrow-train-metadata-broken": _arrow_case(_rewrite_table(lambda t, m: (t, {"kind": "remote"})), "val", "train"),
+    "arrow-train-metadata-no-bands": _arrow_case(_rewrite_table(lambda t, m: (t, {k: v for k, v in m.items()
+                                                                                  if k != "bands"})), "val", "train"),
+    "arrow-train-metadata-classes-text": _arrow_case(_rewrite_table(lambda t, m: (t, {**m, "num_classes": "four"})),
+                                                     "val", "train"),
 }
 
 

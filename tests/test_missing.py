@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from mamol import missing
+from mamol.errors import ConfigError
 from mamol.missing import (
     MissingSetting,
     data_key,
@@ -196,6 +198,20 @@ def test_corrupt_table_refused_or_regenerated(tmp_path) -> None:
     assert len(table) == 20
     with pytest.raises(ValueError, match="on_mismatch"):
         load_or_make_missing_table(tmp_path, "s_test", 20, TWO, setting(0.7, "both"), on_mismatch="ignore")
+
+
+def test_unwritable_tables_folder_names_the_key(tmp_path, monkeypatch) -> None:
+    (tmp_path / "file").write_text("")
+    for root in (tmp_path / "file", tmp_path / "file" / "sub"):  # a file in the way of the folder
+        with pytest.raises(ConfigError, match=rf"missing tables folder {root} cannot be written.*missing_table_root="):
+            load_or_make_missing_table(root, "s_test", 20, TWO, setting(0.7, "both"))
+
+    def read_only(path, mode):  # what a read-only folder or file system does to the table's write
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(missing, "atomic_write", read_only)
+    with pytest.raises(ConfigError, match=r"folder .*tables cannot be written \(PermissionError: Permission denied"):
+        load_or_make_missing_table(tmp_path / "tables", "s_test", 20, TWO, setting(0.7, "both"))
 
 
 @pytest.mark.parametrize("gen", [np.random.default_rng(0), torch.Generator().manual_seed(0)])

@@ -27,6 +27,16 @@ def test_accumulation_guard_names_the_keys(tmp_path):
         _resolve(tmp_path, batch_size=16, per_gpu_batchsize=32)
 
 
+def test_evaluation_is_never_refused_over_accumulation(tmp_path):
+    (tmp_path / "model.ckpt").write_bytes(b"")  # load_path must exist; it is read later, by the run
+    for processes, per_device, batch in ((2, 8, 8), (1, 32, 16), (2, 128, 1)):
+        hw = _resolve(tmp_path, test_only=True, load_path=str(tmp_path / "model.ckpt"), num_processes=processes,
+                      per_gpu_batchsize=per_device, batch_size=batch).hardware
+        assert (hw.devices, hw.per_device_batch, hw.accumulate) == (processes, per_device, 1)
+    with pytest.raises(ConfigError, match="gradient accumulation"):  # the same keys still refuse training
+        _resolve(tmp_path, num_processes=2, per_gpu_batchsize=8, batch_size=8)
+
+
 def test_cpu_never_gets_fp16_and_bf16_only_when_asked(tmp_path):
     cfg = tiny_config(batch_size=8, per_gpu_batchsize=8)
     assert hardware_settings(cfg | {"precision": 16}, 8, cuda_devices=0, env={}).precision == "32-true"

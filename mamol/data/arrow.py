@@ -62,6 +62,9 @@ def _open_reader(path: Path) -> pa.ipc.RecordBatchFileReader:
         raise MissingFileError(f"Arrow file {path} does not exist")
     try:
         return pa.ipc.open_file(pa.memory_map(str(path), "r"))
+    except PermissionError as err:
+        raise ArrowFileError(f"{path} cannot be read: permission denied; expected an Arrow file this user can read "
+                             f"(check its permissions)") from err
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as err:
         raise ArrowFileError(
             f"{path} is not a readable Arrow IPC file (truncated or corrupt? {path.stat().st_size} bytes): "

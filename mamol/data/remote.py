@@ -85,18 +85,26 @@ class RemoteDataset(BaseArrowDataset):
     def build_task_info(cls, entry: DatasetEntry, data: DataSettings, metadata: dict) -> TaskInfo:
         path = entry.arrow_path(data.root, "train")
         _check_remote_metadata(metadata, path)
-        modalities = select_modalities(metadata["modalities"], data.modalities, str(path))
-        return TaskInfo(
-            name=entry.name,
-            kind="remote",
-            task_type=REMOTE,
-            modalities=modalities,
-            bands={m: int(metadata["bands"][m]) for m in modalities},
-            num_classes=int(metadata["num_classes"]),
-            class_names=tuple(metadata["class_names"]),
-            patch_size=int(metadata["patch_size"]),
-            metadata=metadata,
-        )
+        try:
+            stored = [str(m) for m in metadata["modalities"]]
+            bands = {str(m): int(b) for m, b in metadata["bands"].items()}
+            num_classes, patch_size = int(metadata["num_classes"]), int(metadata["patch_size"])
+            class_names = tuple(str(c) for c in metadata["class_names"])
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise DataError(f"{path}: malformed metadata ({type(err).__name__}: {err}); expected modalities, bands "
+                            f"per modality, num_classes, class_names and patch_size as datasets/make_arrow.py writes "
+                            f"them; re-create the file with datasets/make_arrow.py") from err
+        modalities = select_modalities(stored, data.modalities, str(path))
+        if len(modalities) < 2:  # the models fuse modalities, and a missing one needs another one present
+            raise (ConfigError if data.modalities is not None else DataError)(
+                f"{path}: modalities={list(modalities)}; the models need at least two (the scene stores {stored}): "
+                f"set modalities to two or more of them")
+        if any(m not in bands for m in modalities):
+            raise DataError(f"{path}: metadata gives bands for {sorted(bands)}, not for every modality of "
+                            f"{list(modalities)}; re-create the file with datasets/make_arrow.py")
+        return TaskInfo(name=entry.name, kind="remote", task_type=REMOTE, modalities=modalities,
+                        bands={m: bands[m] for m in modalities}, num_classes=num_classes, class_names=class_names,
+                        patch_size=patch_size, metadata=metadata)
 
     def __init__(self, entry: DatasetEntry, data: DataSettings, missing: MissingSettings, split: str) -> None:
         super().__init__(entry, data, missing, split)

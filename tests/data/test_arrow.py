@@ -101,6 +101,17 @@ def test_truncated_and_corrupt_files(tmp_path) -> None:
         open_arrow(tmp_path / "absent.arrow")
 
 
+def test_unreadable_file_says_permission_denied(tmp_path, monkeypatch) -> None:
+    path = write_table(tmp_path / "locked.arrow", _table(5))
+
+    def denied(where: str, mode: str = "r") -> pa.MemoryMappedFile:  # what pyarrow raises for a mode-000 file
+        raise PermissionError(13, f"Failed to open local file '{where}'. Detail: [errno 13] Permission denied")
+
+    monkeypatch.setattr(pa, "memory_map", denied)
+    with pytest.raises(ArrowFileError, match=r"locked\.arrow cannot be read: permission denied"):
+        read_metadata(path)
+
+
 def test_row_count_disagreeing_with_metadata(tmp_path) -> None:
     path = write_table(tmp_path / "e.arrow", _table(4), {"num_rows": 7})
     with pytest.raises(ArrowFileError, match="holds 4 rows, its metadata records num_rows=7"):

@@ -16,6 +16,7 @@ from mamol.data.arrow import ArrowFileError, column_views, open_arrow
 from mamol.data.convert_remote import prepare_remote
 from mamol.data.remote import RemoteDataset, SceneWindows, select_modalities
 from mamol.data.synthetic import generate_scene, write_scene
+from mamol.errors import ConfigError
 from tests.helpers import open_split, run_settings
 
 H, W, BANDS = 16, 20, 5
@@ -70,6 +71,8 @@ def test_modality_selection(converted, tmp_path) -> None:
     assert ds[0]["sar"].shape == (2, 14, 14)
     with pytest.raises(ValueError, match=r"modalities=\['hsi', 'msi'\].*stores \['hsi', 'lidar', 'sar'\]"):
         _open(root, tmp_path, "train", modalities=["hsi", "msi"])
+    with pytest.raises(ConfigError, match=r"modalities=\['hsi'\]; the models need at least two"):
+        _open(root, tmp_path, "train", modalities=["hsi"])
 
 
 @pytest.mark.parametrize("fill", ["ones", "zeros"])

@@ -1,10 +1,17 @@
-"""Frozen CLIP backbone: names, the tiny config, weight files, clear errors when weights are missing."""
+"""Frozen CLIP backbone: names, the tiny config, weight files, the openai download, clear errors."""
+import io
+import os
+import urllib.error
 import warnings
+from pathlib import Path
 
+import open_clip
 import pytest
 import torch
 from open_clip.transformer import QuickGELU
 
+from mamol import cli
+from mamol.errors import CheckpointError, ConfigError, MissingFileError
 from mamol.models import backbone
 from mamol.models.backbone import build_clip, load_clip_state_dict, resolve_vit
 
@@ -66,15 +73,83 @@ def test_openai_style_jit_archive_round_trips(tiny, tmp_path):
     assert same_weights(build_clip("tiny", path), tiny)
 
 
+def one_line(error: Exception) -> str:
+    """What run.py prints for ``error`` (a project error: one line on stderr)."""
+    out = io.StringIO()
+    assert cli.print_error(error, out) == 2
+    return out.getvalue()
+
+
 def test_missing_weights_say_what_to_do(monkeypatch, tmp_path):
-    with pytest.raises(ValueError, match="clip_random_init=True"):
+    with pytest.raises(ConfigError, match="clip_random_init=True"):
         build_clip("tiny")  # no released weights for the tiny config
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(backbone, "cached_openai_weights", lambda vit: (None, ["/nowhere/ViT-B-16.pt"]))
-    with pytest.raises(FileNotFoundError, match=r"vit='ViT-B/16'.*/nowhere/ViT-B-16\.pt.*clip_weights=.*"
-                                                r"clip_random_init=True"):
+    with pytest.raises(MissingFileError, match=r"vit='ViT-B/16'.*/nowhere/ViT-B-16\.pt.*HF_HUB_OFFLINE.*"
+                                               r"clip_weights=.*network access.*clip_random_init=True"):
         build_clip("ViT-B/16")
-    with pytest.raises(FileNotFoundError, match=r"clip_weights=.*nothing\.pt.*no such file"):
+    with pytest.raises(MissingFileError, match=r"clip_weights=.*nothing\.pt.*no such file"):
         build_clip("tiny", str(tmp_path / "nothing.pt"))
+    with pytest.raises(MissingFileError, match=r"clip_weights=.*no such file"):
+        build_clip("tiny", str(tmp_path))  # a folder
+
+
+@pytest.fixture
+def released_tiny(monkeypatch, tmp_path, tiny) -> list[str]:
+    """open_clip as if it listed ``openai`` weights of the tiny config at a URL: the real lookup, cache and
+    download code, except the network transfer, which writes the tiny weights where open_clip puts a
+    downloaded file (``~/.cache/clip``, under an empty home). Returns the URLs fetched."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    released = {"url": "https://example.invalid/clip/mamol-tiny.pt"}
+    listed = open_clip.get_pretrained_cfg
+    monkeypatch.setattr(open_clip, "get_pretrained_cfg", lambda model, tag: released if (model, tag) == (
+        backbone.TINY_NAME, "openai") else listed(model, tag))
+    fetched: list[str] = []
+
+    def transfer(url: str, cache_dir: str | None = None) -> str:
+        fetched.append(url)
+        target = Path(cache_dir or os.path.expanduser("~/.cache/clip")) / os.path.basename(url)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(dict(tiny.state_dict()), target)
+        return str(target)
+
+    monkeypatch.setattr(open_clip.pretrained, "download_pretrained_from_url", transfer)
+    return fetched
+
+
+def test_online_openai_weights_are_downloaded_once_then_cached(monkeypatch, tiny, released_tiny):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    torch.manual_seed(123)  # a different random init, overwritten by the downloaded file
+    assert same_weights(build_clip("tiny"), tiny)
+    assert released_tiny == ["https://example.invalid/clip/mamol-tiny.pt"]
+    assert same_weights(build_clip("tiny"), tiny)  # the next run finds them in open_clip's cache
+    assert len(released_tiny) == 1
+
+
+@pytest.mark.parametrize("value", ["1", "true", "YES"])
+def test_offline_never_downloads(monkeypatch, released_tiny, value):
+    monkeypatch.setenv("HF_HUB_OFFLINE", value)
+    with pytest.raises(MissingFileError) as err:
+        build_clip("tiny")
+    assert released_tiny == []
+    line = one_line(err.value)
+    assert line.startswith("error: no CLIP weights for vit='tiny'") and line.count("\n") == 1
+    assert "HF_HUB_OFFLINE is set" in line and "clip_weights=/path" in line and "network access" in line
+
+
+def test_failed_download_is_one_project_error(monkeypatch, released_tiny):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+    def no_network(url: str, cache_dir: str | None = None) -> str:
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution\n" + "detail " * 100)
+
+    monkeypatch.setattr(open_clip.pretrained, "download_pretrained_from_url", no_network)
+    with pytest.raises(MissingFileError) as err:
+        build_clip("tiny")
+    line = one_line(err.value)
+    assert line.count("\n") == 1 and "clip_weights=/path" in line and "network access" in line
+    assert "downloading them failed (URLError: <urlopen error [Errno -3] Temporary failure in name" in line
+    assert len(line) < 1000  # the cause, briefly
 
 
 def test_cache_lookup_never_downloads():
@@ -87,20 +162,24 @@ def test_cache_lookup_never_downloads():
 def test_wrong_files_give_clear_errors(tiny, tmp_path):
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint" * 8)
-    with pytest.raises(ValueError, match=r"garbage\.pt.*could not be read as a CLIP checkpoint"):
+    with pytest.raises(CheckpointError, match=r"clip_weights=.*garbage\.pt.*could not be read as a CLIP checkpoint"):
         build_clip("tiny", garbage)
+    for name, data in (("empty.pt", b""), ("cut.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{")):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(CheckpointError, match=rf"clip_weights=.*{name}.*could not be read"):
+            build_clip("tiny", tmp_path / name)
     state = dict(tiny.state_dict())
     state.pop("visual.proj")
     state["visual.conv1.weight"] = torch.zeros(3, 3)
     state["extra.weight"] = torch.zeros(1)
     other = tmp_path / "other.pt"
     torch.save(state, other)
-    with pytest.raises(ValueError, match=r"does not fit vit='tiny'.*missing keys \(visual\.proj\).*unexpected keys "
-                                         r"\(extra\.weight\).*visual\.conv1\.weight: file \(3, 3\)"):
+    with pytest.raises(CheckpointError, match=r"does not fit vit='tiny'.*missing keys \(visual\.proj\).*unexpected "
+                                              r"keys \(extra\.weight\).*visual\.conv1\.weight: file \(3, 3\)"):
         build_clip("tiny", other)
     not_a_dict = tmp_path / "list.pt"
     torch.save([1, 2, 3], not_a_dict)
-    with pytest.raises(ValueError, match="not a state dict"):
+    with pytest.raises(CheckpointError, match="clip_weights=.*not a state dict"):
         load_clip_state_dict(not_a_dict)
 
 

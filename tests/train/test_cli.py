@@ -74,3 +74,16 @@ def test_make_arrow_bad_inputs_are_one_line(tmp_path, capfd):
     assert not list((tmp_path / "out").glob("*")) if (tmp_path / "out").exists() else True
     with pytest.raises(ValueError, match="fewer than requested"):
         make_arrow_script().main([*argv, "--debug"])
+
+
+def test_run_py_without_clip_weights_offline_is_one_line(remote_root, tmp_path):
+    """The default backbone (ViT-B/16, OpenAI weights) with an empty cache and no network: one line, exit 2."""
+    home = tmp_path / "home"
+    home.mkdir()
+    updates = {k: v for k, v in _base(remote_root, tmp_path).items() if k not in ("vit", "clip_random_init")}
+    proc = cli("with", "remote", *cli_updates({**updates, "vit": "ViT-B/16"}),
+               env={"HOME": str(home), "HF_HOME": str(home / "hf"), "HF_HUB_CACHE": str(home / "hf" / "hub"),
+                    "XDG_CACHE_HOME": str(home / "cache")})
+    line = _error_line(proc.returncode, proc.stderr)
+    assert "clip_weights" in line and "network access" in line and "clip_random_init=True" in line, line
+    assert not (tmp_path / "runs").exists()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -23,15 +24,25 @@ def _trainable(checkpoint: Path) -> dict[str, torch.Tensor]:
                                                                                   "model.method."))}
 
 
-def test_two_processes_train_and_evaluate_like_one(odd_root, tmp_path):
-    common = dict(data_root=str(odd_root), datasets=["synthetic"], batch_size=32, log_dir=str(tmp_path / "runs"),
-                  missing_table_root=str(tmp_path / "tables"), max_epoch=2, check_val_every_n_epoch=1,
-                  learning_rate=1e-3)
-    one = run_experiment("remote", **common, per_gpu_batchsize=32, exp_name="one", test_after_fit=False)
+def _common(root: Path, tmp: Path) -> dict:
+    return dict(data_root=str(root), datasets=["synthetic"], batch_size=32, log_dir=str(tmp / "runs"),
+                missing_table_root=str(tmp / "tables"), max_epoch=2, check_val_every_n_epoch=1, learning_rate=1e-3)
+
+
+@pytest.fixture(scope="module")
+def two(odd_root, tmp_path_factory) -> tuple[dict, subprocess.CompletedProcess]:
+    """(config updates, process) of ``run.py with num_processes=2 per_gpu_batchsize=16``: train, then test."""
+    common = _common(odd_root, tmp_path_factory.mktemp("processes"))
     proc = cli("with", "remote", *cli_updates({**TINY, **common, "per_gpu_batchsize": 16, "num_processes": 2,
                                                "exp_name": "two"}))
+    return common, proc
+
+
+def test_two_processes_train_and_evaluate_like_one(two):
+    common, proc = two
+    one = run_experiment("remote", **common, per_gpu_batchsize=32, exp_name="one", test_after_fit=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    runs = list((tmp_path / "runs" / "two").iterdir())
+    runs = list((Path(common["log_dir"]) / "two").iterdir())
     assert len(runs) == 1  # both ranks used rank 0's folder
     assert f"rank 1: the results are written by rank 0 to {runs[0] / 'test_results.json'}" in proc.stdout
     assert proc.stdout.count(f"written to {runs[0] / 'test_results.json'}") == 1
@@ -50,3 +61,17 @@ def test_two_processes_train_and_evaluate_like_one(odd_root, tmp_path):
     alone = run_experiment("remote", **common, per_gpu_batchsize=32, exp_name="alone", test_only=True,
                            load_path=two["checkpoint"])
     assert alone["metrics"] == two["metrics"]
+
+
+def test_two_processes_evaluate_whatever_the_training_batch_says(two):
+    """test_only never checks gradient accumulation: per_gpu_batchsize = batch_size on 2 processes evaluates."""
+    common, proc = two
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (trained,) = (Path(common["log_dir"]) / "two").iterdir()
+    report = json.loads((trained / "test_results.json").read_text())
+    tested = cli("with", "remote", *cli_updates({**TINY, **common, "batch_size": 64, "per_gpu_batchsize": 64,
+                                                 "num_processes": 2, "exp_name": "tested", "test_only": True,
+                                                 "load_path": report["checkpoint"]}))
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    (run,) = (Path(common["log_dir"]) / "tested").iterdir()
+    assert json.loads((run / "test_results.json").read_text())["metrics"] == report["metrics"]
