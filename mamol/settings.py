@@ -437,12 +437,15 @@ def resolve_model(cfg: Mapping[str, Any], kind: str, method_options: type
     return backbone, model, MethodSettings(name=method_name, options=options)
 
 
-def resolve(cfg: Mapping[str, Any], *, kind: str, datasets: tuple[str, ...], method_options: type) -> RunSettings:
+def resolve(cfg: Mapping[str, Any], *, kind: str, datasets: tuple[str, ...], method_options: type,
+            evaluation: bool = False) -> RunSettings:
     """Check the Sacred config ``cfg`` and return the typed settings.
 
     Args:
         kind: the data kind of ``datasets`` (from the dataset catalogue).
         datasets: canonical names of ``cfg["datasets"]`` (from the dataset catalogue).
+        evaluation: the command only evaluates (``evaluate_grid``, ``predict_map``), as ``test_only`` does:
+            training-only checks such as gradient accumulation do not apply.
         method_options: the options dataclass of ``cfg["method"]`` (from the method registry); keys it reads
             that are ``None`` take ``method_options.paper_defaults(kind)``.
     """
@@ -481,5 +484,6 @@ def resolve(cfg: Mapping[str, Any], *, kind: str, datasets: tuple[str, ...], met
     return RunSettings(
         kind=kind, run=run, data=data, missing=missing_settings(cfg),
         backbone=backbone, model=model, method=method, optim=optim,
-        hardware=hardware_settings(cfg, optim.batch_size, training=not run.test_only), config=dict(cfg),
+        hardware=hardware_settings(cfg, optim.batch_size, training=not (run.test_only or evaluation)),
+        config=dict(cfg),
     )

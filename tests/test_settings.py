@@ -12,9 +12,9 @@ from mamol.settings import coerce, hardware_settings, resolve
 from tests.helpers import tiny_config
 
 
-def _resolve(tmp_path, *named, kind="remote", datasets=("scene",), **updates):
+def _resolve(tmp_path, *named, kind="remote", datasets=("scene",), evaluation=False, **updates):
     cfg = tiny_config(*named, **{"data_root": str(tmp_path), **updates})
-    return resolve(cfg, kind=kind, datasets=datasets, method_options=MaMOLOptions)
+    return resolve(cfg, kind=kind, datasets=datasets, method_options=MaMOLOptions, evaluation=evaluation)
 
 
 def test_accumulation_from_batch_sizes(tmp_path):
@@ -35,6 +35,9 @@ def test_evaluation_is_never_refused_over_accumulation(tmp_path):
         assert (hw.devices, hw.per_device_batch, hw.accumulate) == (processes, per_device, 1)
     with pytest.raises(ConfigError, match="gradient accumulation"):  # the same keys still refuse training
         _resolve(tmp_path, num_processes=2, per_gpu_batchsize=8, batch_size=8)
+    # evaluate_grid and predict_map evaluate too (they resolve with evaluation=True)
+    hw = _resolve(tmp_path, evaluation=True, num_processes=2, per_gpu_batchsize=8, batch_size=8).hardware
+    assert (hw.devices, hw.per_device_batch, hw.accumulate) == (2, 8, 1)
 
 
 def test_cpu_never_gets_fp16_and_bf16_only_when_asked(tmp_path):

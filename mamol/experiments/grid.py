@@ -269,7 +269,7 @@ def describe(result: GridResult) -> str:
 def evaluate_checkpoint(config: Mapping[str, Any], command_name: str = "evaluate_grid"
                         ) -> tuple[RunSettings, GridResult]:
     """Load ``load_path`` of ``config`` once and score it at every grid point (the grid is checked first)."""
-    s = train.resolve_settings(config)
+    s = train.resolve_settings(config, evaluation=True)
     options = from_config(GridOptions, config)
     infos = task_infos(s)
     grid_points(options, infos[0].modalities)  # refuse a bad grid before loading anything

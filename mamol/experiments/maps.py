@@ -175,7 +175,7 @@ def write(maps: Sequence[SceneMap], truth: np.ndarray, class_names: Sequence[str
 
 def command(config: Mapping[str, Any]) -> str:
     """``python run.py predict_map with ... load_path=...``: predict the maps, write into a new run folder."""
-    s = train.resolve_settings(config)
+    s = train.resolve_settings(config, evaluation=True)
     if s.kind != "remote":
         raise ConfigError(f"predict_map draws remote scenes; datasets={list(s.data.datasets)} is image-text data")
     options = from_config(MapOptions, config)

@@ -106,3 +106,12 @@ def test_grid_refuses_a_missing_or_mismatched_checkpoint(trained, tmp_path):
     with pytest.raises(ConfigError, match="grid_types"):
         run_command("evaluate_grid", "remote", **{**common, "load_path": trained.checkpoint, "grid_types": ["rgb"]})
     assert not (tmp_path / "runs" / "refused").exists()  # nothing written by a refused command
+
+
+def test_grid_is_never_refused_over_training_batch_keys(trained, tmp_path):
+    """Evaluation takes per_gpu_batchsize as its batch whatever batch_size says (accumulation is for training)."""
+    folder = run_command("evaluate_grid", "remote", **trained.updates(
+        log_dir=str(tmp_path / "runs"), exp_name="small_batch", batch_size=1, per_gpu_batchsize=128,
+        load_path=trained.checkpoint, grid_types=["both"], grid_ratios=[0.7]))
+    row = read_json(folder / "grid.json")["rows"][0]
+    assert row["metrics"]["OA"] == trained.test_only(0.7, "both")["metrics"]["OA"]
