@@ -146,7 +146,8 @@ def read(path: str | os.PathLike, source: str) -> dict:
         raise CheckpointError(f"{source}: no such file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError, IndexError, TypeError, pickle.UnpicklingError,
+            zipfile.BadZipFile) as err:  # what torch's weights-only unpickler raises on a file that is no pickle
         raise CheckpointError(f"{source} is not a readable PyTorch checkpoint ({path.stat().st_size} bytes; "
                               f"truncated or not a checkpoint?): {type(err).__name__}: {err}") from err
     if not isinstance(obj, dict):

@@ -20,6 +20,7 @@ from mamol.experiment import ex, parse_command_line, root_config
 from mamol.experiments import grid, maps
 from mamol.experiments import report as reports
 from mamol.experiments import sweep as sweeps
+from mamol.settings import coerce
 from mamol.train import run
 
 _ONE_LINE = False  # set by command_line(): in-process callers (tests, sweeps) get the project errors as raised
@@ -87,6 +88,8 @@ def command_line(argv: list[str]) -> int:
     ex.logger = _sacred_logger()
     try:
         cli.check_names(updates, named, set(root_config()), set(ex.named_configs))
+        if "seed" in updates:  # Sacred seeds its own generators from it before any command runs
+            coerce("seed", updates["seed"], int)
         ex.run_commandline(argv)
     except cli.ProjectExit as stop:
         return cli.print_error(stop.error)

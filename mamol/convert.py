@@ -26,6 +26,7 @@ from mamol.data.convert_remote import human_bytes
 from mamol.data.formats import NAN_POLICIES, NORMALIZATIONS
 from mamol.data.scenes import KNOWN_SCENES, default_scene_jobs
 from mamol.errors import ConfigError, MamolError, MissingFileError
+from mamol.files import storage_errors
 
 NATURAL = tuple(entry.name for entry in catalogue.natural_entries())
 # Image-text option (argparse dest = keyword of the converters) -> the datasets it applies to, from their entries.
@@ -112,8 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
+        if args.target.exists() and not args.target.is_dir():
+            raise ConfigError(f"--target {args.target} is a file; expected the folder to write the .arrow files into")
         for dataset, root in jobs(args):
-            written = convert(args, dataset, root)
+            with storage_errors(f"the Arrow files into --target {args.target}"):
+                written = convert(args, dataset, root)
             for split, path in written.items():
                 print(f"{dataset:>12} {split:>5}: {path} ({human_bytes(path.stat().st_size)})")
     except MamolError as err:

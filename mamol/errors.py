@@ -25,6 +25,11 @@ class MissingFileError(MamolError, FileNotFoundError):
     """An input file or folder that does not exist; the message says what was expected there."""
 
 
+class StorageError(MamolError, OSError):
+    """A file or folder that cannot be written (full disk, read-only, a file where a folder is expected); the
+    message names the path, and nothing half-written is left behind."""
+
+
 class CheckpointError(MamolError, ValueError):
     """A checkpoint that cannot be read or was made for another dataset, model or backbone."""
 

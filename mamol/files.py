@@ -8,12 +8,51 @@ created private (0600) by :func:`tempfile.mkstemp`; before the rename it gets th
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+from mamol.errors import StorageError
+
+_STORAGE_REASONS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOTDIR: "a file stands where a folder is expected",
+    errno.EEXIST: "a file stands where a folder is expected",
+    errno.EISDIR: "a folder stands where a file is expected",
+}
+
+
+def storage_error(err: OSError, what: str) -> StorageError | None:
+    """The project error for a failed write of ``what`` (a path or a key=value), or None when ``err`` is not
+    about storage (then it is a bug and keeps its traceback)."""
+    reason = _STORAGE_REASONS.get(err.errno or 0)
+    if reason is None:
+        return None
+    where = err.filename2 or err.filename
+    detail = f" ({where})" if where and str(where) not in what else ""
+    return StorageError(f"cannot write {what}{detail}: {reason}")
+
+
+@contextlib.contextmanager
+def storage_errors(what: str) -> Iterator[None]:
+    """Turn a storage failure (full disk, read-only, file in the way) inside the block into a StorageError."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except OSError as err:
+        converted = storage_error(err, what)
+        if converted is None:
+            raise
+        raise converted from err
 
 
 def _umask() -> int:
@@ -26,20 +65,29 @@ def _umask() -> int:
 def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     """Open a temporary file beside ``path`` for writing; rename it to ``path`` when the block succeeds.
 
-    On an exception (including KeyboardInterrupt) the temporary file is removed and ``path`` is untouched.
+    On an exception (including KeyboardInterrupt) the temporary file is removed and ``path`` is untouched; a
+    full disk, a read-only folder or a file in the way is a :class:`~mamol.errors.StorageError` naming ``path``.
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_write opens files for writing ('w' or 'wb'), got mode {mode!r}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with storage_errors(str(path)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, mode) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
+            try:
+                yield handle
+            except OSError as err:  # the caller's writes: only a full disk is about this file
+                if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                raise storage_error(err, str(path)) from err
+            with storage_errors(str(path)):
+                handle.flush()
+                os.fsync(handle.fileno())
+        with storage_errors(str(path)):
+            os.chmod(tmp, 0o666 & ~_umask())
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -26,7 +26,7 @@ from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
 from torch import nn
 
 from mamol import __version__
-from mamol.files import write_json
+from mamol.files import storage_errors, write_json
 from mamol.settings import RunSettings
 from mamol.tasks import TaskInfo
 
@@ -76,14 +76,15 @@ def next_run_folder(log_dir: str | os.PathLike, exp_name: str) -> Path:
 def new_run_folder(log_dir: str | os.PathLike, exp_name: str) -> Path:
     """Create and return the next ``<log_dir>/<exp_name>/version_<n>/``, claimed atomically: two runs started
     at once never share a folder."""
-    Path(log_dir, exp_name).mkdir(parents=True, exist_ok=True)
-    while True:
-        folder = next_run_folder(log_dir, exp_name)
-        try:
-            folder.mkdir()
-            return folder
-        except FileExistsError:  # another run claimed it first
-            continue
+    with storage_errors(f"log_dir={str(log_dir)!r}"):
+        Path(log_dir, exp_name).mkdir(parents=True, exist_ok=True)
+        while True:
+            folder = next_run_folder(log_dir, exp_name)
+            try:
+                folder.mkdir()
+                return folder
+            except FileExistsError:  # another run claimed it first
+                continue
 
 
 class RunClock(pl.Callback):

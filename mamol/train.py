@@ -28,8 +28,8 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from mamol import runs, settings
 from mamol.data import catalogue
 from mamol.data.datamodule import MaMOLDataModule
-from mamol.errors import TrainingInterrupted
-from mamol.files import write_json
+from mamol.errors import StorageError, TrainingInterrupted
+from mamol.files import storage_error, write_json
 from mamol.methods import method_class
 from mamol.metrics import CLASS_PREFIX, is_class_metric, summary_metrics
 from mamol.module import MaMOLModule
@@ -68,9 +68,13 @@ class LastCheckpoint(pl.Callback):
         if trainer.fast_dev_run or trainer.sanity_checking:
             return
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        trainer.save_checkpoint(tmp)  # every rank takes part; the global-zero rank writes
-        if trainer.is_global_zero:
-            os.replace(tmp, self.path)
+        try:
+            trainer.save_checkpoint(tmp)  # every rank takes part; the global-zero rank writes
+            if trainer.is_global_zero:
+                os.replace(tmp, self.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # never leave a partial checkpoint filling the disk
+            raise
         self.last_model_path = str(self.path)
         self.epochs_done = trainer.current_epoch
 
@@ -190,9 +194,12 @@ def _abandon(run_dir: Path, err: BaseException) -> None:
     if not checkpoints:
         shutil.rmtree(run_dir, ignore_errors=True)
         log.info("removed the run folder %s of the failed run", run_dir)
-    else:
+        return
+    try:
         write_json(run_dir / "failed.json", {"error": f"{type(err).__name__}: {err}",
                                              "checkpoints": sorted(str(p) for p in checkpoints)})
+    except StorageError as cannot:  # the disk that stopped the run may not take this record either
+        log.warning("%s; the run folder %s keeps its checkpoints", cannot, run_dir)
 
 
 def summarise(results: dict[str, float], class_names: list[list[str]], setting: str) -> str:
@@ -247,20 +254,24 @@ def run(config: Mapping[str, Any]) -> dict:
         module.check_resumable(s.run.resume_from)
 
     run_dir, resumed = run_folder(s)
-    trainer, best, last = build_trainer(s, run_dir, _loggers(s, run_dir))
-    clock = runs.RunClock()  # wall time of fit and test, recorded for reports
-    trainer.callbacks.append(clock)
-    if trainer.is_global_zero:
-        runs.write_run_record(run_dir, s, f"config_resumed_{int(time.time())}.json" if resumed else "config.json")
-        log.info("run folder: %s%s", run_dir, " (resumed)" if resumed else "")
-    try:
+    try:  # from here on, a failure removes the new folder (or marks it failed once it holds checkpoints)
+        trainer, best, last = build_trainer(s, run_dir, _loggers(s, run_dir))
+        clock = runs.RunClock()  # wall time of fit and test, recorded for reports
+        trainer.callbacks.append(clock)
+        if trainer.is_global_zero:
+            name = f"config_resumed_{int(time.time())}.json" if resumed else "config.json"
+            runs.write_run_record(run_dir, s, name)
+            log.info("run folder: %s%s", run_dir, " (resumed)" if resumed else "")
         report = _fit_and_test(s, trainer, best, last, clock, module, datamodule)
     except TrainingInterrupted:
         raise
     except BaseException as err:
-        if trainer.is_global_zero and not resumed:
+        if rank_zero_only.rank == 0 and not resumed:
             _abandon(run_dir, err)
-        raise
+        converted = storage_error(err, f"the run folder {run_dir}") if isinstance(err, OSError) else None
+        if converted is None:
+            raise
+        raise converted from err
     run_dir = last.path.parent.parent  # rank 0's folder on every rank
     report["run_dir"] = str(run_dir)
     if "metrics" not in report:
