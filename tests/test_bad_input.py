@@ -305,7 +305,7 @@ def test_bad_mat_files(tmp_path, name):
     with pytest.raises(MamolError) as err:
         MAT_CASES[name](tmp_path)
     assert MAT_CASES[name].file in str(err.value), err.value
-    assert not list((tmp_path / "out").glob("*")) if (tmp_path / "out").exists() else True  # no partial output
+    assert not list((tmp_path / "out").glob("*"))  # no partial output (globbing an absent folder finds nothing)
 
 
 @pytest.mark.parametrize("name", sorted(ARROW_CASES))
@@ -314,7 +314,7 @@ def test_bad_arrow_files(tmp_path, converted, name):
         ARROW_CASES[name](tmp_path, converted)
     split = "train" if name.endswith("train-metadata-broken") or "-train-" in name else \
         ("test" if "-test-" in name else "val")
-    assert f"synthetic_{split}.arrow" in str(err.value) or "synthetic_train.arrow" in str(err.value), err.value
+    assert f"synthetic_{split}.arrow" in str(err.value), err.value
 
 
 @pytest.mark.parametrize("name", sorted(NATURAL_CASES))
@@ -374,6 +374,5 @@ def test_misspelled_keys_get_the_closest_key(name):
 
 
 def test_the_corpus_is_large():
-    total = sum(map(len, (MAT_CASES, ARROW_CASES, NATURAL_CASES, TABLE_CASES, CKPT_CASES, CONFIG_CASES, TYPO_CASES)))
-    assert total >= 100, total
-    assert tiny_config()  # the defaults the config cases start from
+    sizes = list(map(len, (MAT_CASES, ARROW_CASES, NATURAL_CASES, TABLE_CASES, CKPT_CASES, CONFIG_CASES, TYPO_CASES)))
+    assert sum(sizes) >= 100 and all(sizes), sizes  # every family generates cases
