@@ -35,7 +35,7 @@ from mamol.missing import MissingSetting, load_or_make_missing_table
 from mamol.module import MaMOLModule
 from mamol.settings import from_config
 from tests.fakes.remote import SMALL_COUNTS, small_scene_dir
-from tests.helpers import open_split, remote_info, run_settings, tiny_config
+from tests.helpers import open_split, remote_info, run_settings, save_checkpoint, tiny_config, tiny_module
 
 RNG = np.random.default_rng(20261129)
 
@@ -226,16 +226,10 @@ TABLE_CASES = {
 def module_and_checkpoint(tmp_path_factory) -> tuple[Callable[..., MaMOLModule], Path]:
     tmp = tmp_path_factory.mktemp("bad_ckpt")
 
-    def build(**updates) -> MaMOLModule:
-        torch.manual_seed(0)
-        s = run_settings(tmp, "remote", datasets=["houston2013"], **updates)
-        return MaMOLModule(s, [remote_info(**updates.pop("_info", {}))])
+    def build(_info: dict | None = None, **updates) -> MaMOLModule:
+        return tiny_module(tmp, remote_info(**(_info or {})), **updates)
 
-    module = build()
-    ckpt = {"state_dict": module.state_dict()}
-    module.on_save_checkpoint(ckpt)
-    torch.save(ckpt, tmp / "good.ckpt")
-    return build, tmp / "good.ckpt"
+    return build, save_checkpoint(build(), tmp / "good.ckpt")
 
 
 def _ckpt_case(change: Callable[[Path], None], **updates) -> Callable:

@@ -1,7 +1,6 @@
 """The training/evaluation loop end to end on a generated scene, tiny random CLIP, CPU."""
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
@@ -10,25 +9,18 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from mamol import train
 from mamol.errors import CheckpointError
 from mamol.module import MaMOLModule
-from tests.helpers import TINY, cli, cli_updates, convert_scene, run_experiment
+from tests.helpers import TINY, add_callbacks, cli, cli_updates, convert_scene, read_csv, run_experiment, short_run
 
 
 def _run(arrow: Path, tmp: Path, *named: str, **updates) -> dict:
     """A short remote run on ``arrow`` (2 epochs, batch 32, validation every epoch) with ``updates``."""
-    base = dict(data_root=str(arrow), datasets=["synthetic"], batch_size=32, per_gpu_batchsize=32,
-                log_dir=str(tmp / "runs"), missing_table_root=str(tmp / "tables"), max_epoch=2,
-                check_val_every_n_epoch=1, learning_rate=1e-3)
-    return run_experiment(*(named or ("remote",)), **{**base, **updates})
+    return run_experiment(*(named or ("remote",)), **short_run(arrow, tmp, **{"max_epoch": 2, **updates}))
 
 
 def _cli_args(arrow: Path, tmp: Path, **updates) -> list[str]:
-    base = dict(data_root=str(arrow), datasets=["synthetic"], batch_size=32, per_gpu_batchsize=32,
-                log_dir=str(tmp / "runs"), missing_table_root=str(tmp / "tables"), max_epoch=2,
-                check_val_every_n_epoch=1, learning_rate=1e-3)
-    return cli_updates({**TINY, **base, **updates})
+    return cli_updates({**TINY, **short_run(arrow, tmp, **{"max_epoch": 2, **updates})})
 
 
 def test_fast_dev_run_through_cli(remote_root, tmp_path):
@@ -44,8 +36,8 @@ def test_fit_checkpoints_and_test_only_cli_round_trip(remote_root, tmp_path):
     assert "last.ckpt" in ckpts and any(n.startswith("best-") for n in ckpts)
     assert (run_dir / "metrics.csv").is_file() and (run_dir / "config.json").is_file()
     assert {"OA", "AA", "kappa", "acc_0"} <= set(report["metrics"])
-    with open(run_dir / "metrics.csv") as handle:  # validation logged on the scale of the test file (x100)
-        val_oa = [float(row["val/OA"]) for row in csv.DictReader(handle) if row.get("val/OA")]
+    # validation logged on the scale of the test file (x100)
+    val_oa = [float(row["val/OA"]) for row in read_csv(run_dir / "metrics.csv") if row.get("val/OA")]
     assert val_oa and max(val_oa) > 1.0 and all(0.0 <= v <= 100.0 for v in val_oa)
     best = report["checkpoint"]
     assert best and Path(best).name.startswith("best-")
@@ -144,7 +136,7 @@ def test_short_training_beats_chance_and_uses_both_modalities(tmp_path):
     assert oa["complete"] > oa["no_hsi"] + 10 and oa["complete"] > oa["no_lidar"] + 10, oa
 
 
-def test_last_checkpoint_after_every_epoch_without_validation(remote_root, tmp_path):
+def test_last_checkpoint_after_every_epoch_without_validation(remote_root, tmp_path, monkeypatch):
     """last.ckpt is written at each epoch end, also when validation runs only every few epochs."""
     seen: list[tuple[int, int]] = []
 
@@ -156,19 +148,10 @@ def test_last_checkpoint_after_every_epoch_without_validation(remote_root, tmp_p
                 state = torch.load(last, map_location="cpu", weights_only=True)
                 seen.append((trainer.current_epoch, state["epoch"]))
 
-    original = train.build_trainer
-
-    def with_probe(*args, **kwargs):
-        trainer, best, last = original(*args, **kwargs)
-        trainer.callbacks.append(Probe())
-        return trainer, best, last
-
-    train.build_trainer = with_probe
-    try:
-        report = _run(remote_root, tmp_path, exp_name="last", max_epoch=3, check_val_every_n_epoch=5)
-    finally:
-        train.build_trainer = original
+    add_callbacks(monkeypatch, Probe())
+    report = _run(remote_root, tmp_path, exp_name="last", max_epoch=3, check_val_every_n_epoch=5)
     assert seen == [(1, 0), (2, 1)]  # the file of epoch e-1 is there when epoch e starts
     last = Path(report["run_dir"]) / "checkpoints" / "last.ckpt"
     assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == 2
     assert report["checkpoint"] == str(last)  # no validation ran: the final weights were tested
+
