@@ -155,3 +155,71 @@ def test_last_checkpoint_after_every_epoch_without_validation(remote_root, tmp_p
     assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == 2
     assert report["checkpoint"] == str(last)  # no validation ran: the final weights were tested
 
+
+def test_last_checkpoint_exists_before_the_first_epoch_ends(remote_root, tmp_path, monkeypatch):
+    """last.ckpt is written when training starts: it is there, holding epoch 0 and step 0, at the first batch."""
+    seen: list[tuple[int, int]] = []
+
+    class Probe(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.current_epoch == 0 and batch_idx == 0:
+                last = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+                assert last.is_file(), "no last.ckpt at the first training batch"
+                state = torch.load(last, map_location="cpu", weights_only=True)
+                seen.append((state["epoch"], state["global_step"]))
+
+    add_callbacks(monkeypatch, Probe())
+    _run(remote_root, tmp_path, exp_name="first", max_epoch=1, test_after_fit=False)
+    assert seen == [(0, 0)]
+
+
+def test_failed_run_keeps_its_folder_with_failed_json_once_a_checkpoint_exists(remote_root, tmp_path, monkeypatch):
+    """A run failing after last.ckpt was written keeps its folder and says why in failed.json; one failing before
+    any checkpoint leaves no folder."""
+    class Fail(pl.Callback):
+        def __init__(self, hook: str) -> None:
+            self.hook = hook
+
+        def setup(self, trainer, pl_module, stage):  # before training starts: no checkpoint yet
+            if self.hook == "setup":
+                raise RuntimeError("broken before any checkpoint")
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):  # last.ckpt written at the start
+            if self.hook == "batch":
+                raise RuntimeError("broken in the first batch")
+
+    add_callbacks(monkeypatch, Fail("setup"))
+    with pytest.raises(RuntimeError, match="broken before any checkpoint"):
+        _run(remote_root, tmp_path, exp_name="early")
+    assert list((tmp_path / "runs" / "early").iterdir()) == []  # its version_0 was removed
+
+    monkeypatch.undo()
+    add_callbacks(monkeypatch, Fail("batch"))
+    with pytest.raises(RuntimeError, match="broken in the first batch"):
+        _run(remote_root, tmp_path, exp_name="late")
+    run_dir = tmp_path / "runs" / "late" / "version_0"
+    failed = json.loads((run_dir / "failed.json").read_text())
+    assert failed == {"error": "RuntimeError: broken in the first batch",
+                      "checkpoints": [str(run_dir / "checkpoints" / "last.ckpt")]}
+    assert (run_dir / "config.json").is_file() and not (run_dir / "test_results.json").exists()
+
+
+def test_limit_test_evaluates_a_fraction_or_a_number_of_test_batches(remote_root, tmp_path, monkeypatch):
+    """The 240 test samples in batches of 32 are 8 batches: limit_test=3 tests 3 of them (96 samples), 0.5 half of
+    them (4 batches, 128 samples), the default all 240; test_results.json records the value."""
+    counted: list[int] = []
+
+    class Count(pl.Callback):
+        def on_test_epoch_start(self, trainer, pl_module):
+            counted.append(0)
+
+        def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+            counted[-1] += len(batch["label"])
+
+    add_callbacks(monkeypatch, Count())
+    fitted = _run(remote_root, tmp_path, exp_name="fit", max_epoch=1, limit_test=3)
+    tested = {limit: _run(remote_root, tmp_path, exp_name="test", test_only=True, load_path=fitted["checkpoint"],
+                          **({} if limit is None else {"limit_test": limit}))
+              for limit in (0.5, None)}
+    assert counted == [96, 128, 240]
+    assert (fitted["limit_test"], tested[0.5]["limit_test"], tested[None]["limit_test"]) == (3, 0.5, 1.0)
