@@ -5,6 +5,7 @@ the CPU), so no test restates a default.
 """
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
 import os
@@ -14,6 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+import pytorch_lightning as pl
+import torch
 from torch import nn
 
 from config import defaults
@@ -22,9 +26,12 @@ from mamol.data.base import BaseArrowDataset
 from mamol.data.convert_remote import prepare_remote
 from mamol.data.synthetic import generate_scene, write_scene
 from mamol.methods import build_model, method_class
+from mamol.missing import COMPLETE, FIRST_MISSING, IMAGE_MISSING, SECOND_MISSING, TEXT_MISSING
+from mamol.models.adapter import MaMOLAdapter
+from mamol.module import MaMOLModule
 from mamol.settings import RunSettings, resolve_model
 from mamol.tasks import REMOTE, TaskInfo
-from mamol.train import resolve_settings
+from mamol.train import build_trainer, resolve_settings
 from run import ex  # importing run registers its main function with the experiment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,3 +132,103 @@ def make_arrow_script() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# ------------------------------------------------------------------------------------------- models and batches
+def tiny_batch(kind: str, device: str = "cpu") -> dict:
+    """Four rows with missing modalities (complete, first missing, second missing, complete) for the models of
+    :func:`tiny_model` on :func:`remote_info` (HSI 12 bands + LiDAR, 5 classes) or :func:`natural_info` (MM-IMDb)."""
+    g = torch.Generator().manual_seed(0)
+    if kind == "remote":
+        data = {"hsi": torch.rand(4, 12, 14, 14, generator=g), "lidar": torch.rand(4, 1, 14, 14, generator=g),
+                "missing_type": torch.tensor([COMPLETE, FIRST_MISSING, SECOND_MISSING, COMPLETE]),
+                "label": torch.tensor([0, 3, 4, 1])}
+    else:
+        text_ids = torch.zeros(4, 77, dtype=torch.long)
+        for row, length in enumerate((5, 9, 3, 12)):  # start token, words, end token, padding
+            text_ids[row, 0], text_ids[row, length - 1] = 49406, 49407
+            text_ids[row, 1:length - 1] = torch.randint(300, 40000, (length - 2,), generator=g)
+        data = {"image": torch.randn(4, 3, 224, 224, generator=g), "text_ids": text_ids,
+                "missing_type": torch.tensor([COMPLETE, TEXT_MISSING, IMAGE_MISSING, COMPLETE]),
+                "label": torch.randint(0, 2, (4, 23), generator=g)}
+    return {key: value.to(device) for key, value in data.items()}
+
+
+def outputs_and_grads(net: nn.Module, data: dict, loss) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``net(data)`` and the gradient of ``loss(logits)`` for every trainable parameter (set to none first)."""
+    net.zero_grad(set_to_none=True)
+    logits = net(data)
+    loss(logits).backward()
+    return logits.detach(), {n: p.grad.clone() for n, p in net.named_parameters() if p.requires_grad}
+
+
+def zero_output_projections(net: nn.Module) -> None:
+    """Zero every MaMOL adapter's output projection W_o (weight and bias): the adapters then add nothing."""
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, MaMOLAdapter):
+                m.out.weight.zero_()
+                m.out.bias.zero_()
+
+
+# ------------------------------------------------------------------------------------------- modules and checkpoints
+def tiny_module(tmp: Path, info: TaskInfo | None = None, **updates) -> MaMOLModule:
+    """The Lightning module of a seeded ``remote`` run for ``info`` (default :func:`remote_info`); reads no file."""
+    torch.manual_seed(0)
+    s = run_settings(tmp, "remote", datasets=["houston2013"], **updates)  # a catalogued name: no files read
+    return MaMOLModule(s, [info or remote_info()])
+
+
+def save_checkpoint(module: MaMOLModule, path: Path) -> Path:
+    """What Lightning's checkpointing writes, through the module's own hook."""
+    ckpt = {"state_dict": module.state_dict()}
+    module.on_save_checkpoint(ckpt)
+    torch.save(ckpt, path)
+    return path
+
+
+def trainable_state(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """The trained tensors of a run's checkpoint: adapters, head, tokenizers and the method's own parts."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    return {k: v for k, v in state.items() if ".adapter." in k or k.startswith(("model.head", "model.tokenizers",
+                                                                                  "model.method."))}
+
+
+# ------------------------------------------------------------------------------------------- runs
+def short_run(data_root: str | Path, tmp: Path, **changes) -> dict:
+    """Config updates of a short remote run on ``data_root``: batches of 32, one epoch validated at its end,
+    learning rate 1e-3, runs and missing tables under ``tmp``; ``changes`` override."""
+    return {"data_root": str(data_root), "datasets": ["synthetic"], "batch_size": 32, "per_gpu_batchsize": 32,
+            "log_dir": str(tmp / "runs"), "missing_table_root": str(tmp / "tables"), "max_epoch": 1,
+            "check_val_every_n_epoch": 1, "learning_rate": 1e-3, **changes}
+
+
+def run_command(command: str, *named: str, **updates) -> Path:
+    """``python run.py <command> with <named> <TINY> <updates>`` in this process; returns the newest folder the
+    command wrote (``<log_dir>/<exp_name>/version_<n>``; a sweep: ``<log_dir>/<exp_name>``)."""
+    updates = {**TINY, **updates}
+    ex.run(command_name=command, named_configs=list(named), config_updates=updates, options={"--loglevel": "ERROR"})
+    folder = Path(updates["log_dir"]) / updates["exp_name"]
+    if command == "sweep":
+        return folder
+    return max(folder.glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
+
+
+def add_callbacks(monkeypatch: pytest.MonkeyPatch, *callbacks: pl.Callback) -> None:
+    """Give the trainer of every later run of this test ``callbacks`` as well (``monkeypatch.undo()`` stops it)."""
+    def with_callbacks(*args, **kwargs):
+        trainer, best, last = build_trainer(*args, **kwargs)
+        trainer.callbacks.extend(callbacks)
+        return trainer, best, last
+
+    monkeypatch.setattr("mamol.train.build_trainer", with_callbacks)
+
+
+def read_json(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def read_csv(path: str | Path) -> list[dict]:
+    """The rows of a CSV file with a header (``metrics.csv``, ``grid.csv``, ``report.csv``) as dicts of strings."""
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))

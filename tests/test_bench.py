@@ -17,6 +17,7 @@ from mamol.bench import (
     remote_model,
 )
 from mamol.models.lora import OpenAttention
+from tests.helpers import outputs_and_grads
 
 
 def test_bench_tiny_prints_the_figures_and_the_goals(capsys):
@@ -54,26 +55,19 @@ def tiny():
     return model, batch
 
 
-def outputs_and_grads(model, batch):
-    model.zero_grad(set_to_none=True)
-    logits = model(batch)
-    logits.square().sum().backward()
-    return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
-
-
 @pytest.mark.parametrize("layout", ["release", "fused", "open_clip attention"])
 def test_the_benchmarked_layouts_compute_the_same_step(tiny, layout):
     """The library's step (sparse experts, OpenAttention) equals each layout the bench times against it."""
     model, batch = tiny
     assert all(isinstance(b.attn, OpenAttention) for b in model.visual.transformer.resblocks)
-    ref_out, ref_grads = outputs_and_grads(model, batch)
+    ref_out, ref_grads = outputs_and_grads(model, batch, lambda logits: logits.square().sum())
     around = {"release": release_layout(model),
               "fused": lambda: adapter_forward(model, fused_adapter_forward),
               "open_clip attention": open_clip_attention(model)}[layout]
     with around():
         if layout != "fused":
             assert all(isinstance(b.attn, torch.nn.MultiheadAttention) for b in model.visual.transformer.resblocks)
-        out, grads = outputs_and_grads(model, batch)
+        out, grads = outputs_and_grads(model, batch, lambda logits: logits.square().sum())
     assert all(isinstance(b.attn, OpenAttention) for b in model.visual.transformer.resblocks)  # restored
     assert "forward" not in vars(model.method.adapters[0]) and model.skip_missing
     torch.testing.assert_close(out, ref_out, rtol=1e-10, atol=1e-12)

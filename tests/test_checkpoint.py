@@ -1,29 +1,13 @@
 """Checkpoint I/O (mamol.checkpoint): contents, format upgrade, refusal of mismatched or broken files."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
 from mamol import checkpoint
 from mamol.errors import CheckpointError
 from mamol.module import MaMOLModule
-from tests.helpers import remote_info, run_settings
-
-
-def _module(tmp_path: Path, info=None, **updates) -> MaMOLModule:
-    torch.manual_seed(0)
-    s = run_settings(tmp_path, "remote", datasets=["houston2013"], **updates)  # a catalogued name: no files read
-    return MaMOLModule(s, [info or remote_info()])
-
-
-def _save(module: MaMOLModule, path: Path) -> Path:
-    """What Lightning's checkpointing writes, through the module's own hook."""
-    ckpt = {"state_dict": module.state_dict()}
-    module.on_save_checkpoint(ckpt)
-    torch.save(ckpt, path)
-    return path
+from tests.helpers import remote_info, save_checkpoint, tiny_module
 
 
 def _trainable(module: MaMOLModule) -> dict[str, torch.Tensor]:
@@ -31,7 +15,7 @@ def _trainable(module: MaMOLModule) -> dict[str, torch.Tensor]:
 
 
 def test_contents_trainable_tensors_and_what_they_were_made_for(tmp_path):
-    module = _module(tmp_path)
+    module = tiny_module(tmp_path)
     state = module.state_dict()
     assert set(checkpoint.trim(state, module.model, keep_frozen=False)) == checkpoint.trainable_keys(module.model)
     ckpt = {"state_dict": state}
@@ -43,13 +27,13 @@ def test_contents_trainable_tensors_and_what_they_were_made_for(tmp_path):
 
 
 def test_round_trip_and_format_1_upgrade(tmp_path):
-    source = _module(tmp_path)
+    source = tiny_module(tmp_path)
     with torch.no_grad():
         for p in source.model.parameters():
             if p.requires_grad:
                 p.add_(torch.randn_like(p))
-    path = _save(source, tmp_path / "new.ckpt")
-    target = _module(tmp_path)
+    path = save_checkpoint(source, tmp_path / "new.ckpt")
+    target = tiny_module(tmp_path)
     target.load_weights(path)
     assert all(torch.equal(a, _trainable(target)[n]) for n, a in _trainable(source).items())
 
@@ -66,34 +50,34 @@ def test_round_trip_and_format_1_upgrade(tmp_path):
     torch.save(ckpt, tmp_path / "old.ckpt")
     old_keys = torch.load(tmp_path / "old.ckpt", weights_only=True)["state_dict"]
     assert any(k.startswith("model.pattern.") for k in old_keys)
-    again = _module(tmp_path)
+    again = tiny_module(tmp_path)
     again.load_weights(tmp_path / "old.ckpt")
     assert all(torch.equal(a, _trainable(again)[n]) for n, a in _trainable(source).items())
     # ... and so does a plain state dict of format 1, without the "model." prefix.
     torch.save({k.removeprefix("model."): v for k, v in ckpt["state_dict"].items()}, tmp_path / "old_plain.pt")
-    plain = _module(tmp_path)
+    plain = tiny_module(tmp_path)
     plain.load_weights(tmp_path / "old_plain.pt")
     assert all(torch.equal(a, _trainable(plain)[n]) for n, a in _trainable(source).items())
 
 
 def test_broken_and_mismatched_checkpoints_are_refused_by_name(tmp_path):
-    path = _save(_module(tmp_path), tmp_path / "good.ckpt")
+    path = save_checkpoint(tiny_module(tmp_path), tmp_path / "good.ckpt")
     data = path.read_bytes()
     for cut in (10, len(data) // 2, len(data) - 10):
         (tmp_path / "cut.ckpt").write_bytes(data[:cut])
         with pytest.raises(CheckpointError, match=r"load_path='.*cut\.ckpt' is not a readable PyTorch checkpoint"):
-            _module(tmp_path).load_weights(tmp_path / "cut.ckpt")
+            tiny_module(tmp_path).load_weights(tmp_path / "cut.ckpt")
     with pytest.raises(CheckpointError, match="no such file"):
-        _module(tmp_path).load_weights(tmp_path / "absent.ckpt")
+        tiny_module(tmp_path).load_weights(tmp_path / "absent.ckpt")
     torch.save([1, 2, 3], tmp_path / "list.pt")
     with pytest.raises(CheckpointError, match="expected a checkpoint dict, found list"):
-        _module(tmp_path).load_weights(tmp_path / "list.pt")
+        tiny_module(tmp_path).load_weights(tmp_path / "list.pt")
     with pytest.raises(CheckpointError, match=r"made for synthetic: .*'hsi': 12.*this run's data is .*'hsi': 3"):
-        _module(tmp_path, remote_info(bands=(3, 1))).load_weights(path)
+        tiny_module(tmp_path, remote_info(bands=(3, 1))).load_weights(path)
     with pytest.raises(CheckpointError, match="missing trainable tensors"):
-        _module(tmp_path, adapter_layers=[1, 2, 3]).load_weights(path)
+        tiny_module(tmp_path, adapter_layers=[1, 2, 3]).load_weights(path)
     ckpt = torch.load(path, weights_only=True)
     ckpt[checkpoint.SECTION]["method"] = "lora"
     torch.save(ckpt, tmp_path / "lora.ckpt")
     with pytest.raises(CheckpointError, match="trained with method='lora', this run builds method='mamol'"):
-        _module(tmp_path).load_weights(tmp_path / "lora.ckpt")
+        tiny_module(tmp_path).load_weights(tmp_path / "lora.ckpt")

@@ -55,6 +55,8 @@ def test_mmimdb_metrics_names_and_macro_is_the_metric():
     assert set(out) == {"F1_micro", "F1_macro", "F1_weighted", "F1_samples", "the_metric"}
     assert out["F1_samples"].item() == pytest.approx(1.0)
     assert out["F1_micro"].item() == pytest.approx(1.0)
+    # per class: 1, 1, 1 and 0 for class 3 (no label, no prediction); weighted by the supports 1, 1, 1, 0
+    assert out["F1_macro"].item() == pytest.approx(0.75) and out["F1_weighted"].item() == pytest.approx(1.0)
     assert out["the_metric"] == out["F1_macro"]
 
 

@@ -60,7 +60,8 @@ def test_processes_gpus_and_launchers(tmp_path):
     launched = hardware_settings(cfg | {"num_nodes": 1}, 16, cuda_devices=0, env=torchrun)
     assert (launched.devices, launched.num_nodes, launched.strategy) == (2, 2, "ddp")
     slurm = {"SLURM_NTASKS": "4", "SLURM_NNODES": "2", "SLURM_JOB_NAME": "train"}
-    assert (hardware_settings(cfg, 16, cuda_devices=0, env=slurm).devices, 2) == (2, 2)
+    srun = hardware_settings(cfg, 16, cuda_devices=0, env=slurm)
+    assert (srun.devices, srun.num_nodes, srun.strategy, srun.accumulate) == (2, 2, "ddp", 1)
     assert hardware_settings(cfg, 8, cuda_devices=0, env={"SLURM_NTASKS": "4", "SLURM_JOB_NAME": "bash"}).devices == 1
 
 

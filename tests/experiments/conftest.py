@@ -1,33 +1,13 @@
-"""Shared pieces of the experiment-command tests: a trained tiny checkpoint and in-process commands."""
+"""Fixtures of the experiment-command tests: scenes and a trained tiny checkpoint with its test_only results."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
-from run import ex
-from tests.helpers import TINY, convert_scene, run_experiment
+from tests.helpers import convert_scene, run_experiment, short_run
 
 BANDS = 6
-
-
-def base_updates(data_root: Path, tmp: Path) -> dict:
-    """A short remote run on ``data_root``: batch 32, one epoch validated, tables and runs under ``tmp``."""
-    return dict(data_root=str(data_root), datasets=["synthetic"], batch_size=32, per_gpu_batchsize=32,
-                log_dir=str(tmp / "runs"), missing_table_root=str(tmp / "tables"), max_epoch=1,
-                check_val_every_n_epoch=1, learning_rate=1e-3)
-
-
-def run_command(command: str, *named: str, **updates) -> Path:
-    """``python run.py <command> with <named> <TINY> <updates>`` in this process; returns the newest folder the
-    command wrote (``<log_dir>/<exp_name>/version_<n>``; a sweep: ``<log_dir>/<exp_name>``)."""
-    updates = {**TINY, **updates}
-    ex.run(command_name=command, named_configs=list(named), config_updates=updates, options={"--loglevel": "ERROR"})
-    folder = Path(updates["log_dir"]) / updates["exp_name"]
-    if command == "sweep":
-        return folder
-    return max(folder.glob("version_*"), key=lambda p: int(p.name.split("_")[1]))
 
 
 class Trained:
@@ -35,7 +15,7 @@ class Trained:
 
     def __init__(self, data_root: Path, tmp: Path) -> None:
         self.data_root, self.tmp = data_root, tmp
-        self.base = base_updates(data_root, tmp)
+        self.base = short_run(data_root, tmp)
         self.report = run_experiment("remote", **self.base, exp_name="trained")
         self.checkpoint = self.report["checkpoint"]
         self._tested: dict[tuple[float, str], dict] = {(0.7, "both"): self.report}  # the training run tested 0.7 / both
@@ -70,7 +50,3 @@ def small_scene_root(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def trained(scene_root, tmp_path_factory) -> Trained:
     return Trained(scene_root, tmp_path_factory.mktemp("trained"))
-
-
-def read_json(path: Path) -> dict:
-    return json.loads(Path(path).read_text())

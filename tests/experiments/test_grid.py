@@ -1,7 +1,6 @@
 """evaluate_grid: one checkpoint under every missing type x ratio, equal to test_only point by point."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
@@ -12,21 +11,15 @@ from mamol.errors import CheckpointError, ConfigError
 from mamol.experiments.grid import GridOptions, default_types, grid_points
 from mamol.experiments.predict import task_infos
 from mamol.module import MaMOLModule
-from tests.experiments.conftest import read_json, run_command
-from tests.helpers import convert_scene, run_settings
+from tests.helpers import convert_scene, read_csv, read_json, run_command, run_settings
 
 RATIOS = [0.0, 0.7, 1.0]
-
-
-def _rows(folder: Path) -> list[dict]:
-    with open(folder / "grid.csv", newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def test_grid_equals_test_only_and_writes_its_files(trained):
     folder = run_command("evaluate_grid", "remote", **trained.updates(exp_name="grid", load_path=trained.checkpoint,
                                                                       grid_ratios=RATIOS))
-    rows = _rows(folder)
+    rows = read_csv(folder / "grid.csv")
     assert [(r["type"], float(r["ratio"])) for r in rows] == [(t, r) for t in ("hsi", "lidar", "both") for r in RATIOS]
     assert {"OA", "AA", "kappa", "acc_0", "acc_3", "the_metric"} <= set(rows[0])
     grid = read_json(folder / "grid.json")

@@ -12,8 +12,7 @@ from mamol.experiments.maps import MapOptions, map_settings
 from mamol.experiments.plots import map_figure_size
 from mamol.experiments.predict import Predictor, task_infos
 from mamol.train import resolve_settings
-from tests.experiments.conftest import read_json, run_command
-from tests.helpers import convert_scene, run_experiment, tiny_config
+from tests.helpers import convert_scene, read_json, run_command, run_experiment, tiny_config
 
 
 def test_maps_equal_the_model_on_test_patches(trained, small_scene_root, tmp_path):

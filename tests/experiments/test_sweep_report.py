@@ -1,7 +1,6 @@
 """sweep and report: seeds x method variants, continued after an interruption, reported as mean ± std."""
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -13,19 +12,14 @@ import torch
 from mamol import train
 from mamol.errors import ConfigError, MissingFileError
 from mamol.experiments.sweep import RunState, state_of
-from tests.experiments.conftest import base_updates, read_json, run_command
+from tests.helpers import add_callbacks, read_csv, read_json, run_command, short_run
 
 METHODS = ["mamol", {"name": "mamol_r4", "method": "mamol", "adapter_rank": 4}]
 
 
 def _sweep_updates(data_root: Path, tmp: Path, **changes) -> dict:
-    return {**base_updates(data_root, tmp), "exp_name": "sweep", "seeds": [0, 1], "methods": METHODS,
+    return {**short_run(data_root, tmp), "exp_name": "sweep", "seeds": [0, 1], "methods": METHODS,
             "grid_types": ["lidar"], "grid_ratios": [0.0, 1.0], **changes}
-
-
-def _csv(path: Path) -> list[dict]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
 
 
 def test_sweep_continues_after_an_interruption_and_reports(small_scene_root, tmp_path, monkeypatch):
@@ -71,7 +65,7 @@ def test_sweep_continues_after_an_interruption_and_reports(small_scene_root, tmp
             if row["type"] == "lidar":
                 setting = "complete" if row["ratio"] == 0 else f"lidar {row['ratio']:g}"
                 values.setdefault((label, setting), []).append(row["metrics"]["OA"])
-    rows = {(r["method"], r["setting"]): r for r in _csv(folder / "report.csv")}
+    rows = {(r["method"], r["setting"]): r for r in read_csv(folder / "report.csv")}
     assert {s for _, s in rows} == {"complete", "lidar 1", "both 0.7"}
     for key, observed in values.items():
         row = rows[key]
@@ -98,7 +92,7 @@ def test_sweep_continues_after_an_interruption_and_reports(small_scene_root, tmp
 def test_report_of_single_runs_and_its_refusals(trained, tmp_path):
     run_dir = Path(trained.report["run_dir"])
     folder = run_command("report", report_dirs=[str(run_dir)], log_dir=str(tmp_path), exp_name="report")
-    (row,) = _csv(folder / "report.csv")
+    (row,) = read_csv(folder / "report.csv")
     assert (row["method"], row["setting"], row["n"], row["OA_std"]) == ("mamol", "both 0.7", "1", "")
     assert float(row["OA_mean"]) == pytest.approx(trained.report["metrics"]["OA"])
     assert "no comparison plot" in (folder / "report.md").read_text()
@@ -141,18 +135,11 @@ def test_sweep_resumes_a_run_interrupted_mid_training(small_scene_root, tmp_path
         def on_train_epoch_end(self, trainer, pl_module):
             raise RuntimeError("simulated crash after epoch 0")
 
-    original = train.build_trainer
-
-    def crashing(*args, **kwargs):
-        trainer, best, last = original(*args, **kwargs)
-        trainer.callbacks.append(Crash())
-        return trainer, best, last
-
     updates = _sweep_updates(small_scene_root, tmp_path, seeds=[0], methods=["mamol"], max_epoch=2)
-    monkeypatch.setattr(train, "build_trainer", crashing)
+    add_callbacks(monkeypatch, Crash())
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_command("sweep", "remote", **updates)
-    monkeypatch.setattr(train, "build_trainer", original)
+    monkeypatch.undo()
     run_command("sweep", "remote", **updates)
     name = "mamol-synthetic-train_both0.7-seed0"
     versions = sorted((tmp_path / "runs" / "sweep" / name).glob("version_*"))

@@ -12,12 +12,11 @@ import torch
 from torch import Tensor, nn
 
 from mamol.methods import METHODS
-from mamol.missing import COMPLETE, FIRST_MISSING, IMAGE_MISSING, SECOND_MISSING, TEXT_MISSING
 from mamol.module import MaMOLModule
 from mamol.optim import build_optimizer
 from mamol.settings import OptimSettings, from_config
 from mamol.tasks import TaskInfo
-from tests.helpers import natural_info, remote_info, tiny_config, tiny_model
+from tests.helpers import natural_info, remote_info, tiny_batch, tiny_config, tiny_model
 
 HOSTS = {"remote": remote_info(("hsi", "lidar"), (12, 1), classes=5), "natural": natural_info("mmimdb", classes=23)}
 """The two hosts: a remote scene (HSI 12 bands + LiDAR, 5 classes) and MM-IMDb (multi-label, BCE loss)."""
@@ -33,24 +32,6 @@ a real autocast bug does (a modality's features lost, a weight cast wrongly), wh
 
 MAX_SKIPPED_STEPS = 8
 """fp16 steps a GradScaler may skip for overflow (halving its scale of 2^16 each time) before one must succeed."""
-
-
-def batch(kind: str, device: str = "cpu") -> dict:
-    """Four rows with missing modalities: complete, first missing, second missing, complete."""
-    g = torch.Generator().manual_seed(0)
-    if kind == "remote":
-        data = {"hsi": torch.rand(4, 12, 14, 14, generator=g), "lidar": torch.rand(4, 1, 14, 14, generator=g),
-                "missing_type": torch.tensor([COMPLETE, FIRST_MISSING, SECOND_MISSING, COMPLETE]),
-                "label": torch.tensor([0, 3, 4, 1])}
-    else:
-        text_ids = torch.zeros(4, 77, dtype=torch.long)
-        for row, length in enumerate((5, 9, 3, 12)):  # start token, words, end token, padding
-            text_ids[row, 0], text_ids[row, length - 1] = 49406, 49407
-            text_ids[row, 1:length - 1] = torch.randint(300, 40000, (length - 2,), generator=g)
-        data = {"image": torch.randn(4, 3, 224, 224, generator=g), "text_ids": text_ids,
-                "missing_type": torch.tensor([COMPLETE, TEXT_MISSING, IMAGE_MISSING, COMPLETE]),
-                "label": torch.randint(0, 2, (4, 23), generator=g)}
-    return {key: value.to(device) for key, value in data.items()}
 
 
 def model(method: str, kind: str) -> nn.Module:
@@ -124,7 +105,7 @@ def check_step(net: nn.Module, loss: Tensor, grads: dict[str, Tensor | None], be
 def test_bf16_autocast_training_step_on_cpu(method, kind):
     net = model(method, kind)
     before = {name: p.detach().clone() for name, p in trainable(net).items()}
-    loss, grads = training_step(net, batch(kind), HOSTS[kind], "cpu", torch.bfloat16)
+    loss, grads = training_step(net, tiny_batch(kind), HOSTS[kind], "cpu", torch.bfloat16)
     check_step(net, loss, grads, before)
 
 
@@ -132,7 +113,7 @@ def test_bf16_autocast_training_step_on_cpu(method, kind):
 @pytest.mark.parametrize("method", sorted(METHODS))
 def test_bf16_autocast_evaluation_matches_32_bit(method, kind):
     net = model(method, kind).eval()
-    data = batch(kind)
+    data = tiny_batch(kind)
     with torch.no_grad():
         full = net(data)
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -158,5 +139,5 @@ def test_autocast_training_step_on_cuda(method, kind, dtype):
     # Lightning's 16-mixed scales the loss with a GradScaler (fp16 gradients underflow otherwise); bf16-mixed has
     # float32's range and no scaler.
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    loss, grads = training_step(net, batch(kind, "cuda"), HOSTS[kind], "cuda", dtype, scaler)
+    loss, grads = training_step(net, tiny_batch(kind, "cuda"), HOSTS[kind], "cuda", dtype, scaler)
     check_step(net, loss, grads, before)

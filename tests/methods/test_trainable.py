@@ -7,19 +7,10 @@ from mamol.methods import METHODS
 from mamol.models.backbone import build_clip
 from mamol.optim import parameter_groups
 from mamol.settings import OptimSettings, from_config
-from tests.helpers import natural_info, remote_info, tiny_config, tiny_model
+from tests.helpers import natural_info, remote_info, tiny_batch, tiny_config, tiny_model
 
 HOST_NATURAL = {"clip.visual.ln_post.weight", "clip.visual.ln_post.bias", "clip.visual.proj", "clip.ln_final.weight",
                 "clip.ln_final.bias"}
-
-
-def batch(kind):
-    g = torch.Generator().manual_seed(0)
-    if kind == "remote":
-        return {"hsi": torch.rand(3, 12, 14, 14, generator=g), "lidar": torch.rand(3, 1, 14, 14, generator=g),
-                "missing_type": torch.tensor([0, 1, 2])}
-    return {"image": torch.randn(3, 3, 224, 224, generator=g), "missing_type": torch.tensor([0, 1, 2]),
-            "text_ids": torch.tensor([[49406, 320, 1929, 49407] + [0] * 73] * 3)}
 
 
 @pytest.mark.parametrize("kind", ["remote", "natural"])
@@ -46,7 +37,7 @@ def test_nothing_of_the_backbone_trains(method, kind):
     assert all(n.startswith(("tokenizers.", "head.", "heads.")) for n in outside), outside
     # A training step reaches every trainable parameter (none is dead weight), and AdamW gets each once. (LoRA's
     # A has a zero gradient while B is still at its zero init; it is reached all the same.)
-    net(batch(kind)).sum().backward()
+    net(tiny_batch(kind)).sum().backward()
     dead = [n for n in trainable if params[n].numel() and params[n].grad is None]
     lora_a = {n for n in trainable if n.endswith((".lora.A", ".A")) and (".lora." in n or ".deltas." in n)}
     still = [n for n in trainable - lora_a - set(dead) if params[n].numel() and not params[n].grad.any()]

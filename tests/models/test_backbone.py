@@ -1,6 +1,7 @@
 """Frozen CLIP backbone: names, the tiny config, weight files, the openai download, clear errors."""
 import io
 import os
+import re
 import urllib.error
 import warnings
 from pathlib import Path
@@ -33,6 +34,22 @@ def test_names():
     assert resolve_vit("tiny") == backbone.TINY_NAME
     with pytest.raises(ValueError, match=r"vit='ViT-H/99'.*ViT-B/16.*tiny"):
         resolve_vit("ViT-H/99")
+
+
+@pytest.mark.parametrize("vit", ["ViT-H/14", "ViT-B/99", "RN50", "convnext_base", "coca_ViT-B-32", ""])
+def test_other_clip_architectures_are_refused_by_the_vit_key(vit):
+    """Only the listed ViTs build; any other open_clip model is refused before anything is built, naming ``vit``."""
+    with pytest.raises(ValueError, match=rf"^vit={re.escape(repr(vit))} is not supported; expected one of "
+                                         r"\[.*'ViT-B/16'.*'tiny'\]$"):
+        build_clip(vit, None, True)
+
+
+@pytest.mark.parametrize("config", ["convnext_base", "coca_ViT-B-32"])
+def test_a_listed_name_that_is_not_a_plain_clip_vit_is_refused(monkeypatch, config):
+    """A ``vit`` entry pointing at a timm tower (ConvNeXt) or a custom text tower (CoCa) is refused by name."""
+    monkeypatch.setitem(backbone.VIT_NAMES, "other", config)
+    with pytest.raises(ValueError, match=rf"^vit='other': open_clip config '{config}' is not a plain CLIP ViT$"):
+        build_clip("other", None, True)
 
 
 def test_tiny_config_is_small_frozen_and_quickgelu(tiny):

@@ -11,7 +11,7 @@ from mamol.missing import IMAGE_MISSING, TEXT_MISSING
 from mamol.models.adapter import MaMOLAdapter
 from mamol.models.backbone import build_clip
 from mamol.models.natural import NaturalModel
-from tests.helpers import natural_info, tiny_model
+from tests.helpers import natural_info, outputs_and_grads, tiny_model, zero_output_projections
 
 TEXTS = ["a man walks a dog", "", "drama about a lost city", "cooking pasta with tomatoes", "x", "a cat"]
 
@@ -41,11 +41,7 @@ def reference_clip(net: NaturalModel):
 
 def test_zeroed_adapters_give_open_clip_encode_image_and_encode_text(tokenizer):
     net = model()
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, MaMOLAdapter):
-                m.out.weight.zero_()
-                m.out.bias.zero_()
+    zero_output_projections(net)
     ref = reference_clip(net)
     data = batch(tokenizer, [0, 0, 0])
     with torch.no_grad():
@@ -70,17 +66,10 @@ def test_skip_missing_equals_compute_and_zero(tokenizer, sparse):
     net = model(sparse_experts=sparse)
     data = batch(tokenizer, [0, 1, 2, 1, 2, 0])
     weight = torch.randn(6, 23)
-
-    def run():
-        net.zero_grad()
-        logits = net(data)
-        (logits * weight).sum().backward()
-        return logits.detach(), {n: p.grad.clone() for n, p in net.named_parameters() if p.requires_grad}
-
     net.skip_missing = True
-    skip_logits, skip_grads = run()
+    skip_logits, skip_grads = outputs_and_grads(net, data, lambda logits: (logits * weight).sum())
     net.skip_missing = False
-    all_logits, all_grads = run()
+    all_logits, all_grads = outputs_and_grads(net, data, lambda logits: (logits * weight).sum())
     torch.testing.assert_close(skip_logits, all_logits, rtol=1e-5, atol=1e-6)
     for name in skip_grads:
         torch.testing.assert_close(skip_grads[name], all_grads[name], rtol=1e-4, atol=1e-6, msg=name)

@@ -8,7 +8,7 @@ from mamol.models.adapter import MaMOLAdapter
 from mamol.models.backbone import build_clip
 from mamol.models.method import Rows
 from mamol.models.remote import RemoteModel
-from tests.helpers import remote_info, tiny_model
+from tests.helpers import outputs_and_grads, remote_info, tiny_model, zero_output_projections
 
 
 def model(modalities=("hsi", "lidar"), bands=(12, 1), **updates) -> RemoteModel:
@@ -22,21 +22,6 @@ def batch(codes, modalities=("hsi", "lidar"), bands=(12, 1), patch=14, seed=0) -
     out["missing_type"] = torch.tensor(codes)
     out["label"] = torch.zeros(len(codes), dtype=torch.long)
     return out
-
-
-def trainable_grads(net, data, weight):
-    net.zero_grad()
-    logits = net(data)
-    (logits * weight).sum().backward()
-    return logits.detach(), {n: p.grad.clone() for n, p in net.named_parameters() if p.requires_grad}
-
-
-def zero_output_projections(net):
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, MaMOLAdapter):
-                m.out.weight.zero_()
-                m.out.bias.zero_()
 
 
 def test_zeroed_adapters_give_the_frozen_open_clip_tower():
@@ -64,9 +49,9 @@ def test_skip_missing_equals_compute_and_zero(modalities, bands, codes, sparse):
     data = batch(codes, modalities, bands)
     weight = torch.randn(len(codes), 5)
     net.skip_missing = True
-    skip_logits, skip_grads = trainable_grads(net, data, weight)
+    skip_logits, skip_grads = outputs_and_grads(net, data, lambda logits: (logits * weight).sum())
     net.skip_missing = False
-    all_logits, all_grads = trainable_grads(net, data, weight)
+    all_logits, all_grads = outputs_and_grads(net, data, lambda logits: (logits * weight).sum())
     torch.testing.assert_close(skip_logits, all_logits, rtol=1e-5, atol=1e-6)
     assert skip_grads.keys() == all_grads.keys()
     for name in skip_grads:

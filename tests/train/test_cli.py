@@ -7,7 +7,7 @@ import pytest
 
 import run
 from tests.fakes.remote import small_scene_dir
-from tests.helpers import TINY, cli, cli_updates, make_arrow_script
+from tests.helpers import TINY, cli, cli_updates, make_arrow_script, short_run
 
 
 def _error_line(returncode: int, stderr: str, alone: bool = True) -> str:
@@ -21,8 +21,7 @@ def _error_line(returncode: int, stderr: str, alone: bool = True) -> str:
 
 
 def _base(root, tmp_path, **updates) -> dict:
-    return {**TINY, "data_root": str(root), "datasets": ["synthetic"], "log_dir": str(tmp_path / "runs"),
-            "missing_table_root": str(tmp_path / "tables"), "batch_size": 32, "per_gpu_batchsize": 32, **updates}
+    return {**TINY, **short_run(root, tmp_path, **updates)}
 
 
 def test_run_py_bad_inputs_are_one_line(remote_root, tmp_path, capfd):
@@ -71,7 +70,7 @@ def test_make_arrow_bad_inputs_are_one_line(tmp_path, capfd):
             "--train-per-class", "1000"]
     status = make_arrow_script().main(argv)
     assert "fewer than requested" in _error_line(status, capfd.readouterr().err)
-    assert not list((tmp_path / "out").glob("*")) if (tmp_path / "out").exists() else True
+    assert not list((tmp_path / "out").glob("*"))  # nothing written (globbing an absent folder finds nothing)
     with pytest.raises(ValueError, match="fewer than requested"):
         make_arrow_script().main([*argv, "--debug"])
 

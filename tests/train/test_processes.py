@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import TINY, cli, cli_updates, convert_scene, run_experiment
+from tests.helpers import TINY, cli, cli_updates, convert_scene, run_experiment, short_run, trainable_state
 
 
 @pytest.fixture(scope="module")
@@ -18,21 +18,10 @@ def odd_root(tmp_path_factory) -> Path:
                          val_per_class=4, test_per_class=-1)
 
 
-def _trainable(checkpoint: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-    return {k: v for k, v in state.items() if ".adapter." in k or k.startswith(("model.head", "model.tokenizers",
-                                                                                  "model.method."))}
-
-
-def _common(root: Path, tmp: Path) -> dict:
-    return dict(data_root=str(root), datasets=["synthetic"], batch_size=32, log_dir=str(tmp / "runs"),
-                missing_table_root=str(tmp / "tables"), max_epoch=2, check_val_every_n_epoch=1, learning_rate=1e-3)
-
-
 @pytest.fixture(scope="module")
 def two(odd_root, tmp_path_factory) -> tuple[dict, subprocess.CompletedProcess]:
     """(config updates, process) of ``run.py with num_processes=2 per_gpu_batchsize=16``: train, then test."""
-    common = _common(odd_root, tmp_path_factory.mktemp("processes"))
+    common = short_run(odd_root, tmp_path_factory.mktemp("processes"), max_epoch=2)  # batches of 32
     proc = cli("with", "remote", *cli_updates({**TINY, **common, "per_gpu_batchsize": 16, "num_processes": 2,
                                                "exp_name": "two"}))
     return common, proc
@@ -40,7 +29,7 @@ def two(odd_root, tmp_path_factory) -> tuple[dict, subprocess.CompletedProcess]:
 
 def test_two_processes_train_and_evaluate_like_one(two):
     common, proc = two
-    one = run_experiment("remote", **common, per_gpu_batchsize=32, exp_name="one", test_after_fit=False)
+    one = run_experiment("remote", **common, exp_name="one", test_after_fit=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = list((Path(common["log_dir"]) / "two").iterdir())
     assert len(runs) == 1  # both ranks used rank 0's folder
@@ -50,15 +39,15 @@ def test_two_processes_train_and_evaluate_like_one(two):
 
     # Training: 2 processes x 16 see the samples 1 process x 32 sees at each step, and average their gradients.
     # The gradients agree to float rounding; Adam turns that into ~1e-5 on weights that moved ~4e-3 in 4 steps.
-    a, b = _trainable(Path(one["run_dir"]) / "checkpoints" / "last.ckpt"), _trainable(runs[0] / "checkpoints" /
-                                                                                       "last.ckpt")
+    a = trainable_state(Path(one["run_dir"]) / "checkpoints" / "last.ckpt")
+    b = trainable_state(runs[0] / "checkpoints" / "last.ckpt")
     assert a.keys() == b.keys() and a
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-4)
 
     # Evaluation: every one of the 427 test samples counted once over the 2 ranks, so the metrics equal exactly
     # what one process reports for the same checkpoint.
-    alone = run_experiment("remote", **common, per_gpu_batchsize=32, exp_name="alone", test_only=True,
+    alone = run_experiment("remote", **common, exp_name="alone", test_only=True,
                            load_path=two["checkpoint"])
     assert alone["metrics"] == two["metrics"]
 

@@ -10,23 +10,14 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from mamol import train
 from mamol.errors import CheckpointError, TrainingInterrupted
-from tests.helpers import run_experiment
+from tests.helpers import add_callbacks, run_experiment, short_run, trainable_state
 
 
 def _run(root: Path, tmp: Path, exp: str, **updates) -> dict:
     """Two epochs of 5 batches, validation every epoch (the best checkpoint can change from one to the next), a
     test on the first 3 batches (the same for every run compared)."""
-    return run_experiment("remote", data_root=str(root), datasets=["synthetic"], batch_size=32, per_gpu_batchsize=32,
-                          log_dir=str(tmp / "runs"), missing_table_root=str(tmp / "tables"), max_epoch=2,
-                          check_val_every_n_epoch=1, learning_rate=1e-3, exp_name=exp, limit_test=3, **updates)
-
-
-def _trainable(checkpoint: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-    return {k: v for k, v in state.items() if ".adapter." in k or k.startswith(("model.head", "model.tokenizers",
-                                                                                  "model.method."))}
+    return run_experiment("remote", **short_run(root, tmp, max_epoch=2, exp_name=exp, limit_test=3, **updates))
 
 
 class SendSignal(pl.Callback):
@@ -48,14 +39,7 @@ class SendSignal(pl.Callback):
 def with_signal(monkeypatch):
     """Add a :class:`SendSignal` to the next run's trainer."""
     def install(signum: int, epoch: int, batch: int | None) -> None:
-        original = train.build_trainer
-
-        def build(*args, **kwargs):
-            trainer, best, last = original(*args, **kwargs)
-            trainer.callbacks.append(SendSignal(signum, epoch, batch))
-            return trainer, best, last
-
-        monkeypatch.setattr(train, "build_trainer", build)
+        add_callbacks(monkeypatch, SendSignal(signum, epoch, batch))
     return install
 
 
@@ -83,8 +67,8 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(remote_root, tmp_pa
     resumed = _run(remote_root, tmp_path, "cut", resume_from=err.checkpoint)
     assert resumed["run_dir"] == str(run_dir)  # the same run folder, not a new version
     assert not (tmp_path / "runs" / "cut" / "version_1").exists()
-    final, reference = _trainable(run_dir / "checkpoints" / "last.ckpt"), _trainable(
-        Path(uninterrupted["run_dir"]) / "checkpoints" / "last.ckpt")
+    final = trainable_state(run_dir / "checkpoints" / "last.ckpt")
+    reference = trainable_state(Path(uninterrupted["run_dir"]) / "checkpoints" / "last.ckpt")
     assert final.keys() == reference.keys() and final
     for key in final:
         torch.testing.assert_close(final[key], reference[key], rtol=0, atol=1e-6, msg=key)

@@ -1,7 +1,6 @@
 """The training/evaluation loop end to end on a generated scene, tiny random CLIP, CPU."""
 from __future__ import annotations
 
-import csv
 import json
 import math
 from pathlib import Path
@@ -10,25 +9,18 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from mamol import train
 from mamol.errors import CheckpointError
 from mamol.module import MaMOLModule
-from tests.helpers import TINY, cli, cli_updates, convert_scene, run_experiment
+from tests.helpers import TINY, add_callbacks, cli, cli_updates, convert_scene, read_csv, run_experiment, short_run
 
 
 def _run(arrow: Path, tmp: Path, *named: str, **updates) -> dict:
     """A short remote run on ``arrow`` (2 epochs, batch 32, validation every epoch) with ``updates``."""
-    base = dict(data_root=str(arrow), datasets=["synthetic"], batch_size=32, per_gpu_batchsize=32,
-                log_dir=str(tmp / "runs"), missing_table_root=str(tmp / "tables"), max_epoch=2,
-                check_val_every_n_epoch=1, learning_rate=1e-3)
-    return run_experiment(*(named or ("remote",)), **{**base, **updates})
+    return run_experiment(*(named or ("remote",)), **short_run(arrow, tmp, **{"max_epoch": 2, **updates}))
 
 
 def _cli_args(arrow: Path, tmp: Path, **updates) -> list[str]:
-    base = dict(data_root=str(arrow), datasets=["synthetic"], batch_size=32, per_gpu_batchsize=32,
-                log_dir=str(tmp / "runs"), missing_table_root=str(tmp / "tables"), max_epoch=2,
-                check_val_every_n_epoch=1, learning_rate=1e-3)
-    return cli_updates({**TINY, **base, **updates})
+    return cli_updates({**TINY, **short_run(arrow, tmp, **{"max_epoch": 2, **updates})})
 
 
 def test_fast_dev_run_through_cli(remote_root, tmp_path):
@@ -44,8 +36,8 @@ def test_fit_checkpoints_and_test_only_cli_round_trip(remote_root, tmp_path):
     assert "last.ckpt" in ckpts and any(n.startswith("best-") for n in ckpts)
     assert (run_dir / "metrics.csv").is_file() and (run_dir / "config.json").is_file()
     assert {"OA", "AA", "kappa", "acc_0"} <= set(report["metrics"])
-    with open(run_dir / "metrics.csv") as handle:  # validation logged on the scale of the test file (x100)
-        val_oa = [float(row["val/OA"]) for row in csv.DictReader(handle) if row.get("val/OA")]
+    # validation logged on the scale of the test file (x100)
+    val_oa = [float(row["val/OA"]) for row in read_csv(run_dir / "metrics.csv") if row.get("val/OA")]
     assert val_oa and max(val_oa) > 1.0 and all(0.0 <= v <= 100.0 for v in val_oa)
     best = report["checkpoint"]
     assert best and Path(best).name.startswith("best-")
@@ -144,7 +136,7 @@ def test_short_training_beats_chance_and_uses_both_modalities(tmp_path):
     assert oa["complete"] > oa["no_hsi"] + 10 and oa["complete"] > oa["no_lidar"] + 10, oa
 
 
-def test_last_checkpoint_after_every_epoch_without_validation(remote_root, tmp_path):
+def test_last_checkpoint_after_every_epoch_without_validation(remote_root, tmp_path, monkeypatch):
     """last.ckpt is written at each epoch end, also when validation runs only every few epochs."""
     seen: list[tuple[int, int]] = []
 
@@ -156,19 +148,78 @@ def test_last_checkpoint_after_every_epoch_without_validation(remote_root, tmp_p
                 state = torch.load(last, map_location="cpu", weights_only=True)
                 seen.append((trainer.current_epoch, state["epoch"]))
 
-    original = train.build_trainer
-
-    def with_probe(*args, **kwargs):
-        trainer, best, last = original(*args, **kwargs)
-        trainer.callbacks.append(Probe())
-        return trainer, best, last
-
-    train.build_trainer = with_probe
-    try:
-        report = _run(remote_root, tmp_path, exp_name="last", max_epoch=3, check_val_every_n_epoch=5)
-    finally:
-        train.build_trainer = original
+    add_callbacks(monkeypatch, Probe())
+    report = _run(remote_root, tmp_path, exp_name="last", max_epoch=3, check_val_every_n_epoch=5)
     assert seen == [(1, 0), (2, 1)]  # the file of epoch e-1 is there when epoch e starts
     last = Path(report["run_dir"]) / "checkpoints" / "last.ckpt"
     assert torch.load(last, map_location="cpu", weights_only=True)["epoch"] == 2
     assert report["checkpoint"] == str(last)  # no validation ran: the final weights were tested
+
+
+def test_last_checkpoint_exists_before_the_first_epoch_ends(remote_root, tmp_path, monkeypatch):
+    """last.ckpt is written when training starts: it is there, holding epoch 0 and step 0, at the first batch."""
+    seen: list[tuple[int, int]] = []
+
+    class Probe(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.current_epoch == 0 and batch_idx == 0:
+                last = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+                assert last.is_file(), "no last.ckpt at the first training batch"
+                state = torch.load(last, map_location="cpu", weights_only=True)
+                seen.append((state["epoch"], state["global_step"]))
+
+    add_callbacks(monkeypatch, Probe())
+    _run(remote_root, tmp_path, exp_name="first", max_epoch=1, test_after_fit=False)
+    assert seen == [(0, 0)]
+
+
+def test_failed_run_keeps_its_folder_with_failed_json_once_a_checkpoint_exists(remote_root, tmp_path, monkeypatch):
+    """A run failing after last.ckpt was written keeps its folder and says why in failed.json; one failing before
+    any checkpoint leaves no folder."""
+    class Fail(pl.Callback):
+        def __init__(self, hook: str) -> None:
+            self.hook = hook
+
+        def setup(self, trainer, pl_module, stage):  # before training starts: no checkpoint yet
+            if self.hook == "setup":
+                raise RuntimeError("broken before any checkpoint")
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):  # last.ckpt written at the start
+            if self.hook == "batch":
+                raise RuntimeError("broken in the first batch")
+
+    add_callbacks(monkeypatch, Fail("setup"))
+    with pytest.raises(RuntimeError, match="broken before any checkpoint"):
+        _run(remote_root, tmp_path, exp_name="early")
+    assert list((tmp_path / "runs" / "early").iterdir()) == []  # its version_0 was removed
+
+    monkeypatch.undo()
+    add_callbacks(monkeypatch, Fail("batch"))
+    with pytest.raises(RuntimeError, match="broken in the first batch"):
+        _run(remote_root, tmp_path, exp_name="late")
+    run_dir = tmp_path / "runs" / "late" / "version_0"
+    failed = json.loads((run_dir / "failed.json").read_text())
+    assert failed == {"error": "RuntimeError: broken in the first batch",
+                      "checkpoints": [str(run_dir / "checkpoints" / "last.ckpt")]}
+    assert (run_dir / "config.json").is_file() and not (run_dir / "test_results.json").exists()
+
+
+def test_limit_test_evaluates_a_fraction_or_a_number_of_test_batches(remote_root, tmp_path, monkeypatch):
+    """The 240 test samples in batches of 32 are 8 batches: limit_test=3 tests 3 of them (96 samples), 0.5 half of
+    them (4 batches, 128 samples), the default all 240; test_results.json records the value."""
+    counted: list[int] = []
+
+    class Count(pl.Callback):
+        def on_test_epoch_start(self, trainer, pl_module):
+            counted.append(0)
+
+        def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+            counted[-1] += len(batch["label"])
+
+    add_callbacks(monkeypatch, Count())
+    fitted = _run(remote_root, tmp_path, exp_name="fit", max_epoch=1, limit_test=3)
+    tested = {limit: _run(remote_root, tmp_path, exp_name="test", test_only=True, load_path=fitted["checkpoint"],
+                          **({} if limit is None else {"limit_test": limit}))
+              for limit in (0.5, None)}
+    assert counted == [96, 128, 240]
+    assert (fitted["limit_test"], tested[0.5]["limit_test"], tested[None]["limit_test"]) == (3, 0.5, 1.0)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.helpers import run_experiment
+from tests.helpers import read_csv, run_experiment
 
 TASKS = {"mmimdb": ("task_finetune_mmimdb", "F1_macro"), "food101": ("task_finetune_food101", "accuracy"),
          "hatememes": ("task_finetune_hatememes", "AUROC")}
@@ -41,10 +41,17 @@ def test_fit_then_test_only(natural_root, tmp_path, task):
     assert expected <= names and not any(n.startswith("val") for n in names)
 
 
-def test_two_tasks_train_and_evaluate_together(natural_root, tmp_path):
-    """DCP's multitask setting: one model, one head per task, batches never mixing tasks."""
+def test_two_tasks_train_together_and_the_metric_is_the_mean_of_theirs(natural_root, tmp_path):
+    """DCP's multitask setting: one model, one head per task, batches never mixing tasks; metrics per task as
+    ``<stage>/<task>/<metric>`` and ``the_metric`` the mean of the tasks' own (MM-IMDb F1 macro, Food-101 accuracy)."""
     report = _run(natural_root, tmp_path, "mmimdb", datasets=["mmimdb", "food101"],
                   loss_names={"mmimdb": 1, "food101": 1}, exp_name="mmimdb", val_check_interval=1.0)
-    metrics = set(report["metrics"])
-    assert {"mmimdb/F1_macro", "food101/accuracy", "the_metric"} <= metrics
+    metrics = report["metrics"]
+    assert {"mmimdb/F1_macro", "food101/accuracy", "the_metric"} <= set(metrics)
     assert report["tasks"] == ["mmimdb", "food101"]
+    assert metrics["mmimdb/F1_macro"] != metrics["food101/accuracy"]  # else any of them would pass for the mean
+    assert metrics["the_metric"] == pytest.approx((metrics["mmimdb/F1_macro"] + metrics["food101/accuracy"]) / 2,
+                                                  abs=1e-4)  # each rounded to 4 decimals in the report
+    (val,) = [row for row in read_csv(Path(report["run_dir"]) / "metrics.csv") if row.get("val/the_metric")]
+    assert float(val["val/the_metric"]) == pytest.approx(
+        (float(val["val/mmimdb/F1_macro"]) + float(val["val/food101/accuracy"])) / 2, rel=1e-6)
