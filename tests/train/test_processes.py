@@ -30,6 +30,7 @@ def two(odd_root, tmp_path_factory) -> tuple[dict, subprocess.CompletedProcess]:
 def test_two_processes_train_and_evaluate_like_one(two):
     common, proc = two
     one = run_experiment("remote", **common, exp_name="one", test_after_fit=False)
+    assert set(one) == {"run_dir"}  # test_after_fit=False: trained, not tested (no test_results.json)
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = list((Path(common["log_dir"]) / "two").iterdir())
     assert len(runs) == 1  # both ranks used rank 0's folder
