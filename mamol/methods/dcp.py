@@ -190,7 +190,10 @@ class DCP(Method):
             stream = self.streams[self.modalities[j]]
             queries = stream.queries[rows.codes[idx]].to(x.dtype)  # (n_s, n, D)
             tokens = x.index_select(0, idx)  # (n_s, L, D)
-            out = out.index_copy(0, idx, stream.attention(queries, tokens, tokens, need_weights=False)[0])
+            prompts = stream.attention(queries, tokens, tokens, need_weights=False)[0]  # (n_s, n, D)
+            # CUDA autocast gives the attention's projections in half precision while x (so out) may be float32
+            # (e.g. after ln_pre); index_copy needs one dtype, so the prompts join the buffer's (a no-op in fp32).
+            out = out.index_copy(0, idx, prompts.to(out.dtype))
         return out
 
     # ---------------------------------------------------------------- the encoder
