@@ -26,6 +26,7 @@ from mamol.errors import ConfigError
 from mamol.methods.options import PAPER, ExpertOptions, key
 from mamol.models.adapter import (
     balance_loss,
+    clear_aux_loss,
     dense_topk_lora,
     gated_lora,
     inject_adapters,
@@ -120,6 +121,9 @@ class MoELoRA(Method):
             return layer
 
         self.layers += inject_adapters(transformer, blocks, make, context=None)
+
+    def begin_forward(self) -> None:
+        clear_aux_loss(self.layers)
 
     def aux_loss(self) -> Tensor | None:
         """``load_balance_weight`` × mean load-balancing term of the layers (last training forward)."""

@@ -156,8 +156,16 @@ def balance_loss(probs: Tensor, gate_idx: Tensor) -> Tensor:
     return experts * (frac * mean_prob).sum()
 
 
+def clear_aux_loss(layers: Sequence[nn.Module]) -> None:
+    """Forget the layers' ``aux_loss``: at the start of each forward of the model, so a layer of a tower the batch
+    skips (every row missing that modality) holds no term of an earlier step, whose graph backward has freed."""
+    for layer in layers:
+        layer.aux_loss = None
+
+
 def weighted_aux_loss(layers: Sequence[nn.Module], weight: float) -> Tensor | None:
-    """``weight`` × the mean of the layers' ``aux_loss`` of the last training forward (None when off or none)."""
+    """``weight`` × the mean of the layers' ``aux_loss`` of the last training forward (None when off or none);
+    layers that did not run in it hold None (:func:`clear_aux_loss`)."""
     terms = [layer.aux_loss for layer in layers if layer.aux_loss is not None]
     return weight * torch.stack(terms).mean() if weight > 0 and terms else None
 

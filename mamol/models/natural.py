@@ -90,6 +90,7 @@ class NaturalModel(Host):
 
     def features(self, batch: dict) -> Tensor:
         """Image then text features (B, 2E), each zero where that modality is missing."""
+        self.method.begin_forward()  # a tower skipped below leaves no term of an earlier forward
         missing = batch["missing_type"]
         image, text_ids = batch["image"], batch["text_ids"]
         if image.shape[0] != missing.shape[0] or text_ids.shape[0] != missing.shape[0]:

@@ -100,6 +100,7 @@ class RemoteModel(Host):
 
     def features(self, batch: dict) -> Tensor:
         """Per-modality features (B, M, embed), zero where the modality is missing."""
+        self.method.begin_forward()
         missing, grid = self._inputs(batch)
         n_mod = len(self.modalities)
         present = present_mask(missing, n_mod)  # (B, M) bool
