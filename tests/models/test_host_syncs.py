@@ -16,6 +16,7 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from mamol.methods import METHODS
 from mamol.missing import COMPLETE, FIRST_MISSING, IMAGE_MISSING, SECOND_MISSING, TEXT_MISSING
 from mamol.models import adapter
 from tests.helpers import natural_info, remote_info, tiny_model
@@ -88,17 +89,21 @@ HOSTS = {"remote": (remote_info(("hsi", "lidar"), (12, 1)), remote_batch),
          "natural": (natural_info("mmimdb", classes=23), natural_batch)}
 
 
+EXPERTS = {"sparse_experts": True, "load_balance_weight": 0.1}
+"""The expert methods' settings with the most host reads before: sparse experts, load balancing on."""
+
+
 @pytest.mark.parametrize("skip_missing", [True, False])
 @pytest.mark.parametrize("kind", sorted(HOSTS))
-@pytest.mark.parametrize("method", ["mamol", "moe_lora"])
+@pytest.mark.parametrize("method", sorted(METHODS))
 def test_a_forward_on_the_gpu_path_reads_the_device_at_most_once(monkeypatch, method, kind, skip_missing):
-    """Sparse experts on the GPU path, load balancing on: no host read but the counts of present rows, which size
-    the encoder batches when missing rows are skipped (one ``tolist`` per forward; none without skipping)."""
+    """No host read but the counts of present rows, which size the encoder batches when missing rows are skipped
+    (one ``tolist`` per forward; none without skipping)."""
     monkeypatch.setattr(adapter, "SPARSE_DEVICES", frozenset())  # the dispatch every device but the CPU uses
     info, make_batch = HOSTS[kind]
     torch.manual_seed(0)
-    net = tiny_model(info, method=method, sparse_experts=True, load_balance_weight=0.1,
-                     skip_missing=skip_missing).train()
+    updates = EXPERTS if method in ("mamol", "moe_lora") else {}
+    net = tiny_model(info, method=method, skip_missing=skip_missing, **updates).train()
     with host_syncs() as seen:
         net(make_batch())
         net.aux_loss()
