@@ -9,7 +9,9 @@ Steps, each in its own process (a failure is reported in the table and the next 
    fp16 and bf16 autocast on the GPU);
 2. ``step <precision>``: a ViT-B/16 MaMOL training step (random weights, Houston shapes, missing 0.7 / both,
    as ``python -m mamol.bench``) in fp32, fp16 mixed (with a gradient scaler, as Lightning's ``16-mixed``)
-   and bf16 mixed: samples per second and peak GPU memory;
+   and bf16 mixed: samples per second and peak GPU memory; first one forward under
+   ``torch.cuda.set_sync_debug_mode("error")`` (without skipping missing rows, whose counts are the one host
+   read a forward needs), so a host-device synchronisation in the forward fails the step;
 3. ``ddp``: ``run.py`` over every visible GPU (``num_gpus=<count>``) on a small synthetic scene; skipped with
    one GPU (the two-process CPU test in ``tests/train/test_processes.py`` covers the DDP logic);
 4. ``houston run``: a Houston-sized synthetic scene (349 × 1905, 144 HSI bands + LiDAR) generated, converted
@@ -43,10 +45,20 @@ vit, precision, batch_size, steps, device = {vit!r}, {precision!r}, {batch!r}, {
 torch.manual_seed(0)
 model = remote_model(vit).to(device)
 dtype = {{"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}}[precision]
-step = train_step_fn(model, make_batch(batch_size, device), dtype)  # fp16 with a GradScaler, as 16-mixed
+data = make_batch(batch_size, device)
+step = train_step_fn(model, data, dtype)  # fp16 with a GradScaler, as 16-mixed
 for _ in range(2):
     step()
 sync(device)
+if device.type == "cuda":
+    # The forward reads nothing on the host (a sync stalls the GPU) but the counts of present rows that size the
+    # encoder batch when missing rows are skipped (mamol.missing.present_rows): checked without skipping.
+    model.skip_missing = False
+    torch.cuda.set_sync_debug_mode("error")
+    with torch.autocast("cuda", dtype=dtype or torch.float32, enabled=dtype is not None):
+        model(data)
+    torch.cuda.set_sync_debug_mode(0)
+    model.skip_missing = True
 if device.type == "cuda":
     torch.cuda.reset_peak_memory_stats(device)
 start = time.perf_counter()

@@ -135,7 +135,7 @@ class TaskMetrics(nn.Module):
         out: dict[str, Tensor] = {}
         for key, value in values.items():
             if key in self.undefined:
-                value = torch.tensor(float("nan"))
+                value = torch.full_like(value, float("nan"))  # on the metric's device, stacked with the others
             if key == "class_acc":
                 out.update({f"{CLASS_PREFIX}{i}": v for i, v in enumerate(value)})
             else:

@@ -110,6 +110,18 @@ def present_mask(missing_type: Tensor, n_modalities: int) -> Tensor:
     return missing_bits(missing_type, n_modalities) == 0  # (B, M)
 
 
+def present_rows(present: Tensor) -> list[Tensor]:
+    """Per modality, the rows (n_m,) int64 ascending where it is present, from a (B, M) presence mask.
+
+    The counts n_m size the batches an encoder runs on, so the host must know them: they are read once, in one
+    transfer (on a GPU the one synchronisation of a forward that skips missing rows). The indices come from a
+    stable sort, which reads nothing on the host (``nonzero`` per modality would sync once each).
+    """
+    counts = present.sum(dim=0).tolist()  # [n_m], the host read
+    order = (~present).t().to(torch.int8).argsort(dim=1, stable=True)  # (M, B): present rows first, in order
+    return [order[m, :count] for m, count in enumerate(counts)]
+
+
 def _canonical_modality(token: str, modalities: Sequence[str], name: str) -> str:
     low = token.strip().lower()
     canon = MODALITY_ALIASES.get(low, low)

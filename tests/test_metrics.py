@@ -113,3 +113,15 @@ def test_an_undefined_score_never_selects_a_checkpoint(tmp_path):
     best = BestCheckpoint(dirpath=tmp_path, monitor="val/the_metric", mode="max", save_top_k=1)
     assert not best.check_monitor_top_k(None, torch.tensor(float("nan")))
     assert best.check_monitor_top_k(None, torch.tensor(50.0))  # nothing saved yet: any number is the best
+
+
+def test_an_undefined_metric_is_nan_on_the_metrics_device(monkeypatch):
+    """The NaN of an undefined metric is made where the other values are (a CPU NaN stacked with CUDA values
+    fails); the ``meta`` device stands in for CUDA on a CPU machine."""
+    metrics = TaskMetrics("binary", 2)
+    metrics.update(torch.tensor([[2.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 0]))
+    on_meta = {"AUROC": torch.empty((), device="meta"), "accuracy": torch.empty((), device="meta")}
+    monkeypatch.setattr(metrics.metrics, "compute", lambda: on_meta)
+    out = metrics.compute()
+    assert set(metrics.undefined) == {"AUROC"}
+    assert out["AUROC"].device.type == "meta" and out["the_metric"].device.type == "meta"

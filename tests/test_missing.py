@@ -22,6 +22,7 @@ from mamol.missing import (
     missing_table_path,
     parse_missing_type,
     present_mask,
+    present_rows,
     simulate_missing,
     valid_codes,
 )
@@ -258,3 +259,13 @@ def test_tables_of_two_conversions_never_collide(tmp_path, caplog) -> None:
     assert "regenerating" not in caplog.text and len(list(tmp_path.glob("s_test_*.pt"))) == 2
     assert torch.equal(first, again) and torch.equal(first, other)  # same draw, two files: one per conversion
     assert data_key(n, {}, 10) != data_key(n, {}, 11) and data_key(n, {"a": 1}, 10) == data_key(n, {"a": 1}, 99)
+
+
+def test_present_rows_are_each_modalitys_present_rows_in_order():
+    g = torch.Generator().manual_seed(0)
+    for present in (torch.rand(37, 3, generator=g) > 0.4, torch.zeros(5, 2, dtype=torch.bool),
+                    torch.ones(4, 2, dtype=torch.bool)):
+        rows = present_rows(present)
+        assert len(rows) == present.shape[1]
+        for m, idx in enumerate(rows):
+            assert idx.dtype == torch.int64 and torch.equal(idx, present[:, m].nonzero().squeeze(1)), m

@@ -261,8 +261,9 @@ class SceneWindows(Dataset):
 
         Each present modality's windows are cut with one numpy gather from the memory-mapped scene:
         (B, C, P, P) float32, laid out channels-last in memory (the gather copies whole window rows of P x C
-        values; convolutions take either layout). A missing modality is the fill broadcast over the batch (a
-        view, no copy). Values equal those of the single samples.
+        values; convolutions take either layout). A missing modality is the fill as a real (B, C, P, P) tensor, not
+        a broadcast view: the DataLoader pins batches for the GPU, and pinning a zero-stride tensor copies or
+        fails depending on the torch version. Values equal those of the single samples.
         """
         index = np.asarray(indices, dtype=np.int64).reshape(-1)  # (B,)
         if index.size and (index.min() < 0 or index.max() >= len(self)):
@@ -276,7 +277,7 @@ class SceneWindows(Dataset):
         for bit, m in enumerate(self.modalities):
             if is_missing(self.missing_type, bit):
                 fill = torch.ones if self.missing_fill == "ones" else torch.zeros
-                batch[m] = fill(self.bands[m], p, p).expand(n, -1, -1, -1)  # (B, C, P, P) broadcast view
+                batch[m] = fill(n, self.bands[m], p, p)  # (B, C, P, P), no zero stride (pinned)
             else:
                 batch[m] = torch.from_numpy(self._windows[m][rows, cols])  # (B, C, P, P) one gather
         batch["label"] = torch.from_numpy(self._labels[rows, cols].astype(np.int64) - 1)

@@ -181,16 +181,19 @@ class DCP(Method):
         return [torch.stack(per_layer, dim=1) for per_layer in layers]  # (T, depth, n, D_s)
 
     def dynamic_prompts(self, streams: tuple[int, ...], local: Tensor, x: Tensor, rows: Rows) -> Tensor:
-        """Dynamic prompts (N, n, D) of each row from its stream's attention over the block-0 tokens x (N, L, D)."""
-        out = x.new_empty(x.shape[0], self.length, x.shape[-1])
+        """Dynamic prompts (N, n, D) of each row from its stream's attention over the block-0 tokens x (N, L, D).
+
+        Each stream's attention runs on every row and each row keeps its own stream's: selecting a stream's rows
+        first would need their count on the host (``nonzero``, a GPU sync per stream), and rows do not interact.
+        """
+        out: Tensor | None = None
         for s, j in enumerate(streams):
-            idx = (local == s).nonzero().squeeze(1)  # (n_s,) rows of this stream
-            if idx.numel() == 0:
-                continue
             stream = self.streams[self.modalities[j]]
-            queries = stream.queries[rows.codes[idx]].to(x.dtype)  # (n_s, n, D)
-            tokens = x.index_select(0, idx)  # (n_s, L, D)
-            out = out.index_copy(0, idx, stream.attention(queries, tokens, tokens, need_weights=False)[0])
+            queries = stream.queries[rows.codes].to(x.dtype)  # (N, n, D)
+            # CUDA autocast gives the attention's projections in half precision while x may be float32 (e.g. after
+            # ln_pre); the prompts join x's dtype, as the tokens they are put in front of (a no-op in fp32).
+            prompts = stream.attention(queries, x, x, need_weights=False)[0].to(x.dtype)  # (N, n, D)
+            out = prompts if out is None else torch.where((local == s).view(-1, 1, 1), prompts, out)
         return out
 
     # ---------------------------------------------------------------- the encoder

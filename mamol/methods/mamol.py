@@ -32,7 +32,14 @@ from torch import Tensor, nn
 
 from mamol.errors import ConfigError
 from mamol.methods.options import ExpertOptions, key
-from mamol.models.adapter import AdapterContext, MaMOLAdapter, PatternEmbedding, inject_adapters, weighted_aux_loss
+from mamol.models.adapter import (
+    AdapterContext,
+    MaMOLAdapter,
+    PatternEmbedding,
+    clear_aux_loss,
+    inject_adapters,
+    weighted_aux_loss,
+)
 from mamol.models.method import Method, Rows
 
 THRESHOLD = 0.5
@@ -126,6 +133,9 @@ class MaMOL(Method):
     def no_weight_decay(self) -> Iterable[nn.Parameter]:
         """The pattern embeddings: embedding tables, not decayed (the release decays them; README Decisions)."""
         return self.patterns.parameters()
+
+    def begin_forward(self) -> None:
+        clear_aux_loss(self.adapters)
 
     def aux_loss(self) -> Tensor | None:
         """``load_balance_weight`` × mean load-balancing term of the adapters (last training forward)."""

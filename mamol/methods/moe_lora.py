@@ -26,10 +26,10 @@ from mamol.errors import ConfigError
 from mamol.methods.options import PAPER, ExpertOptions, key
 from mamol.models.adapter import (
     balance_loss,
-    dense_topk_lora,
+    clear_aux_loss,
     gated_lora,
     inject_adapters,
-    sparse_topk_lora,
+    topk_lora,
     weighted_aux_loss,
 )
 from mamol.models.method import Method
@@ -88,10 +88,7 @@ class MoELoRALayer(nn.Module):
             mix = gated_lora(z, self.A, self.B, probs)
         else:
             gate_val, gate_idx = probs.topk(self.top_k, dim=-1)  # (N, L, k)
-            if self.sparse:
-                mix = sparse_topk_lora(z, self.A, self.B, gate_val, gate_idx)
-            else:
-                mix = dense_topk_lora(z, self.A, self.B, gate_val, gate_idx)
+            mix = topk_lora(z, self.A, self.B, gate_val, gate_idx, sparse=self.sparse)
             if self.balance and self.training:
                 self.aux_loss = balance_loss(probs, gate_idx)
         if self.shared_A.shape[0]:
@@ -120,6 +117,9 @@ class MoELoRA(Method):
             return layer
 
         self.layers += inject_adapters(transformer, blocks, make, context=None)
+
+    def begin_forward(self) -> None:
+        clear_aux_loss(self.layers)
 
     def aux_loss(self) -> Tensor | None:
         """``load_balance_weight`` × mean load-balancing term of the layers (last training forward)."""

@@ -66,7 +66,8 @@ class ExpertOptions(BlockOptions):
     num_shared_experts: int | None = key(None, "static experts applied to every sample; None = mamol 1, moe_lora 0")
     adapter_scale: float | None = key(None, "multiplies the adapter output Δ; None = remote 1.0, natural 0.2")
     sparse_experts: bool = key(
-        True, "run each dynamic expert only on its routed tokens (exact); False = dense masked formula")
+        True, "run each dynamic expert only on its routed tokens (exact; on the CPU: elsewhere the sync-free dense "
+              "formula, mamol.models.adapter.SPARSE_DEVICES); False = dense masked formula")
     load_balance_weight: float = key(0.0, "optional router load-balancing loss weight (0 = the paper's method)")
 
     @staticmethod

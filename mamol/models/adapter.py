@@ -35,6 +35,8 @@ Sparse and dense dynamic experts are the same function (tests check outputs and 
 expert's work per token (2·D·r multiply-adds) is small next to moving the token's D values to its expert, so
 the dense masked formula — one matmul pair over all experts' stacked A/B — is often faster per layer than the
 sparse gather/scatter; the difference is under 1 % of a ViT-B/16 training step (``python -m mamol.bench``, c).
+The sparse split sizes are counted on the host, a synchronisation per adapted block on a GPU, so ``sparse``
+applies on the CPU only (:data:`SPARSE_DEVICES`); every other device takes the dense formula.
 """
 from __future__ import annotations
 
@@ -67,8 +69,8 @@ class PatternEmbedding(nn.Module):
     def features(self, missing_type: Tensor) -> Tensor:
         """(B,) int codes -> (B, in_features) float: one-hot (2 modalities) or missing bits (3+)."""
         code = missing_type.long()
-        if self.n_modalities == 2:
-            return F.one_hot(code, 3).to(self.proj.weight.dtype)  # (B, 3)
+        if self.n_modalities == 2:  # not F.one_hot: on the CPU it checks the codes' range with host reads
+            return (code.unsqueeze(-1) == torch.arange(3, device=code.device)).to(self.proj.weight.dtype)  # (B, 3)
         return missing_bits(code, self.n_modalities).to(self.proj.weight.dtype)  # (B, M)
 
     def forward(self, missing_type: Tensor) -> Tensor:
@@ -146,18 +148,46 @@ def sparse_topk_lora(z: Tensor, a: Tensor, b: Tensor, gate_val: Tensor, gate_idx
     return acc.index_add(0, token, torch.cat(outs).to(acc.dtype)).reshape(n, length, d)
 
 
+SPARSE_DEVICES = frozenset({"cpu"})
+"""Device types on which ``sparse`` experts take :func:`sparse_topk_lora`. Its split sizes are counted on the
+host (``bincount().tolist()``), which on a GPU waits for all queued work at every adapted block; elsewhere the
+same sum comes from :func:`dense_topk_lora`, which reads nothing on the host (outputs equal within float
+rounding, tests/models/test_adapter.py)."""
+
+
+def topk_lora(z: Tensor, a: Tensor, b: Tensor, gate_val: Tensor, gate_idx: Tensor, base: Tensor | None = None,
+              sparse: bool = True) -> Tensor:
+    """Σ over each token's top-k experts of gate · (z A_e) B_e, added to ``base`` (N, L, D) if given: sparse where
+    ``sparse`` asks and the device allows it (:data:`SPARSE_DEVICES`), else the sync-free dense masked formula."""
+    if sparse and z.device.type in SPARSE_DEVICES:
+        return sparse_topk_lora(z, a, b, gate_val, gate_idx, base)
+    out = dense_topk_lora(z, a, b, gate_val, gate_idx)  # (N, L, D)
+    return out if base is None else base + out
+
+
 def balance_loss(probs: Tensor, gate_idx: Tensor) -> Tensor:
     """Switch-style load balance ``E · Σ_e f_e · P_e`` (1 when uniform): f_e share of the top-k assignments,
     P_e mean router probability; probs (N, L, E), gate_idx (N, L, k)."""
     experts = probs.shape[-1]
-    frac = torch.bincount(gate_idx.reshape(-1), minlength=experts).to(probs.dtype)
-    frac = frac / gate_idx.numel()
+    chosen = gate_idx.reshape(-1)
+    # Counted with scatter_add, not bincount: CUDA's bincount reads the indices' maximum on the host (a sync).
+    frac = torch.zeros(experts, dtype=torch.long, device=chosen.device).scatter_add(0, chosen,
+                                                                                   torch.ones_like(chosen))
+    frac = frac.to(probs.dtype) / gate_idx.numel()
     mean_prob = probs.reshape(-1, experts).mean(dim=0)
     return experts * (frac * mean_prob).sum()
 
 
+def clear_aux_loss(layers: Sequence[nn.Module]) -> None:
+    """Forget the layers' ``aux_loss``: at the start of each forward of the model, so a layer of a tower the batch
+    skips (every row missing that modality) holds no term of an earlier step, whose graph backward has freed."""
+    for layer in layers:
+        layer.aux_loss = None
+
+
 def weighted_aux_loss(layers: Sequence[nn.Module], weight: float) -> Tensor | None:
-    """``weight`` × the mean of the layers' ``aux_loss`` of the last training forward (None when off or none)."""
+    """``weight`` × the mean of the layers' ``aux_loss`` of the last training forward (None when off or none);
+    layers that did not run in it hold None (:func:`clear_aux_loss`)."""
     terms = [layer.aux_loss for layer in layers if layer.aux_loss is not None]
     return weight * torch.stack(terms).mean() if weight > 0 and terms else None
 
@@ -175,8 +205,9 @@ class MaMOLAdapter(nn.Module):
         pattern_dim: p, width of the missing-pattern embedding.
         router_hidden: hidden width of the router MLP (None -> D // 2).
         scale: multiplies Δ (1.0 remote, 0.2 natural data).
-        sparse: compute each dynamic expert only on the tokens that selected it (True) or every expert on every
-            token, masked by the gates (False, the dense reference formula).
+        sparse: compute each dynamic expert only on the tokens that selected it (True; on the CPU only, see
+            :data:`SPARSE_DEVICES`) or every expert on every token, masked by the gates (False, the dense reference
+            formula).
         init_std: std of the LoRA matrices' normal init.
         dynamic: have the routed experts and their router (False: ablation, no dynamic term).
         modality_experts: have the M modality experts (False: ablation, no modality term).
@@ -271,10 +302,7 @@ class MaMOLAdapter(nn.Module):
         if self.dynamic:
             probs = self.route(z, context.pattern.to(z.dtype))  # (N, L, E)
             gate_val, gate_idx = probs.topk(self.top_k, dim=-1)  # (N, L, k)
-            if self.sparse:
-                mix = self.dynamic_sparse(z, gate_val, gate_idx, base=mix)
-            else:
-                mix = mix + self.dynamic_dense(z, gate_val, gate_idx)
+            mix = topk_lora(z, self.dyn_A, self.dyn_B, gate_val, gate_idx, base=mix, sparse=self.sparse)
             if self.balance and self.training:
                 self.aux_loss = balance_loss(probs, gate_idx)
         return self.scale * self.out(F.gelu(mix))

@@ -62,13 +62,18 @@ class Method(nn.Module):
         """Run the tower's blocks on tokens x (N, L, D); must return (N, L, D) for the same L positions."""
         return transformer(x, attn_mask=attn_mask)
 
+    def begin_forward(self) -> None:
+        """Called by the host at the start of each forward, before any tower runs: forget what the previous forward
+        left behind (the layers' balance terms), so that a tower this batch skips contributes nothing."""
+
     def no_weight_decay(self) -> Iterable[nn.Parameter]:
         """Trainable parameters of the method exempt from weight decay beyond the generic rule (biases, norms and
         every other tensor of fewer than 2 dimensions are never decayed)."""
         return ()
 
     def aux_loss(self) -> Tensor | None:
-        """An auxiliary loss term of the last training forward, already weighted (None when there is none)."""
+        """An auxiliary loss term of the last training forward, already weighted (None when there is none); only
+        layers that ran in that forward contribute (:meth:`begin_forward`)."""
         return None
 
 

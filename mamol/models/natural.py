@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from mamol.data.formats import NATURAL_MODALITIES
-from mamol.missing import present_mask
+from mamol.missing import present_mask, present_rows
 from mamol.models.backbone import build_clip
 from mamol.models.heads import check_vision_tower, linear_head
 from mamol.models.lora import open_attentions
@@ -75,14 +75,14 @@ class NaturalModel(Host):
         return x @ clip.text_projection
 
     def _tower(self, encode: Callable[[Tensor, Rows], Tensor], inputs: Tensor, column: int, codes: Tensor,
-               present: Tensor) -> Tensor:
-        """Features (B, E) of the tower of modality ``column``, zero where it is missing (rows not computed)."""
+               present: Tensor, idx: Tensor | None) -> Tensor:
+        """Features (B, E) of the tower of modality ``column``, zero where it is missing (rows not computed);
+        idx (n,): the rows where it is present (None when ``skip_missing`` is off)."""
         keep = present[:, column]  # (B,)
         modality = torch.full_like(codes, column)
         if not self.skip_missing:
             out = encode(inputs, Rows(codes, present, modality))  # (B, E)
             return torch.where(keep.unsqueeze(-1), out, torch.zeros_like(out))
-        idx = keep.nonzero().squeeze(1)  # (n,)
         if idx.numel() == 0:
             return present.new_zeros(keep.shape[0], self.embed_dim, dtype=self.clip.visual.proj.dtype)
         out = encode(inputs.index_select(0, idx), Rows(codes[idx], present[idx], modality[idx]))  # (n, E)
@@ -90,14 +90,16 @@ class NaturalModel(Host):
 
     def features(self, batch: dict) -> Tensor:
         """Image then text features (B, 2E), each zero where that modality is missing."""
+        self.method.begin_forward()  # a tower skipped below leaves no term of an earlier forward
         missing = batch["missing_type"]
         image, text_ids = batch["image"], batch["text_ids"]
         if image.shape[0] != missing.shape[0] or text_ids.shape[0] != missing.shape[0]:
             raise ValueError(f"batch sizes differ: image {tuple(image.shape)}, text_ids {tuple(text_ids.shape)}, "
                              f"missing_type {tuple(missing.shape)}")
         present = present_mask(missing, len(NATURAL_MODALITIES))  # (B, 2) bool, code order (text, image)
-        img = self._tower(self.encode_image, image, self.image_col, missing, present)
-        txt = self._tower(self.encode_text, text_ids, self.text_col, missing, present)
+        rows = present_rows(present) if self.skip_missing else [None] * len(NATURAL_MODALITIES)  # one host read
+        img = self._tower(self.encode_image, image, self.image_col, missing, present, rows[self.image_col])
+        txt = self._tower(self.encode_text, text_ids, self.text_col, missing, present, rows[self.text_col])
         return torch.cat([img, txt], dim=1)  # (B, 2E)
 
     def forward(self, batch: dict) -> Tensor:

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mamol.missing import present_mask
+from mamol.missing import present_mask, present_rows
 from mamol.models.backbone import build_clip
 from mamol.models.heads import check_vision_tower, linear_head
 from mamol.models.lora import open_attentions
@@ -100,6 +100,7 @@ class RemoteModel(Host):
 
     def features(self, batch: dict) -> Tensor:
         """Per-modality features (B, M, embed), zero where the modality is missing."""
+        self.method.begin_forward()
         missing, grid = self._inputs(batch)
         n_mod = len(self.modalities)
         present = present_mask(missing, n_mod)  # (B, M) bool
@@ -111,8 +112,7 @@ class RemoteModel(Host):
             out = self.encode(tokens, grid, rows).reshape(n_mod, batch_size, -1).transpose(0, 1)  # (B, M, E)
             return torch.where(present.unsqueeze(-1), out, torch.zeros_like(out))
         samples, slots, tokens = [], [], []
-        for j, m in enumerate(self.modalities):
-            idx = present[:, j].nonzero().squeeze(1)  # (n_j,) samples where modality j is present
+        for j, (m, idx) in enumerate(zip(self.modalities, present_rows(present))):  # idx (n_j,): j present
             if idx.numel() == 0:
                 continue
             tokens.append(self.tokenizers[m](batch[m].index_select(0, idx)))  # (n_j, L, D)

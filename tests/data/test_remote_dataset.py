@@ -212,3 +212,16 @@ def test_scene_batches_equal_single_windows(converted, tmp_path) -> None:
         windows.batch([0, H * W])
     labels = SceneWindows.from_settings(s.data, "ones", "synthetic").label_raster()
     np.testing.assert_array_equal(labels, scene.labels.astype(int) - 1)
+
+
+@pytest.mark.parametrize("fill", ["ones", "zeros"])
+def test_scene_batches_hold_no_zero_stride_tensor(converted, fill: str) -> None:
+    """A DataLoader pins batches on the GPU path; pinning an expanded (zero-stride) tensor copies or fails
+    depending on the torch version, so a missing modality's fill is a real (B, C, P, P) tensor."""
+    root, _ = converted
+    s = run_settings(root, datasets=["synthetic"], modalities=["hsi", "lidar", "sar"])
+    windows = SceneWindows.from_settings(s.data, fill, "synthetic", missing_type=6)  # LiDAR and SAR missing
+    batch = windows.batch(range(5))
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            assert 0 not in value.stride(), f"{key}: stride {value.stride()}"

@@ -10,6 +10,8 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import Tensor, nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map
 
 from mamol.methods import METHODS
 from mamol.module import MaMOLModule
@@ -32,6 +34,42 @@ a real autocast bug does (a modality's features lost, a weight cast wrongly), wh
 
 MAX_SKIPPED_STEPS = 8
 """fp16 steps a GradScaler may skip for overflow (halving its scale of 2^16 each time) before one must succeed."""
+
+
+class CudaAutocastLike(TorchDispatchMode):
+    """CUDA autocast's casts, on the CPU: matmuls and convolutions run in ``dtype``, layer norm and softmax in
+    float32 (CPU autocast casts a different op list, so a mix it leaves out shows only on the GPU).
+
+    Ops that write one tensor into another (index_copy, index_put, index_add, scatter) are recorded where the
+    two dtypes differ (``mixed``); on CUDA they raise. Forward only (use under ``torch.no_grad()``).
+    """
+
+    LOW = {torch.ops.aten.mm.default, torch.ops.aten.addmm.default, torch.ops.aten.bmm.default,
+           torch.ops.aten.baddbmm.default, torch.ops.aten.convolution.default}
+    FLOAT32 = {torch.ops.aten.native_layer_norm.default, torch.ops.aten._softmax.default,
+               torch.ops.aten._log_softmax.default}
+    WRITES = {"index_copy", "index_copy_", "index_put", "index_put_", "index_add", "index_add_", "scatter",
+              "scatter_", "scatter_add", "scatter_add_"}
+
+    def __init__(self, dtype: torch.dtype = torch.bfloat16) -> None:
+        super().__init__()
+        self.dtype = dtype
+        self.mixed: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        target = self.dtype if func in self.LOW else torch.float32 if func in self.FLOAT32 else None
+        if target is not None:
+            def cast(x):
+                return x.to(target) if isinstance(x, Tensor) and x.is_floating_point() else x
+            args, kwargs = tree_map(cast, args), tree_map(cast, kwargs)
+        name = func.overloadpacket.__name__
+        floats = [x for x in (*args, *kwargs.values()) if isinstance(x, Tensor) and x.is_floating_point()]
+        if name in self.WRITES and len({x.dtype for x in floats}) > 1:
+            self.mixed.append(f"{name}: {[x.dtype for x in floats]}")
+            into = floats[0].dtype  # go on as if the source had been cast, to find every such op in one pass
+            args = tuple(x.to(into) if isinstance(x, Tensor) and x.is_floating_point() else x for x in args)
+        return func(*args, **kwargs)
 
 
 def model(method: str, kind: str) -> nn.Module:
@@ -107,6 +145,18 @@ def test_bf16_autocast_training_step_on_cpu(method, kind):
     before = {name: p.detach().clone() for name, p in trainable(net).items()}
     loss, grads = training_step(net, tiny_batch(kind), HOSTS[kind], "cpu", torch.bfloat16)
     check_step(net, loss, grads, before)
+
+
+@pytest.mark.parametrize("kind", sorted(HOSTS))
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_no_op_writes_one_dtype_into_another_under_cuda_style_autocast(method, kind):
+    """CUDA autocast gives half matmul outputs where CPU autocast does not; a tensor written into a buffer of
+    another dtype (index_copy of a half attention output into a float buffer) crashes the first fp16 GPU run."""
+    net = model(method, kind).train()
+    mode = CudaAutocastLike(torch.bfloat16)
+    with torch.no_grad(), mode:
+        net(tiny_batch(kind))
+    assert not mode.mixed, mode.mixed
 
 
 @pytest.mark.parametrize("kind", sorted(HOSTS))

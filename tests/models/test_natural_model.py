@@ -81,6 +81,22 @@ def test_a_tower_missing_for_the_whole_batch(tokenizer):
     assert out.shape == (2, 23)
 
 
+@pytest.mark.parametrize("method", ["mamol", "moe_lora"])
+def test_a_skipped_tower_leaves_no_aux_loss_of_an_earlier_step(tokenizer, method):
+    """With load balancing on, a batch whose rows all miss the text skips the text tower: its layers' balance
+    terms are those of no step, not the previous step's (whose graph the backward already freed)."""
+    net = model(method=method, load_balance_weight=0.1).train()
+    layers = net.method.adapters if method == "mamol" else net.method.layers
+    text = [layer for layer in layers if any(layer is m for m in net.clip.transformer.modules())]
+    assert text and len(text) < len(layers)
+    complete = net(batch(tokenizer, [0, 0])).sum() + net.aux_loss()
+    complete.backward()
+    assert all(layer.aux_loss is not None for layer in layers)
+    no_text = net(batch(tokenizer, [TEXT_MISSING, TEXT_MISSING], seed=1)).sum()
+    assert all(layer.aux_loss is None for layer in text)
+    (no_text + net.aux_loss()).backward()  # the image tower's fresh terms only
+
+
 def test_trainable_set_and_no_backbone_gradient(tokenizer):
     net = model()
     net(batch(tokenizer, [0, 1, 2, 0])).sum().backward()

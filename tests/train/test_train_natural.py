@@ -55,3 +55,14 @@ def test_two_tasks_train_together_and_the_metric_is_the_mean_of_theirs(natural_r
     (val,) = [row for row in read_csv(Path(report["run_dir"]) / "metrics.csv") if row.get("val/the_metric")]
     assert float(val["val/the_metric"]) == pytest.approx(
         (float(val["val/mmimdb/F1_macro"]) + float(val["val/food101/accuracy"])) / 2, rel=1e-6)
+
+
+@pytest.mark.parametrize("method", ["mamol", "moe_lora"])
+def test_load_balancing_trains_when_whole_batches_miss_the_text(natural_root, tmp_path, method):
+    """Batches of 2 with text missing in 70 % of the rows: some batches skip the text tower, whose layers must not
+    bring back an earlier step's balance term (a backward through a freed graph)."""
+    missing = {"train": "text", "val": "text", "test": "text"}
+    report = _run(natural_root, tmp_path, "hatememes", method=method, load_balance_weight=0.1,
+                  missing_type=missing, missing_ratio={"train": 0.7, "val": 0.7, "test": 0.7},
+                  per_gpu_batchsize=2, batch_size=2, val_check_interval=1.0)
+    assert "AUROC" in report["metrics"]
