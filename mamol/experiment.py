@@ -106,6 +106,9 @@ def config():
     test_only = False  # evaluate load_path on the test split and write test_results.json
     test_after_fit = True  # a training run ends by testing its best checkpoint
     limit_test = 1.0  # test on a fraction of the test split (<= 1.0) or on its first N batches (> 1)
+    # load_path / resume_from whose output-changing options (top_k, modality_gate, missing_fill, ...) differ from
+    # this run's are refused; True evaluates the weights under this run's options and records the differences
+    allow_option_change = False
     debug = False  # run.py: show the full traceback of a project error instead of the one-line message
 
     # ---------------------------------------------------------------- experiments (run.py commands, README)
