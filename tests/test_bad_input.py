@@ -160,6 +160,10 @@ ARROW_CASES = {
     "arrow-format-version": _arrow_case(_rewrite_table(lambda t, m: (t, {**m, "format_version": 99}))),
     "arrow-not-remote": _arrow_case(_rewrite_table(lambda t, m: (t, {**m, "kind": "natural"}))),
     "arrow-patch-size-disagrees": _arrow_case(_rewrite_table(lambda t, m: (t, {**m, "patch_size": 12}))),
+    "arrow-other-conversion": _arrow_case(_rewrite_table(lambda t, m: (t, {**m, "conversion_id": "0" * 16}))),
+    "arrow-one-file-without-id": _arrow_case(_rewrite_table(lambda t, m: (t, {**{k: v for k, v in m.items()
+                                                                            if k != "conversion_id"},
+                                                                         "split_seed": 7}))),
     "arrow-classes-disagree": _arrow_case(_rewrite_table(lambda t, m: (t, {**m, "class_names": ["x"] * 4}))),
     **{f"arrow-label-{v}": _arrow_case(_rewrite_table(_labels(v))) for v in (-1, 4, 99)},
     "arrow-train-metadata-broken": _arrow_case(_rewrite_table(lambda t, m: (t, {"kind": "remote"})), "val", "train"),
