@@ -5,6 +5,13 @@ a mismatched one: the task descriptions, the method, and a fingerprint of the fr
 backbone was randomly initialised (``clip_random_init=True``) no file could rebuild it, so it is saved too.
 ``load_path`` takes a Lightning ``.ckpt`` or a plain state dict (keys with or without ``model.``).
 
+Two more facts make a checkpoint's identity: a sha256 of its saved tensors (``state_sha256``: keys in sorted
+order, each key, dtype, shape and bytes), verified whenever a file is read, so a flipped byte inside a value —
+which leaves the file readable — is refused by name; and the options that change the model's output (the
+method's ``Options`` fields except :data:`EXACT_OPTIONS`, plus ``missing_fill``), compared at ``load_path`` and
+``resume_from``: another value is refused unless ``allow_option_change=True``, and then recorded. Checkpoints
+saved before either existed load with a warning (no checksum) or unchecked (no options).
+
 Format versions (the ``format_version`` of our section): 1 = before the method registry (MaMOL's pattern
 embeddings at ``model.pattern`` / ``model.image_pattern`` / ``model.text_pattern``); 2 = now (at
 ``model.method.patterns.<tower>``). Version-1 files are upgraded when read, so they keep loading.
@@ -12,6 +19,7 @@ embeddings at ``model.pattern`` / ``model.image_pattern`` / ``model.text_pattern
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 import pickle
@@ -31,6 +39,8 @@ log = logging.getLogger(__name__)
 
 SECTION = "mamol"  # our section of a Lightning checkpoint
 FORMAT_VERSION = 2
+EXACT_OPTIONS = ("sparse_experts", "load_balance_weight")
+"""Method options that do not change a trained model's output: an exact speed-up and a training-only loss."""
 _V1_RENAMES = (("pattern.", "method.patterns.image."), ("image_pattern.", "method.patterns.image."),
                ("text_pattern.", "method.patterns.text."))
 
@@ -46,16 +56,57 @@ def trainable_keys(model: nn.Module, prefix: str = "model.") -> set[str]:
     return {f"{prefix}{n}" for n, p in model.named_parameters() if p.requires_grad}
 
 
-def section(infos: Sequence[TaskInfo], method: str, backbone: BackboneSettings, frozen_fingerprint: float) -> dict:
-    """Our part of a checkpoint: what the weights were trained for."""
+def checksum(state: Mapping[str, Tensor]) -> str:
+    """sha256 of a state dict: every tensor's key, dtype, shape and bytes, keys in sorted order."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def output_options(options: Any, missing_fill: str) -> dict[str, Any]:
+    """The settings that change a trained model's output, as stored in the checkpoint (tuples as lists)."""
+    values = {k: v for k, v in dataclasses.asdict(options).items() if k not in EXACT_OPTIONS}
+    values["missing_fill"] = missing_fill
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+
+def section(infos: Sequence[TaskInfo], method: str, backbone: BackboneSettings, frozen_fingerprint: float,
+            options: Mapping[str, Any], state: Mapping[str, Tensor]) -> dict:
+    """Our part of a checkpoint: what the weights were trained for, and the checksum of the saved ``state``."""
     return {
         "format_version": FORMAT_VERSION,
         "infos": [dataclasses.asdict(i) for i in infos],
         "method": method,
+        "options": dict(options),
         "backbone": {"vit": backbone.vit, "clip_weights": str(backbone.clip_weights) if backbone.clip_weights else None,
                      "random_init": backbone.random_init, "fingerprint": frozen_fingerprint},
         "frozen_included": backbone.random_init,
+        "state_sha256": checksum(state),
     }
+
+
+def option_changes(meta: Mapping[str, Any] | None, options: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """{key: {"checkpoint": stored, "run": this run's}} of the output-changing options that differ."""
+    stored = (meta or {}).get("options")
+    if stored is None:  # saved before options were recorded: nothing to compare
+        return {}
+    return {k: {"checkpoint": stored.get(k), "run": options.get(k)} for k in sorted(set(stored) | set(options))
+            if stored.get(k) != options.get(k)}
+
+
+def check_options(changes: Mapping[str, Mapping[str, Any]], allowed: bool, source: str) -> None:
+    """Refuse a checkpoint whose output-changing options differ from this run's (unless ``allowed``)."""
+    if not changes:
+        return
+    text = ", ".join(f"{k}: checkpoint {v['checkpoint']!r}, this run {v['run']!r}" for k, v in changes.items())
+    if not allowed:
+        raise CheckpointError(f"{source}: the checkpoint was trained with other options that change its output "
+                              f"({text}); pass the checkpoint's values, or allow_option_change=True to evaluate "
+                              f"it under these (recorded in test_results.json)")
+    log.warning("%s: evaluated with options other than the checkpoint's (allow_option_change=True): %s", source, text)
 
 
 def trim(state: Mapping[str, Tensor], model: nn.Module, keep_frozen: bool) -> dict[str, Tensor]:
@@ -152,7 +203,29 @@ def read(path: str | os.PathLike, source: str) -> dict:
                               f"truncated or not a checkpoint?): {type(err).__name__}: {err}") from err
     if not isinstance(obj, dict):
         raise CheckpointError(f"{source}: expected a checkpoint dict, found {type(obj).__name__}")
+    verify(obj, source)
     return upgrade(obj)
+
+
+def verify(obj: Mapping[str, Any], source: str) -> None:
+    """Refuse a checkpoint whose tensors do not match the checksum saved with them (a changed value).
+
+    A checkpoint of ours saved before checksums were recorded loads with a warning; a plain state dict (no
+    section of ours) carries none and is not checked.
+    """
+    meta = obj.get(SECTION)
+    if not isinstance(meta, Mapping):
+        return
+    expected = meta.get("state_sha256")
+    if expected is None:
+        log.warning("%s: no checksum (saved before checkpoints carried one); its tensors cannot be verified", source)
+        return
+    state = obj.get("state_dict")
+    found = checksum(state) if isinstance(state, Mapping) and all(isinstance(v, Tensor) for v in state.values()) \
+        else "unreadable"
+    if found != expected:
+        raise CheckpointError(f"{source}: its tensors do not match the checksum saved with them (sha256 {found[:12]} "
+                              f"instead of {expected[:12]}): the file is corrupted; use another copy or checkpoint")
 
 
 def state_of(obj: Mapping[str, Any], source: str) -> dict[str, Tensor]:

@@ -106,6 +106,9 @@ def config():
     test_only = False  # evaluate load_path on the test split and write test_results.json
     test_after_fit = True  # a training run ends by testing its best checkpoint
     limit_test = 1.0  # test on a fraction of the test split (<= 1.0) or on its first N batches (> 1)
+    # load_path / resume_from whose output-changing options (top_k, modality_gate, missing_fill, ...) differ from
+    # this run's are refused; True evaluates the weights under this run's options and records the differences
+    allow_option_change = False
     debug = False  # run.py: show the full traceback of a project error instead of the one-line message
 
     # ---------------------------------------------------------------- experiments (run.py commands, README)
@@ -116,6 +119,9 @@ def config():
     methods = ["mamol"]  # sweep: method names or variants {"name": "r4", "method": "mamol", "adapter_rank": 4}
     sweep_datasets = None  # sweep: `datasets` values trained in turn, e.g. [["trento"], ["augsburg"]]; None = datasets
     sweep_train_missing = None  # sweep: e.g. [{"ratio": 0.7, "type": "both"}]; None = missing_ratio/type of train
+    # sweep: a sweep folder whose runs were made under another config (any key but the sweep's axes and those in
+    # mamol/runs.py RESULT_NEUTRAL_KEYS) is refused; True renames it <exp_name>.replaced-<n> and starts a new sweep
+    sweep_new = False
     sweep_grid = True  # sweep: evaluate each trained checkpoint over grid_types x grid_ratios (the report's curves)
     report_dirs = []  # report: run or sweep folders to aggregate (searched for test_results.json and grid.json)
     map_pixels = "labelled"  # predict_map: "labelled" pixels of the scene, or "all" pixels

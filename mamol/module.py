@@ -42,6 +42,9 @@ class MaMOLModule(pl.LightningModule):
         self.metrics = nn.ModuleDict({f"{stage}_{info.name}": TaskMetrics(info.task_type, info.num_classes)
                                       for stage in ("val", "test") for info in self.infos})
         self.test_results: dict[str, Any] = {}
+        # Output-changing options of the last loaded checkpoint that differ from this run's (allow_option_change).
+        self.option_changes: dict[str, dict[str, Any]] = {}
+        self._options = checkpoint.output_options(settings.method.options, settings.missing.fill)
         # Checkpoints omit the frozen backbone (rebuilt from clip_weights); see on_load_checkpoint.
         self.strict_loading = False
         self._fingerprint = checkpoint.fingerprint(self.model)
@@ -134,17 +137,21 @@ class MaMOLModule(pl.LightningModule):
     def _check(self, meta: dict | None, source: str) -> None:
         checkpoint.check_compatible(meta, self.infos, self.settings.method.name, self.settings.backbone,
                                     self._fingerprint, source)
+        changes = checkpoint.option_changes(meta, self._options)
+        checkpoint.check_options(changes, self.settings.run.allow_option_change, source)
+        self.option_changes = changes
 
     def on_save_checkpoint(self, ckpt: dict) -> None:
         keep_frozen = self.settings.backbone.random_init
         ckpt["state_dict"] = checkpoint.trim(ckpt["state_dict"], self.model, keep_frozen)
-        ckpt[checkpoint.SECTION] = checkpoint.section(self.infos, self.settings.method.name,
-                                                      self.settings.backbone, self._fingerprint)
+        ckpt[checkpoint.SECTION] = checkpoint.section(self.infos, self.settings.method.name, self.settings.backbone,
+                                                      self._fingerprint, self._options, ckpt["state_dict"])
 
     def on_load_checkpoint(self, ckpt: dict) -> None:
         """Resuming (``resume_from``): upgrade an older format in place, refuse a mismatched checkpoint."""
-        checkpoint.upgrade(ckpt)
         source = f"resume_from={str(self.settings.run.resume_from)!r}"
+        checkpoint.verify(ckpt, source)
+        checkpoint.upgrade(ckpt)
         self._check(ckpt.get(checkpoint.SECTION), source)
         checkpoint.check_state(ckpt["state_dict"], self.state_dict(), checkpoint.trainable_keys(self.model), source,
                                self.describe())

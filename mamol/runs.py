@@ -10,13 +10,16 @@
   numbered like a training run's: ``<log_dir>/<exp_name>/version_<n>/`` (:func:`new_run_folder`).
 * :class:`RunClock` and :func:`run_facts` give what ``test_results.json`` records for reports: trainable
   parameters, wall time of fitting and testing, each task's modalities.
+* A run's identity is its whole config except :data:`RESULT_NEUTRAL_KEYS` (:func:`identity`): a sweep refuses to
+  continue under another one, and a report never pools runs of different identities into one cell.
 """
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -41,6 +44,32 @@ def versions() -> dict[str, str]:
             if name == "mamol":
                 out[name] = __version__
     return out
+
+
+RESULT_NEUTRAL_KEYS = frozenset({
+    "exp_name", "log_dir", "debug", "logger",  # names and where files go, tracebacks, curve format
+    "num_workers", "num_gpus", "num_processes", "num_nodes", "per_gpu_batchsize",  # hardware layout: the same
+    # effective batch and sample order on any layout (reliability.md: 2 x 16 reaches 1 x 32's weights)
+    "missing_table_root",  # where missing tables are stored; a table carries the parameters it was drawn with
+    "skip_missing", "sparse_experts",  # exact speed-ups
+    "report_dirs", "map_pixels", "map_missing",  # other commands' inputs
+    "sweep_new", "allow_option_change",  # what to do on a mismatch; the values compared are in the config
+})
+"""Config keys that do not change a run's results: left out of its identity (sweeps, reports)."""
+
+
+def identity(config: Mapping[str, Any], leave_out: frozenset[str] | set[str] = frozenset()) -> dict[str, Any]:
+    """The config keys that make a run's results, as JSON values (tuples as lists, paths as text), sorted;
+    without :data:`RESULT_NEUTRAL_KEYS` and ``leave_out``."""
+    kept = {k: v for k, v in config.items() if k not in RESULT_NEUTRAL_KEYS and k not in leave_out}
+    return json.loads(json.dumps(kept, default=str, sort_keys=True))
+
+
+def identity_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """``key: old -> new`` for every key whose value differs (absent: ``<unset>``), sorted by key."""
+    unset = "<unset>"
+    return [f"{k}: {old.get(k, unset)!r} -> {new.get(k, unset)!r}" for k in sorted(set(old) | set(new))
+            if old.get(k, unset) != new.get(k, unset)]
 
 
 def run_record(s: RunSettings) -> dict[str, Any]:

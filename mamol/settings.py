@@ -48,6 +48,7 @@ class RunInfo:
     logger: Literal["csv", "tensorboard"]  # training curves: metrics.csv, and TensorBoard event files too
     test_after_fit: bool  # test the best checkpoint when training ends
     limit_test: float  # part of the test split evaluated: a fraction (<= 1) or a number of batches (> 1)
+    allow_option_change: bool  # load a checkpoint although its output-changing options differ (recorded)
 
 
 @dataclass(frozen=True)

@@ -316,6 +316,8 @@ def _fit_and_test(s: RunSettings, trainer: pl.Trainer, best: ModelCheckpoint, la
         "limit_test": s.run.limit_test,
         "checkpoint": tested_path,
         "method": s.method.name,
+        # options of the tested checkpoint this evaluation changed (allow_option_change=True); {} = none
+        "option_changes": module.option_changes,
         "class_names": {i.name: list(i.class_names) for i in datamodule.infos},
         "dataset": {i.name: i.metadata for i in datamodule.infos},
         **runs.run_record(s),  # config, settings, versions

@@ -30,6 +30,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from mamol.data.arrow import num_rows, open_arrow, read_metadata
+from mamol.data.conversion import check_one_conversion
 from mamol.errors import DataError, MissingFileError
 from mamol.missing import data_key, load_or_make_missing_table, simulate_missing
 from mamol.settings import DataSettings, MissingSettings
@@ -96,6 +97,7 @@ class BaseArrowDataset(Dataset):
         self.info = self.task_info(entry, data)
         self.modalities = self.info.modalities
         self.metadata = read_metadata(self.path)
+        check_one_conversion(self.conversion_paths())  # never splits of two conversions (e.g. one interrupted)
         self.missing_fill = missing.fill
         self.simulate = missing.simulate and split == "train"
         self.missing_seed = missing.split(split).seed
@@ -109,6 +111,12 @@ class BaseArrowDataset(Dataset):
         self._pid: int | None = None
         self._rng: np.random.Generator | None = None
         self._rng_pid: int | None = None
+
+    def conversion_paths(self) -> list[Path]:
+        """The files of this dataset's conversion present in ``data_root``: every split file (remote: and the
+        scene file), which must carry one conversion id."""
+        paths = [self.data.root / f"{self.entry.arrow_stem(s)}.arrow" for s in SPLITS]
+        return [p for p in paths if p.is_file()]
 
     # ---------------------------------------------------------------- task description
     @classmethod

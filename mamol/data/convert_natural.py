@@ -30,6 +30,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from mamol.data.arrow import write_arrow
+from mamol.data.conversion import CONVERSION_KEY, conversion_id, staged
 from mamol.data.formats import NATURAL_MODALITIES
 from mamol.errors import DataError
 
@@ -160,15 +161,20 @@ def write_split(path: Path, schema: pa.Schema, plan: SplitPlan, metadata: dict, 
 
 def write_all(prefix: str, target: Path, schema: pa.Schema, plans: dict[str, SplitPlan],
                metadata: dict, progress: bool, samples: dict[str, int] | None = None) -> list[Path]:
-    """Write one file per split; ``samples`` counts samples per split where they differ from rows."""
-    target.mkdir(parents=True, exist_ok=True)
+    """Write one file per split, as one conversion (one id, staged, then put in place together:
+    :mod:`mamol.data.conversion`); ``samples`` counts samples per split where they differ from rows."""
     counts = {split: len(plan) for split, plan in plans.items()}
     samples = samples or counts
+    contents = [json.dumps({"images": [str(i) for i in plan.images], "columns": plan.columns}, sort_keys=True,
+                           default=str).encode("utf-8") for plan in plans.values()]
+    identity = conversion_id({**metadata, "split_rows": counts, "split_samples": samples}, *contents)
     out = []
-    for split, plan in plans.items():
-        meta = dict(metadata, split=split, num_rows=len(plan), samples=samples[split], split_rows=counts,
-                    split_samples=samples)
-        out.append(write_split(target / f"{prefix}_{split}.arrow", schema, plan, meta, progress))
+    with staged(target, prefix) as staging:
+        for split, plan in plans.items():
+            meta = dict(metadata, split=split, num_rows=len(plan), samples=samples[split], split_rows=counts,
+                        split_samples=samples, **{CONVERSION_KEY: identity})
+            write_split(staging / f"{prefix}_{split}.arrow", schema, plan, meta, progress)
+            out.append(target / f"{prefix}_{split}.arrow")
     return out
 
 

@@ -12,8 +12,9 @@ pad symmetrically; then write
   from which whole-scene windows are cut on the fly.
 
 Each file carries the same metadata JSON (modalities, bands, class names, normalisation and its statistics,
-split parameters and counts, source files with keys and sizes). No torch import here: the converter stays
-light. Files are written atomically.
+split parameters and counts, source files with keys and sizes) and one conversion id; the files are written
+into a staging folder and put in place together (:mod:`mamol.data.conversion`). No torch import here: the
+converter stays light.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from tqdm.auto import tqdm
 
 from mamol.data.arrow import fixed_list_array, write_arrow
+from mamol.data.conversion import CONVERSION_KEY, conversion_id, staged
 from mamol.data.formats import MODALITY_ORDER, NAN_POLICIES, NORMALIZATIONS, REMOTE_FORMAT, REMOTE_FORMAT_VERSION
 from mamol.data.matfile import MatVariable, iter_bands, read_variable, resolve_variable
 from mamol.data.scenes import _EXAMPLE_FILES, KNOWN_SCENES, ROLE_KEYS, class_names_for, find_scene_files
@@ -336,17 +338,21 @@ def prepare_remote(
         "nan_policy": nan, "nan_filled": filled, "source": source,
         "columns": {m: [bands[m], patch_size, patch_size] for m in present},
     }
+    meta[CONVERSION_KEY] = conversion_id(meta, *(np.ascontiguousarray(pixels[s]).tobytes() for s in SPLITS))
     target = Path(target)
     out: dict[str, Path] = {}
     total = sum(len(p) for p in pixels.values())
-    with tqdm(total=total, desc=f"{name}: patches", disable=not progress, unit="px") as bar:
+    # One unit: every file is written into a staging folder first, then all are renamed into place.
+    with staged(target, name) as staging, tqdm(total=total, desc=f"{name}: patches", disable=not progress,
+                                               unit="px") as bar:
         for s in SPLITS:
             schema, batches = _split_batches(padded, pixels[s], split_labels[s], width, patch_size, bar)
-            out[s] = write_arrow(target / f"{name}_{s}.arrow", schema, batches,
-                                 {**meta, "split": s, "num_rows": int(len(pixels[s]))})
-    if write_scene:
-        out["scene"] = _write_scene(target / f"{name}_scene.arrow", padded, labels, patch_size,
-                                    {**meta, "split": "scene"})
+            write_arrow(staging / f"{name}_{s}.arrow", schema, batches,
+                        {**meta, "split": s, "num_rows": int(len(pixels[s]))})
+            out[s] = target / f"{name}_{s}.arrow"
+        if write_scene:
+            _write_scene(staging / f"{name}_scene.arrow", padded, labels, patch_size, {**meta, "split": "scene"})
+            out["scene"] = target / f"{name}_scene.arrow"
     logger.info("%s: wrote %s (train/val/test = %s samples)", name, ", ".join(str(p) for p in out.values()),
                 "/".join(str(len(pixels[s])) for s in SPLITS))
     return out

@@ -109,7 +109,8 @@ class RemoteDataset(BaseArrowDataset):
     def __init__(self, entry: DatasetEntry, data: DataSettings, missing: MissingSettings, split: str) -> None:
         super().__init__(entry, data, missing, split)
         _check_remote_metadata(self.metadata, self.path)
-        for key in ("bands", "class_names", "patch_size", "normalize", "scene_shape"):
+        for key in ("bands", "class_names", "patch_size", "normalize", "scene_shape", "split_method", "split_seed",
+                    "counts"):
             if self.metadata.get(key) != self.info.metadata.get(key):
                 raise DataError(
                     f"{self.path}: {key}={self.metadata.get(key)!r} differs from the train file's "
@@ -121,6 +122,10 @@ class RemoteDataset(BaseArrowDataset):
         self._views: dict[str, list[np.ndarray]] | None = None
         self._starts: np.ndarray | None = None
         self._columns: dict[str, np.ndarray] | None = None
+
+    def conversion_paths(self) -> list[Path]:
+        scene = self.data.root / f"{self.name}_scene.arrow"
+        return super().conversion_paths() + ([scene] if scene.is_file() else [])
 
     def process_state_keys(self) -> tuple[str, ...]:
         return ("_views", "_starts", "_columns")

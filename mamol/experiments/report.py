@@ -3,10 +3,15 @@
 ``python run.py report with 'report_dirs=["result/my_sweep", "result/other/version_3"]'`` searches each folder
 for finished runs (``test_results.json``; with ``grid.json`` beside it when the run was evaluated over the
 grid). A run belongs to the group of its datasets and training missing setting; within a group runs of the
-same method label (the variant name recorded in a sweep's ``sweep.json``, else the ``method``) are the seeds
-of that method. For every (group, method, test setting) the report gives n (seeds), the mean and the sample
-standard deviation (n − 1 in the denominator; left empty for a single seed) of every metric × 100, and per
-run its trainable parameters and wall time (``test_results.json`` records them).
+same method label (the variant name recorded in a sweep's ``sweep.json``, else the ``method``) and the same
+identity are the seeds of that method. A run's identity is its whole config except the result-neutral keys
+(:data:`mamol.runs.RESULT_NEUTRAL_KEYS`) and :data:`NOT_POOLED_ON` (the seed, which is averaged over, and
+the evaluation settings, which are the tables' rows); runs of one label with different identities (a 3-epoch
+run beside a sweep's 1-epoch runs) are never pooled: each identity gets its own column, labelled by the keys
+that differ (``mamol (max_epoch=3)``), with a warning in the log and in ``report.md``. Every cell shows its n.
+For every (group, method, test setting) the report gives n (seeds), the mean and the sample standard deviation
+(n − 1 in the denominator; left empty for a single seed) of every metric × 100, and per run its trainable
+parameters and wall time (``test_results.json`` records them).
 
 Files (in the report's folder): ``report.md`` (runs, methods, one table per metric: test settings × methods),
 ``report.csv`` (one row per group, method and test setting: every metric's mean and std), ``report.tex``
@@ -31,7 +36,7 @@ from mamol.errors import ConfigError, DataError, MissingFileError
 from mamol.experiments import plots, tables
 from mamol.metrics import TaskMetrics, summary_metrics
 from mamol.missing import parse_missing_type
-from mamol.runs import new_run_folder
+from mamol.runs import identity, new_run_folder
 from mamol.settings import from_config
 from mamol.tasks import REMOTE
 
@@ -40,6 +45,14 @@ log = logging.getLogger(__name__)
 PLAN_FILE = "sweep.json"
 """The plan a sweep writes into its folder: each run's name and method label (:mod:`mamol.experiments.sweep`)."""
 COMPLETE = "complete"
+NOT_POOLED_ON = frozenset({
+    "seed",  # what a cell averages over
+    "seeds", "methods", "sweep_datasets", "sweep_train_missing", "sweep_grid",  # the sweep's axes (runs record theirs)
+    "datasets", "missing_ratio", "missing_type",  # the group (datasets, training setting) and the tested setting
+    "test_ratio", "test_type", "grid_types", "grid_ratios",  # the test settings: the tables' rows
+    "test_only", "load_path", "resume_from", "test_after_fit",  # how the tested weights were reached or loaded
+})
+"""Config keys, besides the result-neutral ones, that runs pooled into one report cell may differ in."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +101,7 @@ class RunRecord:
     fit_s: float | None
     test_s: float | None
     tested: str  # the test setting of test_results.json
+    identity: dict[str, Any] = field(default_factory=dict)  # config keys that must agree to pool runs
     order: tuple = ()  # sort key: (position in its sweep's plan, folder), so methods appear in plan order
     settings: dict[str, dict[str, float]] = field(default_factory=dict)  # setting label -> metrics x 100
     curves: dict[str, dict[float, dict[str, float]]] = field(default_factory=dict)  # grid type -> ratio -> metrics
@@ -132,7 +146,7 @@ def read_run(folder: Path) -> RunRecord:
         datasets=tasks, order=(position, str(folder)),
         train=train_label, headline=headline_metric(tasks), parameters=tested.get("trainable_parameters"),
         fit_s=wall.get("fit"), test_s=wall.get("test"),
-        tested=test_label)
+        tested=test_label, identity=identity(config, NOT_POOLED_ON))
     record.settings[record.tested] = dict(tested["metrics"])
     grid_path = folder / "grid.json"
     if grid_path.is_file():
@@ -183,10 +197,11 @@ class Stat:
     def text(self, digits: int = 2) -> str:
         return f"{self.mean:.{digits}f}" if self.std is None else f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
 
-    def latex(self, digits: int = 2) -> str:
+    def latex(self, digits: int = 2, n: bool = False) -> str:
+        count = f"\\;(n={self.n})" if n else ""
         if self.std is None:
-            return f"${self.mean:.{digits}f}$"
-        return f"${self.mean:.{digits}f} \\pm {self.std:.{digits}f}$"
+            return f"${self.mean:.{digits}f}{count}$"
+        return f"${self.mean:.{digits}f} \\pm {self.std:.{digits}f}{count}$"
 
 
 @dataclass
@@ -199,6 +214,7 @@ class Group:
     methods: dict[str, list[RunRecord]]
     settings: list[str]  # test settings, complete first, then the grid's order
     metrics: list[str]  # summary metrics, headline first
+    warnings: list[str] = field(default_factory=list)  # runs of one label kept apart, and why
 
     def stat(self, label: str, setting: str, metric: str) -> Stat | None:
         runs = [r for r in self.methods[label] if setting in r.settings and metric in r.settings[setting]]
@@ -238,11 +254,46 @@ def _order_settings(records: Sequence[RunRecord]) -> list[str]:
     return sorted(present, key=key)
 
 
+def _short(value: Any) -> str:
+    text = json.dumps(value, separators=(",", ":"))
+    return text if len(text) <= 24 else text[:21] + "..."
+
+
+def split_by_identity(label: str, runs: Sequence[RunRecord]) -> tuple[dict[str, list[RunRecord]], str | None]:
+    """Runs of one method label by identity: ({label: runs}, None) when they agree, else one label per identity,
+    ``<label> (<key>=<value>, ...)`` over the differing keys (three at most, then ``+n``), and a warning."""
+    buckets: dict[str, list[RunRecord]] = {}
+    for r in runs:
+        buckets.setdefault(json.dumps(r.identity, sort_keys=True), []).append(r)
+    if len(buckets) == 1:
+        return {label: list(runs)}, None
+    identities = [rs[0].identity for rs in buckets.values()]
+    keys = sorted(k for k in set().union(*identities) if len({json.dumps(i.get(k)) for i in identities}) > 1)
+    out = {}
+    for i, rs in zip(identities, buckets.values()):
+        parts = [f"{k}={_short(i.get(k))}" for k in keys[:3]] + ([f"+{len(keys) - 3}"] if len(keys) > 3 else [])
+        out[f"{label} ({', '.join(parts)})"] = rs
+    warning = (f"runs of {label} on {runs[0].group[0]} (train {runs[0].group[1]}) were made with different configs "
+               f"(differing: {', '.join(keys)}), so they are reported apart: "
+               + "; ".join(f"{name}: {', '.join(str(r.folder) for r in rs)}" for name, rs in out.items()))
+    return out, warning
+
+
 def group_runs(records: Sequence[RunRecord]) -> list[Group]:
-    """Runs grouped by (datasets, training setting), then by method label (in the order first seen)."""
-    groups: dict[tuple[str, str], dict[str, list[RunRecord]]] = {}
+    """Runs grouped by (datasets, training setting), then by method label and identity (in the order first seen)."""
+    by_label: dict[tuple[str, str], dict[str, list[RunRecord]]] = {}
     for r in records:
-        groups.setdefault(r.group, {}).setdefault(r.label, []).append(r)
+        by_label.setdefault(r.group, {}).setdefault(r.label, []).append(r)
+    groups: dict[tuple[str, str], dict[str, list[RunRecord]]] = {}
+    warnings: dict[tuple[str, str], list[str]] = {}
+    for key, labels in by_label.items():
+        groups[key] = {}
+        for label, runs in labels.items():
+            apart, warning = split_by_identity(label, runs)
+            groups[key].update(apart)
+            if warning:
+                log.warning("report: %s", warning)
+                warnings.setdefault(key, []).append(warning)
     out = []
     for (datasets, train), methods in groups.items():
         runs = [r for rs in methods.values() for r in rs]
@@ -254,7 +305,7 @@ def group_runs(records: Sequence[RunRecord]) -> list[Group]:
         headline = runs[0].headline
         names = list(dict.fromkeys(k for r in runs for m in r.settings.values() for k in m))
         out.append(Group(datasets, train, headline, methods, _order_settings(runs),
-                         summary_metrics(names, headline)))
+                         summary_metrics(names, headline), warnings.get((datasets, train), [])))
     return out
 
 
@@ -266,7 +317,7 @@ def _pivot(group: Group, metric: str, latex: bool = False) -> tuple[list[str], l
         cells = []
         for label in group.methods:
             stat = group.stat(label, setting, metric)
-            cells.append("" if stat is None else stat.latex() if latex else stat.text())
+            cells.append("" if stat is None else stat.latex(n=True) if latex else f"{stat.text()} (n={stat.n})")
         rows.append([setting, *cells])
     return header, rows
 
@@ -345,7 +396,8 @@ def write_report(dirs: Sequence[Path], folder: Path) -> str:
     groups = group_runs(records)
     folder.mkdir(parents=True, exist_ok=True)
     note = ("Scores x 100: mean ± sample standard deviation over seeds (n - 1 in the denominator; one seed: "
-            "the value alone). Test settings: `complete` (ratio 0) and `<missing type> <ratio>`.\n")
+            "the value alone), n = runs (seeds) in the cell. Test settings: `complete` (ratio 0) and "
+            "`<missing type> <ratio>`.\n")
     md = [f"# Report\n\n{len(records)} runs from {', '.join(str(d) for d in dirs)}.\n\n{note}\n## Runs\n\n",
           tables.markdown(*_runs_table(records), align_right_from=4), "\n## Methods\n\n",
           tables.markdown(*_methods_table(groups), align_right_from=3)]
@@ -353,6 +405,9 @@ def write_report(dirs: Sequence[Path], folder: Path) -> str:
         *_methods_table(groups, latex=True), caption="Methods: seeds, trainable parameters and training time.",
         label="tab:methods", align_right_from=3)]
     text = []
+    separated = [w for g in groups for w in g.warnings]
+    if separated:
+        md.append("\n## Warnings\n\n" + "".join(f"- {w}\n" for w in separated))
     for i, g in enumerate(groups):
         for metric in g.metrics:
             md += [f"\n## {g.title}: {metric}\n\n", tables.markdown(*_pivot(g, metric))]

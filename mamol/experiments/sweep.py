@@ -14,6 +14,13 @@ Running the same command again continues the sweep: a run whose folder holds ``t
 sweep folder records the plan (name, method label, seed, datasets, training setting, config changes) and
 each run's state; ``report`` reads the method labels from it. At the end the report is written into the
 sweep folder (:mod:`mamol.experiments.report`).
+
+A run's identity is its whole config, so ``sweep.json`` also records the sweep's shared config (every key but
+the sweep's axes and :data:`mamol.runs.RESULT_NEUTRAL_KEYS`) and each run's variant changes. Run again under
+another one (``max_epoch=2`` after 1), the sweep is refused, naming each differing key with its old and new
+value, instead of skipping the old runs as complete; ``sweep_new=True`` sets the old sweep folder aside (renamed
+``<exp_name>.replaced-<n>``, nothing deleted) and starts a new sweep. A ``sweep.json`` written before the config
+was recorded is continued with a warning.
 """
 from __future__ import annotations
 
@@ -32,6 +39,7 @@ from mamol.experiments import grid, report
 from mamol.experiments.report import PLAN_FILE
 from mamol.files import write_json
 from mamol.methods import METHODS, method_class
+from mamol.runs import identity, identity_changes
 from mamol.settings import RunSettings, coerce, from_config
 from mamol.tasks import SPLITS
 
@@ -39,6 +47,8 @@ log = logging.getLogger(__name__)
 
 # Keys a variant may not change: the sweep sets them for every run.
 _SWEEP_KEYS = ("seed", "method", "datasets", "log_dir", "exp_name", "test_only", "resume_from")
+# The sweep's axes: set per run (and compared per run through its name and variant changes), not shared.
+_AXES = frozenset({*_SWEEP_KEYS, "seeds", "methods", "sweep_datasets", "sweep_train_missing"})
 
 
 @dataclass(frozen=True)
@@ -50,6 +60,7 @@ class SweepOptions:
     sweep_datasets: tuple[Any, ...] | None  # each a list of dataset names (or one name)
     sweep_train_missing: tuple[Any, ...] | None  # each {"ratio": r, "type": t}
     sweep_grid: bool
+    sweep_new: bool  # set an existing sweep folder made under another config aside and start anew
 
 
 @dataclass(frozen=True)
@@ -165,14 +176,71 @@ def state_of(folder: Path, with_grid: bool) -> RunState:
     return RunState(None, False, last)
 
 
-def _save_plan(folder: Path, runs: Sequence[SweepRun], states: Mapping[str, str]) -> None:
+def shared_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What every run of the sweep shares: the config without the axes, result-neutral keys and the training
+    split's missing setting (each run sets it)."""
+    shared = identity(config, _AXES)
+    for key in ("missing_ratio", "missing_type"):
+        value = shared.get(key)
+        shared[key] = ({s: v for s, v in value.items() if s != "train"} if isinstance(value, dict)
+                       else {s: value for s in SPLITS if s != "train"})
+    return shared
+
+
+def _read_plan(folder: Path) -> dict[str, Any] | None:
+    path = folder / PLAN_FILE
+    if not path.is_file():
+        return None
+    try:
+        recorded = json.loads(path.read_text())
+        recorded["runs"] = list(recorded.get("runs", []))
+        return recorded
+    except (json.JSONDecodeError, AttributeError, TypeError) as err:
+        raise ConfigError(f"{path}: not a sweep plan written by `run.py sweep` ({err})") from err
+
+
+def check_same_sweep(folder: Path, shared: Mapping[str, Any], runs: Sequence[SweepRun]) -> None:
+    """Refuse to continue the sweep in ``folder`` under another shared config or other variant changes."""
+    recorded = _read_plan(folder)
+    if recorded is None:
+        return
+    changes = []
+    if "config" not in recorded:
+        log.warning("%s was written before sweeps recorded their config: its runs are continued unchecked",
+                    folder / PLAN_FILE)
+    else:
+        changes += identity_changes(recorded["config"], shared)
+    old_runs = {r.get("name"): r for r in recorded["runs"] if isinstance(r, Mapping)}
+    for run in runs:
+        old = old_runs.get(run.name)
+        if old is not None and "updates" in old:
+            changes += [f"{run.label} {c}" for c in identity_changes(identity(old["updates"]), identity(run.updates))]
+    if changes:
+        raise ConfigError(f"sweep {folder} was run with other settings than this command's ({'; '.join(changes)}); "
+                          f"rerun it with its settings to continue it, or pass sweep_new=True to set it aside "
+                          f"(renamed, kept) and start a new sweep, or choose another exp_name")
+
+
+def set_aside(folder: Path) -> Path:
+    """Rename a sweep folder to the first free ``<name>.replaced-<n>`` beside it; returns the new path."""
+    n = 1
+    while folder.with_name(f"{folder.name}.replaced-{n}").exists():
+        n += 1
+    target = folder.with_name(f"{folder.name}.replaced-{n}")
+    folder.rename(target)
+    log.warning("sweep_new=True: the earlier sweep in %s is now %s", folder, target)
+    return target
+
+
+def _save_plan(folder: Path, shared: Mapping[str, Any], runs: Sequence[SweepRun], states: Mapping[str, str]) -> None:
     path = folder / PLAN_FILE
     recorded = {}
-    if path.is_file():  # keep runs of an earlier plan of this sweep (their folders may still be reported)
-        recorded = {r["name"]: r for r in json.loads(path.read_text()).get("runs", [])}
+    previous = _read_plan(folder)
+    if previous is not None:  # keep runs of an earlier plan of this sweep (their folders may still be reported)
+        recorded = {r["name"]: r for r in previous["runs"]}
     for run in runs:
         recorded[run.name] = {**asdict(run), "datasets": list(run.datasets), "state": states.get(run.name, "planned")}
-    write_json(path, {"runs": list(recorded.values())})
+    write_json(path, {"config": dict(shared), "runs": list(recorded.values())})
 
 
 def _grid(run_cfg: Mapping[str, Any], version: Path, checkpoint: str | None) -> None:
@@ -190,6 +258,10 @@ def run_sweep(config: Mapping[str, Any], options: SweepOptions, s: RunSettings, 
     runs = plan(config, options, s)
     for run in runs:  # check every run's config before training the first
         train.resolve_settings(run_config(config, run, folder))
+    shared = shared_config(config)
+    if options.sweep_new and folder.exists():
+        set_aside(folder)
+    check_same_sweep(folder, shared, runs)
     folder.mkdir(parents=True, exist_ok=True)
     states: dict[str, str] = {}
     done: list[tuple[SweepRun, str]] = []
@@ -210,13 +282,13 @@ def run_sweep(config: Mapping[str, Any], options: SweepOptions, s: RunSettings, 
             else:
                 log.info("[%d/%d] %s: training", i, len(runs), run.name)
             states[run.name] = "running"
-            _save_plan(folder, runs, states)
+            _save_plan(folder, shared, runs, states)
             results = train.run(cfg)
             if options.sweep_grid:
                 _grid(cfg, Path(results["run_dir"]), results.get("checkpoint"))
             what = "resumed and finished" if state.resume is not None else "trained"
         states[run.name] = "complete"
-        _save_plan(folder, runs, states)
+        _save_plan(folder, shared, runs, states)
         done.append((run, what))
     return done
 

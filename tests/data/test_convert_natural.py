@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import re
 import shutil
 from pathlib import Path
@@ -21,8 +22,9 @@ from mamol.data.food101 import FOOD101_CLASSES, prepare_food101
 from mamol.data.formats import SHIPPED_DIR
 from mamol.data.hateful_memes import prepare_hateful_memes
 from mamol.data.mmimdb import MMIMDB_GENRES, prepare_mmimdb
+from mamol.errors import DataError
 from tests.fakes.natural import make_food101_raw, make_hateful_memes_raw, make_mmimdb_raw
-from tests.helpers import make_arrow_script
+from tests.helpers import make_arrow_script, open_split
 
 MMIMDB_COLUMNS = {"image": pa.binary(), "plots": pa.list_(pa.string()), "label": pa.list_(pa.int64()),
                   "genres": pa.list_(pa.string()), "image_id": pa.string(), "split": pa.string()}
@@ -368,3 +370,26 @@ def test_make_arrow_cli_rejects_option_for_other_dataset(tmp_path: Path, capsys:
     err = capsys.readouterr().err
     assert flag in err and f"--dataset {dataset}" in err
     assert not list(tmp_path.glob("*.arrow"))
+
+
+def test_splits_of_two_conversions_are_refused(tmp_path: Path, monkeypatch) -> None:
+    """A second MM-IMDb conversion into the folder, killed after its first rename: train of the new download
+    beside dev/test of the old one is refused when read, naming the files."""
+    target = tmp_path / "arrow"
+    prepare_mmimdb(make_mmimdb_raw(tmp_path / "raw0", seed=0).root, target, progress=False)
+    real, done = os.replace, []
+
+    def replace(src, dst, *args, **kwargs):
+        if Path(dst).parent.resolve() == target.resolve():
+            if done:
+                raise KeyboardInterrupt
+            done.append(dst)
+        return real(src, dst, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "replace", replace)
+        with pytest.raises(KeyboardInterrupt):
+            prepare_mmimdb(make_mmimdb_raw(tmp_path / "raw1", seed=1, counts=(5, 3, 4)).root, target, progress=False)
+    assert sorted(p.name for p in target.iterdir()) == ["mmimdb_dev.arrow", "mmimdb_test.arrow", "mmimdb_train.arrow"]
+    with pytest.raises(DataError, match=r"different conversions: .*mmimdb_train\.arrow.*mmimdb_test\.arrow"):
+        open_split(target, "mmimdb", "test", missing_table_root=str(tmp_path / "tables"))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,13 +15,14 @@ import pyarrow as pa
 import pytest
 import scipy.io
 
-from mamol.data.arrow import column_views, open_arrow, read_metadata
+from mamol.data.arrow import column_views, open_arrow, read_metadata, write_table
 from mamol.data.convert_remote import extract_patches, pad_index, prepare_remote
 from mamol.data.formats import METADATA_KEY
 from mamol.data.matfile import iter_bands, read_variable, resolve_variable
 from mamol.data.synthetic import NAMINGS, make_houston_sized, write_mat, write_scene
+from mamol.errors import DataError
 from tests.fakes.remote import SMALL_COUNTS, small_scene_dir
-from tests.helpers import make_arrow_script
+from tests.helpers import make_arrow_script, open_split
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -70,6 +73,7 @@ def _content_sha256(path: Path) -> str:
     meta = json.loads(reader.schema.metadata[METADATA_KEY])
     for source in meta["source"].values():
         del source["bytes"]  # depends on the scipy / h5py version that wrote the .mat file
+    del meta["conversion_id"]  # a digest of the metadata above, source bytes included
     digest = hashlib.sha256(reader.schema.remove_metadata().to_string().encode())
     digest.update(json.dumps(meta, sort_keys=True).encode())
     for i in range(reader.num_record_batches):  # batch boundaries are part of the file
@@ -338,3 +342,57 @@ def test_two_conversions_into_one_folder_at_once_leave_only_complete_files(tmp_p
     for path in target.iterdir():
         table, meta = open_arrow(path), read_metadata(path)
         assert table.num_rows == meta["num_rows"] and meta["split_seed"] in (1, 2)  # one whole conversion's file
+
+
+def _killed_after_renames(monkeypatch, target: Path, renames: int) -> None:
+    """os.replace into ``target`` stops the process (as a kill would) after ``renames`` files were put in place."""
+    real, done = os.replace, []
+
+    def replace(src, dst, *args, **kwargs):
+        if Path(dst).parent.resolve() == target.resolve():
+            if len(done) == renames:
+                raise KeyboardInterrupt
+            done.append(dst)
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+def test_splits_of_two_conversions_are_refused_and_leftovers_cleaned(tmp_path, monkeypatch) -> None:
+    """A conversion into a folder holding another one, killed after two of its four renames, leaves train/val of
+    seed 1 beside test/scene of seed 0: refused at load, naming the files and their conversion ids."""
+    root, _ = small_scene_dir(tmp_path)
+    target = tmp_path / "arrow"
+    prepare_remote("synthetic", root, target, seed=0, **SMALL_COUNTS)
+    with monkeypatch.context() as patch:
+        _killed_after_renames(patch, target, 2)
+        with pytest.raises(KeyboardInterrupt):
+            prepare_remote("synthetic", root, target, seed=1, **SMALL_COUNTS)
+    seeds = {p.name: read_metadata(p)["split_seed"] for p in target.glob("*.arrow")}
+    assert sorted(seeds.values()) == [0, 0, 1, 1]  # the mixed folder the kill left
+    assert sorted(p.name for p in target.iterdir()) == sorted(seeds)  # and nothing else: no temporary files
+    for split in ("train", "test"):
+        with pytest.raises(DataError, match=r"different conversions: .*synthetic_train\.arrow.*synthetic_test\.arrow"):
+            open_split(target, "synthetic", split, missing_table_root=str(tmp_path / "tables"))
+    # A conversion killed by SIGKILL leaves its staging folder; the next conversion removes it.
+    stale = target / f".synthetic.converting-{socket.gethostname()}-999999999-abc"
+    stale.mkdir()
+    (stale / "synthetic_train.arrow").write_bytes(b"partial")
+    again = prepare_remote("synthetic", root, target, seed=1, **SMALL_COUNTS)
+    assert sorted(p.name for p in target.iterdir()) == sorted(p.name for p in again.values())
+    assert len({read_metadata(p)["conversion_id"] for p in again.values()}) == 1
+    assert open_split(target, "synthetic", "test", missing_table_root=str(tmp_path / "tables")).metadata[
+        "split_seed"] == 1
+
+
+def test_files_converted_before_conversion_ids_load_with_a_warning(tmp_path, caplog) -> None:
+    root, _ = small_scene_dir(tmp_path)
+    target = tmp_path / "arrow"
+    for path in prepare_remote("synthetic", root, target, **SMALL_COUNTS).values():
+        table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+        meta = json.loads(table.schema.metadata[METADATA_KEY])
+        del meta["conversion_id"]
+        write_table(path, table.replace_schema_metadata(None), meta)
+    with caplog.at_level(logging.WARNING):
+        open_split(target, "synthetic", "val", missing_table_root=str(tmp_path / "tables"))
+    assert "no conversion id" in caplog.text

@@ -12,7 +12,7 @@ import torch
 from mamol import train
 from mamol.errors import ConfigError, MissingFileError
 from mamol.experiments.sweep import RunState, state_of
-from tests.helpers import add_callbacks, read_csv, read_json, run_command, short_run
+from tests.helpers import add_callbacks, read_csv, read_json, run_command, short_run, tiny_config
 
 METHODS = ["mamol", {"name": "mamol_r4", "method": "mamol", "adapter_rank": 4}]
 
@@ -147,3 +147,58 @@ def test_sweep_resumes_a_run_interrupted_mid_training(small_scene_root, tmp_path
     state = torch.load(last, map_location="cpu", weights_only=True)
     assert state["epoch"] == 1  # epoch 0 from before the crash, epoch 1 after resuming
     assert json.loads((tmp_path / "runs" / "sweep" / "sweep.json").read_text())["runs"][0]["state"] == "complete"
+
+
+def test_a_sweep_run_again_with_another_setting_is_refused_not_reused(small_scene_root, tmp_path, monkeypatch):
+    """max_epoch=2 after a 1-epoch sweep: refused naming the key and both values (the 1-epoch runs are not
+    reported as 2-epoch ones); keys that do not change results are free; sweep_new=True starts a new sweep."""
+    updates = _sweep_updates(small_scene_root, tmp_path, seeds=[0], methods=["mamol"], sweep_grid=False)
+    folder = run_command("sweep", "remote", **updates)
+    first = read_json(folder / "mamol-synthetic-train_both0.7-seed0" / "version_0" / "test_results.json")
+    assert read_json(folder / "sweep.json")["config"]["max_epoch"] == 1
+    trained: list[str] = []
+    real_run = train.run
+    monkeypatch.setattr(train, "run", lambda cfg: trained.append(cfg["exp_name"]) or real_run(cfg))
+    with pytest.raises(ConfigError, match=r"sweep.*max_epoch: 1 -> 2.*sweep_new=True"):
+        run_command("sweep", "remote", **{**updates, "max_epoch": 2})
+    r4 = {"name": "mamol_r4", "method": "mamol", "adapter_rank": 4}
+    run_command("sweep", "remote", **{**updates, "methods": [r4]})
+    with pytest.raises(ConfigError, match=r"mamol_r4.*adapter_rank: 4 -> 2"):  # a variant redefined under its name
+        run_command("sweep", "remote", **{**updates, "methods": [{**r4, "adapter_rank": 2}]})
+    assert trained == ["mamol_r4-synthetic-train_both0.7-seed0"]
+    run_command("sweep", "remote", **{**updates, "num_workers": 0, "debug": True})  # nothing changes the results
+    assert trained == ["mamol_r4-synthetic-train_both0.7-seed0"]
+    run_command("sweep", "remote", **{**updates, "max_epoch": 2, "sweep_new": True})
+    assert trained[-1] == "mamol-synthetic-train_both0.7-seed0"
+    assert read_json(folder / "sweep.json")["config"]["max_epoch"] == 2
+    kept = tmp_path / "runs" / "sweep.replaced-1" / "mamol-synthetic-train_both0.7-seed0" / "version_0"
+    assert read_json(kept / "test_results.json")["metrics"] == first["metrics"]  # the old sweep is set aside
+
+
+def _finished_run(folder: Path, oa: float, **updates) -> None:
+    """A test_results.json as a remote run with ``updates`` writes it (scores made up)."""
+    config = tiny_config("remote", datasets=["synthetic"], **updates)
+    folder.mkdir(parents=True)
+    (folder / "test_results.json").write_text(json.dumps({
+        "config": config, "settings": {"missing": {"train": {"type": "both", "ratio": 0.7}}}, "tasks": ["synthetic"],
+        "modalities": {"synthetic": ["hsi", "lidar"]}, "missing": {"missing_type": "both", "missing_ratio": 0.7},
+        "metrics": {"OA": oa, "AA": oa, "kappa": oa}, "method": config["method"]}))
+
+
+def test_report_separates_runs_of_different_configs_and_shows_n(tmp_path):
+    """A 3-epoch run beside a sweep's 1-epoch runs of the same method and setting is not pooled into their cell
+    (it was: n = 3, seed 0 twice): the cells are labelled by the differing key, with n in every table."""
+    _finished_run(tmp_path / "sweep" / "a" / "version_0", 50.0, seed=0, max_epoch=1)
+    _finished_run(tmp_path / "sweep" / "b" / "version_0", 60.0, seed=1, max_epoch=1, num_workers=0)  # neutral key
+    _finished_run(tmp_path / "long" / "version_0", 90.0, seed=0, max_epoch=3)
+    folder = run_command("report", report_dirs=[str(tmp_path / "sweep"), str(tmp_path / "long")],
+                         log_dir=str(tmp_path / "out"), exp_name="report")
+    rows = {r["method"]: r for r in read_csv(folder / "report.csv")}
+    assert set(rows) == {"mamol (max_epoch=1)", "mamol (max_epoch=3)"}
+    assert (rows["mamol (max_epoch=1)"]["n"], rows["mamol (max_epoch=1)"]["seeds"]) == ("2", "0 1")
+    assert float(rows["mamol (max_epoch=1)"]["OA_mean"]) == pytest.approx(55.0)
+    assert (rows["mamol (max_epoch=3)"]["n"], float(rows["mamol (max_epoch=3)"]["OA_mean"])) == ("1", 90.0)
+    md, tex = (folder / "report.md").read_text(), (folder / "report.tex").read_text()
+    assert "55.00 ± 7.07 (n=2)" in md and "90.00 (n=1)" in md
+    assert "runs of mamol on synthetic" in md and "max_epoch" in md  # the warning, in the report too
+    assert r"55.00 \pm 7.07\;(n=2)" in tex

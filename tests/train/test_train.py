@@ -89,6 +89,29 @@ def test_checkpoint_of_another_dataset_is_refused(remote_root, tmp_path):
         _run(remote_root, tmp_path, exp_name="dst", test_only=True, load_path=str(garbage))
 
 
+def test_a_corrupted_or_reconfigured_checkpoint_is_refused_at_test_only_and_resume(remote_root, tmp_path):
+    """A changed value in a saved checkpoint (the file stays readable) and evaluation under other output-changing
+    options (top_k) are refused by name; allow_option_change=True evaluates and records what changed."""
+    report = _run(remote_root, tmp_path, exp_name="src", max_epoch=1)
+    best, last = report["checkpoint"], Path(report["run_dir"]) / "checkpoints" / "last.ckpt"
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    ckpt["state_dict"]["model.head.weight"][0, 0] += 0.5  # the checksum saved with it is left as it was
+    corrupt = last.with_name("corrupt.ckpt")
+    torch.save(ckpt, corrupt)
+    with pytest.raises(CheckpointError, match=r"load_path='.*corrupt\.ckpt': its tensors do not match the checksum"):
+        _run(remote_root, tmp_path, exp_name="eval", test_only=True, load_path=str(corrupt))
+    with pytest.raises(CheckpointError, match=r"resume_from='.*corrupt\.ckpt': its tensors do not match"):
+        _run(remote_root, tmp_path, exp_name="src", resume_from=str(corrupt))
+    with pytest.raises(CheckpointError, match=r"top_k: checkpoint 1, this run 2"):
+        _run(remote_root, tmp_path, exp_name="eval", test_only=True, load_path=best, top_k=2)
+    allowed = _run(remote_root, tmp_path, exp_name="eval", test_only=True, load_path=best, top_k=2,
+                   allow_option_change=True)
+    recorded = json.loads((Path(allowed["run_dir"]) / "test_results.json").read_text())
+    assert recorded["option_changes"] == {"top_k": {"checkpoint": 1, "run": 2}}
+    assert recorded["config"]["allow_option_change"] is True
+    assert report["option_changes"] == {}
+
+
 def test_accumulation_guard_through_cli(remote_root, tmp_path):
     proc = cli("with", "remote", *_cli_args(remote_root, tmp_path, batch_size=16, per_gpu_batchsize=32))
     assert proc.returncode != 0
