@@ -243,6 +243,10 @@ def run(config: Mapping[str, Any]) -> dict:
     module = MaMOLModule(s, datamodule.infos)
     if s.run.load_path:
         module.load_weights(s.run.load_path)
+    # Every split the run will read, before any folder or training: a missing or broken test split is not
+    # found only after the whole fit.
+    needed = ("train", "val") * (not s.run.test_only) + ("test",) * (s.run.test_only or s.run.test_after_fit)
+    datamodule.open_splits(needed)
     if s.run.resume_from:  # refuse a broken or mismatched file now, by name (Lightning reads it inside fit)
         module.check_resumable(s.run.resume_from)
 
