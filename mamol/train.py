@@ -1,7 +1,8 @@
 """Turn a resolved config dict into a datamodule, a module and a trainer; then fit or test.
 
 ``run(cfg)`` is what ``run.py`` calls. A run folder ``<log_dir>/<exp_name>/version_<n>/`` receives
-``config.json`` (resolved config and library versions), ``metrics.csv`` (Lightning's CSV logger),
+``config.json`` (resolved config and library versions), ``metrics.csv`` (Lightning's CSV logger; a resumed run
+keeps the history of the state it resumes from and appends to it),
 ``checkpoints/{best-*.ckpt,last.ckpt}`` and, after testing, ``test_results.json``.
 """
 from __future__ import annotations
@@ -20,12 +21,12 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger, Logger
+from pytorch_lightning.loggers import Logger
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from mamol import runs, settings
+from mamol import checkpoint, runs, settings
 from mamol.data import catalogue
 from mamol.data.datamodule import MaMOLDataModule
 from mamol.errors import TrainingInterrupted
@@ -174,13 +175,15 @@ def run_folder(s: RunSettings) -> tuple[Path, bool]:
     return runs.new_run_folder(s.run.log_dir, s.run.exp_name), False
 
 
-def _loggers(s: RunSettings, run_dir: Path) -> list[Logger] | bool:
+def _loggers(s: RunSettings, run_dir: Path, keep_before: int | None = None) -> list[Logger] | bool:
     """The run's loggers writing into ``run_dir`` (CSV, and TensorBoard with ``logger="tensorboard"``); none for a
-    ``fast_dev_run``."""
+    ``fast_dev_run``. ``keep_before``: resuming, the logging step of the state resumed from, whose earlier rows of
+    ``metrics.csv`` are kept."""
     if s.run.fast_dev_run:
         return False
     warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
-    csv = CSVLogger(save_dir=str(run_dir.parent.parent), name=run_dir.parent.name, version=run_dir.name)
+    csv = runs.HistoryCSVLogger(save_dir=str(run_dir.parent.parent), name=run_dir.parent.name, version=run_dir.name,
+                                keep_before=keep_before)
     return runs.training_loggers(s.run.logger, csv)
 
 
@@ -247,11 +250,12 @@ def run(config: Mapping[str, Any]) -> dict:
     # found only after the whole fit.
     needed = ("train", "val") * (not s.run.test_only) + ("test",) * (s.run.test_only or s.run.test_after_fit)
     datamodule.open_splits(needed)
+    keep_before = None
     if s.run.resume_from:  # refuse a broken or mismatched file now, by name (Lightning reads it inside fit)
-        module.check_resumable(s.run.resume_from)
+        keep_before = checkpoint.logged_steps(module.check_resumable(s.run.resume_from))
 
     run_dir, resumed = run_folder(s)
-    trainer, best, last = build_trainer(s, run_dir, _loggers(s, run_dir))
+    trainer, best, last = build_trainer(s, run_dir, _loggers(s, run_dir, keep_before if resumed else None))
     clock = runs.RunClock()  # wall time of fit and test, recorded for reports
     trainer.callbacks.append(clock)
     if trainer.is_global_zero:
