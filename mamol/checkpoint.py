@@ -251,3 +251,10 @@ def check_state(state: Mapping[str, Tensor], own: Mapping[str, Tensor], required
         detail = "; ".join(shape_errors[:5]) if shape_errors else f"missing trainable tensors {missing[:5]}"
         more = " ..." if len(shape_errors) > 5 or len(missing) > 5 else ""
         raise CheckpointError(f"{source} does not fit this model ({describe}): {detail}{more}")
+
+
+def logged_steps(ckpt: dict) -> int:
+    """The logging step a Lightning training checkpoint was saved at: the rows a run logged before it have a
+    lower ``step`` in ``metrics.csv`` (Lightning logs with the count of optimizer-stepped batches)."""
+    loop = ckpt.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
+    return int(loop.get("_batches_that_stepped", ckpt.get("global_step", 0)))

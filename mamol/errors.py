@@ -41,3 +41,13 @@ class TrainingInterrupted(MamolError):
         super().__init__(f"interrupted by {signal_name} {detail}; resume with resume_from={checkpoint}")
         self.signal_name, self.checkpoint = signal_name, checkpoint
         self.exit_code = 128 + signal_number  # what a shell reports for a process ended by that signal
+
+
+class CommandInterrupted(MamolError):
+    """A command other than training (``predict_map``) stopped by SIGTERM or SIGINT; the message says what it
+    had finished and kept."""
+
+    def __init__(self, signal_name: str, signal_number: int, detail: str) -> None:
+        super().__init__(f"interrupted by {signal_name} {detail}")
+        self.signal_name = signal_name
+        self.exit_code = 128 + signal_number

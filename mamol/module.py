@@ -156,8 +156,9 @@ class MaMOLModule(pl.LightningModule):
         checkpoint.check_state(ckpt["state_dict"], self.state_dict(), checkpoint.trainable_keys(self.model), source,
                                self.describe())
 
-    def check_resumable(self, path: str | Path) -> None:
-        """Refuse a ``resume_from`` file that cannot be read or was made for other data, method or backbone."""
+    def check_resumable(self, path: str | Path) -> dict:
+        """Refuse a ``resume_from`` file that cannot be read or was made for other data, method or backbone;
+        returns the checkpoint read."""
         source = f"resume_from={str(path)!r}"
         ckpt = checkpoint.read(path, source)
         if "state_dict" not in ckpt or "optimizer_states" not in ckpt:
@@ -166,6 +167,7 @@ class MaMOLModule(pl.LightningModule):
         self._check(ckpt.get(checkpoint.SECTION), source)
         checkpoint.check_state(ckpt["state_dict"], self.state_dict(), checkpoint.trainable_keys(self.model), source,
                                self.describe())
+        return ckpt
 
     def describe(self) -> str:
         return f"{'; '.join(i.describe() for i in self.infos)}, method={self.settings.method.name!r}, " \

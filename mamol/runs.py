@@ -3,7 +3,8 @@
 * Every run or command folder receives ``config.json``: the config as given, the resolved settings and the
   library versions (:func:`write_run_record`, the one writer of that record).
 
-* ``logger="csv"`` writes Lightning's ``metrics.csv`` into the run folder (as always); ``logger="tensorboard"``
+* ``logger="csv"`` writes Lightning's ``metrics.csv`` into the run folder (as always; a resumed run keeps the rows of
+  the state it resumes from and appends to them, :class:`HistoryCSVLogger`); ``logger="tensorboard"``
   also writes TensorBoard event files into the same folder (Lightning's ``TensorBoardLogger``), so
   ``tensorboard --logdir <log_dir>`` shows the curves while a run trains.
 * Commands that evaluate rather than train (``evaluate_grid``, ``predict_map``, ``report``) get a run folder
@@ -15,6 +16,7 @@
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import platform
@@ -25,11 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+from lightning_fabric.loggers.logger import rank_zero_experiment
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from torch import nn
 
 from mamol import __version__
-from mamol.files import storage_errors, write_json
+from mamol.files import atomic_write, storage_errors, write_json
 from mamol.settings import RunSettings
 from mamol.tasks import TaskInfo
 
@@ -82,6 +86,51 @@ def write_run_record(folder: Path, s: RunSettings, name: str = "config.json") ->
     path = Path(folder) / name
     write_json(path, run_record(s))
     return path
+
+
+class _HistoryWriter(ExperimentWriter):
+    """Lightning's CSV writer that starts from the rows of an existing ``metrics.csv`` logged before step
+    ``keep_before`` instead of deleting the file."""
+
+    def __init__(self, log_dir: str, keep_before: int) -> None:
+        self.keep_before = keep_before
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:  # called by the base __init__, in place of deleting the file
+        path = Path(self.metrics_file_path)
+        if not path.is_file():
+            return
+        with open(path, newline="") as handle:
+            rows = [r for r in csv.DictReader(handle) if r.get("step") and float(r["step"]) < self.keep_before]
+        # Only the columns the kept rows use: a key logged only in the dropped rows is not in the history.
+        self.metrics_keys = sorted({k for r in rows for k, v in r.items() if k is not None and v != ""})
+        if not rows:
+            path.unlink()
+            return
+        with atomic_write(path, "w") as handle:
+            writer = csv.DictWriter(handle, fieldnames=self.metrics_keys, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+class HistoryCSVLogger(CSVLogger):
+    """Lightning's CSVLogger writing ``metrics.csv``; resuming (``keep_before`` set), it keeps the rows the
+    resumed state had logged (step below the checkpoint's logging step) and appends to them, so the file holds
+    the whole history once: the rows of an epoch cut short and redone after the resume appear only as redone.
+    """
+
+    def __init__(self, *args: Any, keep_before: int | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.keep_before = keep_before
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = (ExperimentWriter(self.log_dir) if self.keep_before is None
+                                else _HistoryWriter(self.log_dir, self.keep_before))
+        return self._experiment
 
 
 def training_loggers(kind: str, csv_logger: CSVLogger) -> list[Logger]:

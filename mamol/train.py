@@ -1,7 +1,8 @@
 """Turn a resolved config dict into a datamodule, a module and a trainer; then fit or test.
 
 ``run(cfg)`` is what ``run.py`` calls. A run folder ``<log_dir>/<exp_name>/version_<n>/`` receives
-``config.json`` (resolved config and library versions), ``metrics.csv`` (Lightning's CSV logger),
+``config.json`` (resolved config and library versions), ``metrics.csv`` (Lightning's CSV logger; a resumed run
+keeps the history of the state it resumes from and appends to it),
 ``checkpoints/{best-*.ckpt,last.ckpt}`` and, after testing, ``test_results.json``.
 """
 from __future__ import annotations
@@ -19,13 +20,13 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger, Logger
+from pytorch_lightning.callbacks import Checkpoint, LearningRateMonitor, ModelCheckpoint
+from pytorch_lightning.loggers import Logger
 from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from mamol import runs, settings
+from mamol import checkpoint, runs, settings
 from mamol.data import catalogue
 from mamol.data.datamodule import MaMOLDataModule
 from mamol.errors import StorageError, TrainingInterrupted
@@ -47,13 +48,15 @@ warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+
 warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('(val|test)/", category=UserWarning)
 
 
-class LastCheckpoint(pl.Callback):
+class LastCheckpoint(Checkpoint):
     """Writes ``checkpoints/last.ckpt`` before the first epoch and after every training epoch, atomically.
 
     Lightning's ``ModelCheckpoint(save_last=True)`` writes ``last`` only when it has just saved a top-k
     checkpoint, i.e. after a validation: with ``check_val_every_n_epoch=20`` an interrupted run would lose up
-    to 19 epochs. The end of an epoch comes after that epoch's validation, so the file also carries the best
-    score and path of the best-checkpoint callback. The path is rank 0's (broadcast at setup).
+    to 19 epochs. As a :class:`Checkpoint`, Lightning calls it at the end of an epoch after the other
+    callbacks and after :class:`BestCheckpoint` (listed before it), which with ``check_val_every_n_epoch=1``
+    saves the best checkpoint in that same hook: the file carries the best path and score of the epoch it
+    holds, never the previous epoch's. The path is rank 0's (broadcast at setup).
     """
 
     def __init__(self, dirpath: Path) -> None:
@@ -61,24 +64,29 @@ class LastCheckpoint(pl.Callback):
         self.last_model_path = ""
         self.epochs_done = 0
 
+    @property
+    def _tmp(self) -> Path:
+        return self.path.with_name(f".{self.path.name}.tmp")
+
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self.path = Path(trainer.strategy.broadcast(str(self.path), src=0))
 
     def _save(self, trainer: pl.Trainer) -> None:
         if trainer.fast_dev_run or trainer.sanity_checking:
             return
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
         try:
-            trainer.save_checkpoint(tmp)  # every rank takes part; the global-zero rank writes
+            trainer.save_checkpoint(self._tmp)  # every rank takes part; the global-zero rank writes
             if trainer.is_global_zero:
-                os.replace(tmp, self.path)
+                os.replace(self._tmp, self.path)
         except BaseException:
-            tmp.unlink(missing_ok=True)  # never leave a partial checkpoint filling the disk
+            self._tmp.unlink(missing_ok=True)  # never leave a partial checkpoint filling the disk
             raise
         self.last_model_path = str(self.path)
         self.epochs_done = trainer.current_epoch
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:  # a save cut short by a kill
+            self._tmp.unlink(missing_ok=True)
         if not self.path.is_file():  # a resumable state before the first epoch: an early stop loses nothing
             self._save(trainer)
         self.epochs_done = trainer.current_epoch
@@ -89,12 +97,39 @@ class LastCheckpoint(pl.Callback):
 
 
 class BestCheckpoint(ModelCheckpoint):
-    """The best checkpoint on ``val/the_metric``; an undefined (NaN) score never selects one."""
+    """The best checkpoint on ``val/the_metric``; an undefined (NaN) score never selects one.
+
+    Resuming, it keeps exactly the best file the resumed state records: a best file written after that
+    state (the epoch being redone, cut by a kill before ``last.ckpt`` was rewritten) is removed, and a run
+    folder moved since (other ``dirpath``, holding the recorded best file) keeps its record, pointing into the
+    new folder.
+    """
 
     def check_monitor_top_k(self, trainer: pl.Trainer, current: torch.Tensor | None = None) -> bool:
         if current is not None and torch.isnan(torch.as_tensor(current)).any():
             return False
         return super().check_monitor_top_k(trainer, current)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old, best = state_dict.get("dirpath"), state_dict.get("best_model_path", "")
+        if old and self.dirpath and old != self.dirpath and best and (Path(self.dirpath) / Path(best).name).is_file():
+            def moved(path: str) -> str:
+                return str(Path(self.dirpath) / Path(path).name) if path and Path(path).parent == Path(old) else path
+            state_dict = {**state_dict, "dirpath": self.dirpath, "best_model_path": moved(
+                state_dict.get("best_model_path", "")), "kth_best_model_path": moved(
+                state_dict.get("kth_best_model_path", "")), "last_model_path": moved(
+                state_dict.get("last_model_path", "")), "best_k_models": {
+                moved(k): v for k, v in state_dict.get("best_k_models", {}).items()}}
+        super().load_state_dict(state_dict)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        if trainer.is_global_zero and self.dirpath and Path(self.dirpath).is_dir():
+            recorded = {Path(p).name for p in self.best_k_models}
+            for path in Path(self.dirpath).glob("best-*.ckpt"):
+                if path.name not in recorded:
+                    path.unlink()
+                    log.info("removed %s: written after the state resumed from", path)
 
 
 class StopOnSignal:
@@ -178,13 +213,15 @@ def run_folder(s: RunSettings) -> tuple[Path, bool]:
     return runs.new_run_folder(s.run.log_dir, s.run.exp_name), False
 
 
-def _loggers(s: RunSettings, run_dir: Path) -> list[Logger] | bool:
+def _loggers(s: RunSettings, run_dir: Path, keep_before: int | None = None) -> list[Logger] | bool:
     """The run's loggers writing into ``run_dir`` (CSV, and TensorBoard with ``logger="tensorboard"``); none for a
-    ``fast_dev_run``."""
+    ``fast_dev_run``. ``keep_before``: resuming, the logging step of the state resumed from, whose earlier rows of
+    ``metrics.csv`` are kept."""
     if s.run.fast_dev_run:
         return False
     warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
-    csv = CSVLogger(save_dir=str(run_dir.parent.parent), name=run_dir.parent.name, version=run_dir.name)
+    csv = runs.HistoryCSVLogger(save_dir=str(run_dir.parent.parent), name=run_dir.parent.name, version=run_dir.name,
+                                keep_before=keep_before)
     return runs.training_loggers(s.run.logger, csv)
 
 
@@ -250,12 +287,17 @@ def run(config: Mapping[str, Any]) -> dict:
     module = MaMOLModule(s, datamodule.infos)
     if s.run.load_path:
         module.load_weights(s.run.load_path)
+    # Every split the run will read, before any folder or training: a missing or broken test split is not
+    # found only after the whole fit.
+    needed = ("train", "val") * (not s.run.test_only) + ("test",) * (s.run.test_only or s.run.test_after_fit)
+    datamodule.open_splits(needed)
+    keep_before = None
     if s.run.resume_from:  # refuse a broken or mismatched file now, by name (Lightning reads it inside fit)
-        module.check_resumable(s.run.resume_from)
+        keep_before = checkpoint.logged_steps(module.check_resumable(s.run.resume_from))
 
     run_dir, resumed = run_folder(s)
     try:  # from here on, a failure removes the new folder (or marks it failed once it holds checkpoints)
-        trainer, best, last = build_trainer(s, run_dir, _loggers(s, run_dir))
+        trainer, best, last = build_trainer(s, run_dir, _loggers(s, run_dir, keep_before if resumed else None))
         clock = runs.RunClock()  # wall time of fit and test, recorded for reports
         trainer.callbacks.append(clock)
         if trainer.is_global_zero:
@@ -273,6 +315,8 @@ def run(config: Mapping[str, Any]) -> dict:
             raise
         raise converted from err
     run_dir = last.path.parent.parent  # rank 0's folder on every rank
+    if resumed and trainer.is_global_zero:  # the failure an earlier attempt recorded is over
+        (run_dir / "failed.json").unlink(missing_ok=True)
     report["run_dir"] = str(run_dir)
     if "metrics" not in report:
         report["summary"] = f"Training finished (test_after_fit=False): best checkpoint {report['checkpoint']}"
@@ -308,7 +352,19 @@ def _fit_and_test(s: RunSettings, trainer: pl.Trainer, best: ModelCheckpoint, la
             tested_path = last.last_model_path or None
         if not s.run.test_after_fit:
             return {"checkpoint": tested_path, "method": s.method.name}
-    trainer.test(module, datamodule=datamodule, verbose=False)
+        # The fit is over and last.ckpt records its best checkpoint: a run stopped now resumes without training
+        # and tests that checkpoint (resume_from of a finished fit skips straight to the test).
+        with StopOnSignal() as stop:
+            try:
+                trainer.test(module, datamodule=datamodule, verbose=False)
+            except SIGTERMException as err:
+                name, number = stop.received or ("SIGTERM", signal.SIGTERM)
+                raise TrainingInterrupted(
+                    name, int(number), str(last.path),
+                    f"during the test of the best checkpoint {tested_path}: training had finished and last.ckpt "
+                    f"records that checkpoint; resuming trains nothing and tests it") from err
+    else:
+        trainer.test(module, datamodule=datamodule, verbose=False)
     return {
         "tasks": [i.name for i in datamodule.infos],
         "metrics": {k.removeprefix("test/"): round(v, 4) for k, v in module.test_results.items()},

@@ -115,7 +115,12 @@ class MaMOLDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Build the datasets of the splits ``stage`` needs (once each)."""
-        for split in _STAGE_SPLITS.get(stage, SPLITS):
+        self.open_splits(_STAGE_SPLITS.get(stage, SPLITS))
+
+    def open_splits(self, splits: tuple[str, ...]) -> None:
+        """Build the datasets of ``splits`` (once each): opens each Arrow file's metadata and makes or reads its
+        missing table, so a missing or broken split is a project error now rather than when it is first read."""
+        for split in splits:
             if split not in self.datasets:
                 self.datasets[split] = [e.dataset(e, self.data, self.missing, split) for e in self.entries]
 

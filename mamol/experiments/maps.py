@@ -12,13 +12,21 @@ setting the run folder receives
 plus ``ground_truth.npy`` (-1 = unlabelled) and ``maps.json``: per setting OA × 100 over every labelled
 pixel predicted and over the test split's pixels (which equals ``test_only``'s OA with that modality missing
 from every test sample), pixel counts and pixels per second.
+
+Each map is written as soon as it is predicted, and ``maps.json`` rewritten with it (``maps``: the finished ones,
+``pending``: the settings still to draw, ``complete``). A command stopped by SIGTERM or SIGINT keeps the finished
+maps and that record; only the temporary file of a write it cut short goes (and the folder, if no map was done).
 """
 from __future__ import annotations
 
 import logging
 import re
+import shutil
+import signal
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -30,7 +38,7 @@ from tqdm.auto import tqdm
 from mamol import train
 from mamol.data import catalogue
 from mamol.data.remote import SceneWindows
-from mamol.errors import ConfigError
+from mamol.errors import CommandInterrupted, ConfigError
 from mamol.experiments import plots
 from mamol.experiments.predict import Predictor, task_infos
 from mamol.files import atomic_write, write_json
@@ -120,9 +128,10 @@ def _text(oa: float | None) -> str:
     return "n/a" if oa is None else f"{oa:.2f}"
 
 
-def predict_maps(s: RunSettings, options: MapOptions, predictor: Predictor, progress: bool | None = None
-                 ) -> tuple[list[SceneMap], np.ndarray]:
-    """The maps of ``map_settings`` for the run's scene, and the ground truth raster (H, W) (-1 = unlabelled)."""
+def predict_maps(s: RunSettings, options: MapOptions, predictor: Predictor, progress: bool | None = None,
+                 done: Callable[[SceneMap, np.ndarray], None] | None = None) -> tuple[list[SceneMap], np.ndarray]:
+    """The maps of ``map_settings`` for the run's scene, and the ground truth raster (H, W) (-1 = unlabelled);
+    ``done(map, truth)`` is called as each map is finished."""
     name = s.data.datasets[0]
     info = predictor.infos[0]
     wanted = map_settings(options, info.modalities)
@@ -146,31 +155,62 @@ def predict_maps(s: RunSettings, options: MapOptions, predictor: Predictor, prog
             maps.append(SceneMap(setting, prediction, _oa(prediction, truth),
                                  _oa(prediction[test_rows, test_cols], truth[test_rows, test_cols]),
                                  len(scene), seconds))
+            if done is not None:
+                done(maps[-1], truth)
     return maps, truth
+
+
+def _save(path: Path, array: np.ndarray) -> Path:
+    with atomic_write(path, "wb") as handle:
+        np.save(handle, array)
+    return path
+
+
+def write_map(m: SceneMap, truth: np.ndarray, class_names: Sequence[str], folder: Path) -> dict[str, Path]:
+    """``map_<setting>.npy`` and ``.png`` of one map into ``folder``."""
+    title = f"{m.setting.title}: OA {_text(m.oa_labelled)} (labelled), {_text(m.oa_test)} (test pixels)"
+    return {f"{m.setting.name}.npy": _save(folder / f"map_{m.setting.name}.npy", m.prediction),
+            f"{m.setting.name}.png": plots.map_figure(m.prediction.astype(np.int64), truth, class_names, title,
+                                                      folder / f"map_{m.setting.name}.png")}
+
+
+def write_record(maps: Sequence[SceneMap], truth: np.ndarray, class_names: Sequence[str], folder: Path,
+                 meta: Mapping[str, Any], pending: Sequence[str] = ()) -> Path:
+    """``maps.json``: the finished maps' records, the settings still ``pending`` and whether all are done."""
+    h, w = truth.shape
+    return write_json(folder / "maps.json", {
+        **meta, "shape": [h, w], "class_names": list(class_names),
+        "palette": [[round(float(c), 4) for c in rgb] for rgb in plots.palette(len(class_names))],
+        "maps": [m.record() for m in maps], "pending": list(pending), "complete": not pending})
 
 
 def write(maps: Sequence[SceneMap], truth: np.ndarray, class_names: Sequence[str], folder: Path,
           meta: Mapping[str, Any]) -> dict[str, Path]:
     """``map_<setting>.npy`` / ``.png`` per map, ``ground_truth.npy`` and ``maps.json`` into ``folder``."""
-    paths: dict[str, Path] = {}
-
-    def save(path: Path, array: np.ndarray) -> Path:
-        with atomic_write(path, "wb") as handle:
-            np.save(handle, array)
-        return path
-
-    paths["ground_truth"] = save(folder / "ground_truth.npy", truth.astype(np.int16))
+    paths = {"ground_truth": _save(folder / "ground_truth.npy", truth.astype(np.int16))}
     for m in maps:
-        paths[f"{m.setting.name}.npy"] = save(folder / f"map_{m.setting.name}.npy", m.prediction)
-        title = f"{m.setting.title}: OA {_text(m.oa_labelled)} (labelled), {_text(m.oa_test)} (test pixels)"
-        paths[f"{m.setting.name}.png"] = plots.map_figure(m.prediction.astype(np.int64), truth, class_names, title,
-                                                          folder / f"map_{m.setting.name}.png")
-    h, w = truth.shape
-    paths["json"] = write_json(folder / "maps.json", {
-        **meta, "shape": [h, w], "class_names": list(class_names),
-        "palette": [[round(float(c), 4) for c in rgb] for rgb in plots.palette(len(class_names))],
-        "maps": [m.record() for m in maps]})
+        paths.update(write_map(m, truth, class_names, folder))
+    paths["json"] = write_record(maps, truth, class_names, folder, meta)
     return paths
+
+
+@contextmanager
+def _signals_raise(what: Callable[[], str]) -> Iterator[None]:
+    """SIGTERM and SIGINT raise :class:`CommandInterrupted` (message: ``what()``) where the command is, so the
+    write they cut short removes its temporary file; the previous handlers come back after. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        raise CommandInterrupted(signal.Signals(signum).name, signum, what())
+
+    previous = {n: signal.signal(n, stop) for n in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for n, handler in previous.items():
+            signal.signal(n, handler)
 
 
 def command(config: Mapping[str, Any]) -> str:
@@ -183,12 +223,36 @@ def command(config: Mapping[str, Any]) -> str:
     map_settings(options, infos[0].modalities)  # refuse bad settings before loading anything
     SceneWindows.from_settings(s.data, s.missing.fill, s.data.datasets[0])  # refuse a missing scene file early
     predictor = Predictor(s, infos, "predict_map")
-    maps, truth = predict_maps(s, options, predictor)
+    names = [m.name for m in map_settings(options, infos[0].modalities)]
+    meta = {"scene": s.data.datasets[0], "checkpoint": str(s.run.load_path), "method": s.method.name,
+            "pixels": options.map_pixels}
     folder = new_run_folder(s.run.log_dir, s.run.exp_name)
-    write_run_record(folder, s)
-    write(maps, truth, infos[0].class_names, folder,
-          {"scene": s.data.datasets[0], "checkpoint": str(s.run.load_path), "method": s.method.name,
-           "pixels": options.map_pixels})
+    finished: list[SceneMap] = []
+
+    def done(m: SceneMap, truth: np.ndarray) -> None:  # each map on disk as soon as it is predicted
+        if not finished:
+            _save(folder / "ground_truth.npy", truth.astype(np.int16))
+        write_map(m, truth, infos[0].class_names, folder)
+        finished.append(m)
+        write_record(finished, truth, infos[0].class_names, folder, meta, names[len(finished):])
+
+    def kept() -> str:
+        if not finished:
+            return f"during predict_map before any map was finished: nothing kept (removed {folder})"
+        return (f"during predict_map: the finished maps {names[:len(finished)]} are kept in {folder} (maps.json "
+                f"lists them); {names[len(finished):]} were not drawn")
+
+    try:
+        write_run_record(folder, s)
+        with _signals_raise(kept):
+            maps, truth = predict_maps(s, options, predictor, done=done)
+    except BaseException:
+        if not finished:
+            shutil.rmtree(folder, ignore_errors=True)
+        for name in names[len(finished):]:  # a map cut short between its two files
+            for suffix in ("npy", "png"):
+                (folder / f"map_{name}.{suffix}").unlink(missing_ok=True)
+        raise
     lines = [f"{m.setting.title:<22s} OA {_text(m.oa_labelled)} over {int((truth >= 0).sum())} labelled pixels, "
              f"{_text(m.oa_test)} over the test pixels; {m.pixels} pixels at {m.record()['pixels_per_s']:.0f}/s"
              for m in maps]

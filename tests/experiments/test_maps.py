@@ -1,13 +1,16 @@
 """predict_map: classification maps of a remote scene, cut in batches, equal to the model on test patches."""
 from __future__ import annotations
 
+import os
+import signal
+
 import numpy as np
 import pytest
 from PIL import Image
 from torch.utils.data import DataLoader
 
 from mamol.data import catalogue
-from mamol.errors import CheckpointError, ConfigError
+from mamol.errors import CheckpointError, CommandInterrupted, ConfigError
 from mamol.experiments.maps import MapOptions, map_settings
 from mamol.experiments.plots import map_figure_size
 from mamol.experiments.predict import Predictor, task_infos
@@ -75,3 +78,50 @@ def test_map_settings_and_refusals(trained, natural_root, tmp_path):
     with pytest.raises(CheckpointError, match="bands.*'hsi': 6.*'hsi': 5"):
         run_command("predict_map", "remote", **{**common, "data_root": str(other), "load_path": trained.checkpoint})
     assert not (tmp_path / "runs" / "refused").exists()
+
+
+class Killed(Exception):
+    """What this test's own SIGTERM handler raises: a command that installs none is stopped by it."""
+
+
+def test_an_interrupted_predict_map_keeps_the_finished_maps(trained, small_scene_root, tmp_path, monkeypatch):
+    common = trained.updates(data_root=str(small_scene_root), log_dir=str(tmp_path / "runs"),
+                             missing_table_root=str(tmp_path / "tables"), load_path=trained.checkpoint)
+    predict, calls = Predictor.predict, []
+
+    def predict_then_stop(self, *args, **kwargs):  # SIGTERM while the second map is predicted
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return predict(self, *args, **kwargs)
+
+    def killed(signum, frame):
+        raise Killed
+
+    monkeypatch.setattr(Predictor, "predict", predict_then_stop)
+    previous = signal.signal(signal.SIGTERM, killed)
+    try:
+        with pytest.raises(CommandInterrupted, match=r"SIGTERM during predict_map: the finished maps \['complete'\] "
+                                                     r"are kept") as stopped:
+            run_command("predict_map", "remote", **{**common, "exp_name": "cut"})
+        assert signal.getsignal(signal.SIGTERM) is killed  # the handler in place before comes back
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert stopped.value.exit_code == 128 + signal.SIGTERM
+    folder = tmp_path / "runs" / "cut" / "version_0"
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "ground_truth.npy", "map_complete.npy",
+                                                        "map_complete.png", "maps.json"]  # no temporary file
+    record = read_json(folder / "maps.json")
+    assert [m["setting"] for m in record["maps"]] == ["complete"]
+    assert record["pending"] == ["no_hsi", "no_lidar"] and record["complete"] is False
+
+    # Stopped before any map was finished, it leaves nothing.
+    calls.clear()
+    calls.append(1)
+    previous = signal.signal(signal.SIGTERM, killed)
+    try:
+        with pytest.raises(CommandInterrupted, match="before any map was finished"):
+            run_command("predict_map", "remote", **{**common, "exp_name": "early", "map_missing": ["hsi", "none"]})
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert not list((tmp_path / "runs" / "early").glob("version_*"))

@@ -49,12 +49,13 @@ def test_failed_run_removes_its_folder_and_debug_shows_the_traceback(remote_root
     broken = tmp_path / "broken"
     shutil.copytree(remote_root, broken)
     data = (broken / "synthetic_val.arrow").read_bytes()
-    (broken / "synthetic_val.arrow").write_bytes(data[: len(data) // 2])  # opened only once training starts
+    (broken / "synthetic_val.arrow").write_bytes(data[: len(data) // 2])  # refused before the run folder exists
     args = cli_updates(_base(broken, tmp_path, max_epoch=1))
     status = run.command_line(["run.py", "with", "remote", *args])
     line = _error_line(status, capfd.readouterr().err, alone=False)  # after Lightning's start-up lines
     assert "synthetic_val.arrow" in line and "truncated or corrupt" in line
-    assert list((tmp_path / "runs" / "mamol").iterdir()) == []  # the run folder it created is gone
+    runs = tmp_path / "runs" / "mamol"
+    assert not runs.exists() or list(runs.iterdir()) == []  # no run folder left behind
     with pytest.raises(SystemExit):  # debug=True: Sacred prints the traceback and exits
         run.command_line(["run.py", "with", "remote", *args, "debug=True"])
     err = capfd.readouterr().err

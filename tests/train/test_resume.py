@@ -1,8 +1,11 @@
 """Interrupting and resuming training: SIGTERM / SIGINT stop at a batch boundary, ``resume_from=last.ckpt``
-continues in the same run folder and reaches the weights and test metrics of the uninterrupted run."""
+continues in the same run folder and ends where the uninterrupted run ends, in everything a user sees: the
+weights, the best checkpoint, the test metrics, one ``metrics.csv`` with the whole history, the files on disk."""
 from __future__ import annotations
 
+import csv
 import os
+import shutil
 import signal
 from pathlib import Path
 
@@ -10,20 +13,61 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from mamol import train
 from mamol.errors import CheckpointError, TrainingInterrupted
-from tests.helpers import add_callbacks, run_experiment, short_run, trainable_state
+from tests.helpers import convert_scene, run_experiment, trainable_state
+
+
+@pytest.fixture(scope="module")
+def resume_root(tmp_path_factory) -> Path:
+    """A small scene (64 / 80 / 96 samples): epochs of 4 batches, so a run of 3 epochs takes seconds."""
+    return convert_scene(tmp_path_factory.mktemp("resume_scene"), "arrow", hsi_bands=8, size=(32, 40),
+                         train_per_class=16, val_per_class=20, test_per_class=24)
 
 
 def _run(root: Path, tmp: Path, exp: str, **updates) -> dict:
-    """Two epochs of 5 batches, validation every epoch (the best checkpoint can change from one to the next), a
-    test on the first 3 batches (the same for every run compared)."""
-    return run_experiment("remote", **short_run(root, tmp, max_epoch=2, exp_name=exp, limit_test=3, **updates))
+    """Three epochs of 4 batches, validation every epoch (val/the_metric 38.75, 37.5, 40: best checkpoints after
+    the first and the last epoch), a test on the first 2 batches (the same for every run compared)."""
+    return run_experiment("remote", data_root=str(root), datasets=["synthetic"], batch_size=16, per_gpu_batchsize=16,
+                          log_dir=str(tmp / "runs"), missing_table_root=str(tmp / "tables"), max_epoch=3,
+                          check_val_every_n_epoch=1, learning_rate=2e-3, exp_name=exp, limit_test=2, **updates)
+
+
+
+def _recorded_best(checkpoint: Path) -> tuple[str, float]:
+    """The best checkpoint's path and score recorded in ``checkpoint`` (the state a resume starts from)."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)["callbacks"]
+    (best,) = [v for k, v in state.items() if k.startswith("BestCheckpoint")]
+    return best["best_model_path"], float(best["best_model_score"])
+
+
+def _files(run_dir: Path) -> list[str]:
+    """The files of a run folder a user sees, without the resume records."""
+    return sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*")
+                  if p.is_file() and not p.name.startswith("config_resumed_"))
+
+
+def _metrics(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "metrics.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def _same_history(rows: list[dict[str, str]], reference: list[dict[str, str]]) -> None:
+    assert len(rows) == len(reference) and rows[0].keys() == reference[0].keys()
+    for row, ref in zip(rows, reference):
+        assert row.keys() == ref.keys()
+        for key in ref:
+            if ref[key] == "" or row[key] == "":
+                assert row[key] == ref[key], (key, row, ref)
+            else:
+                assert float(row[key]) == pytest.approx(float(ref[key]), abs=1e-4), (key, row, ref)
 
 
 class SendSignal(pl.Callback):
-    """Sends ``signum`` to this process at batch ``batch`` of epoch ``epoch`` (batch None: at the epoch's end)."""
+    """Sends ``signum`` to this process at batch ``batch`` of epoch ``epoch`` (batch None: at the epoch's end);
+    epoch ``"test"``: at the first test batch."""
 
-    def __init__(self, signum: int, epoch: int, batch: int | None) -> None:
+    def __init__(self, signum: int, epoch: int | str, batch: int | None) -> None:
         self.signum, self.epoch, self.batch = signum, epoch, batch
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -34,51 +78,140 @@ class SendSignal(pl.Callback):
         if trainer.current_epoch == self.epoch and self.batch is None:
             os.kill(os.getpid(), self.signum)
 
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if self.epoch == "test" and batch_idx == 0:
+            os.kill(os.getpid(), self.signum)
+
 
 @pytest.fixture()
 def with_signal(monkeypatch):
-    """Add a :class:`SendSignal` to the next run's trainer."""
-    def install(signum: int, epoch: int, batch: int | None) -> None:
-        add_callbacks(monkeypatch, SendSignal(signum, epoch, batch))
+    """Add a :class:`SendSignal` to the next run's trainer; epoch ``"best"``: SIGTERM right after the best
+    checkpoint of epoch ``batch`` was written."""
+    def install(signum: int, epoch: int | str, batch: int | None) -> None:
+        if epoch == "best":
+            save = train.BestCheckpoint._save_checkpoint
+
+            def save_then_signal(self, trainer, filepath):
+                save(self, trainer, filepath)
+                if trainer.current_epoch == batch:
+                    os.kill(os.getpid(), signum)
+
+            monkeypatch.setattr(train.BestCheckpoint, "_save_checkpoint", save_then_signal)
+            return
+        original = train.build_trainer
+
+        def build(*args, **kwargs):
+            trainer, best, last = original(*args, **kwargs)
+            trainer.callbacks.append(SendSignal(signum, epoch, batch))
+            return trainer, best, last
+
+        monkeypatch.setattr(train, "build_trainer", build)
     return install
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(remote_root, tmp_path_factory) -> dict:
-    return _run(remote_root, tmp_path_factory.mktemp("whole"), "whole")
+def uninterrupted(resume_root, tmp_path_factory) -> dict:
+    return _run(resume_root, tmp_path_factory.mktemp("whole"), "whole")
+
+
+def test_last_checkpoint_records_the_current_best(uninterrupted):
+    """last.ckpt is written after the best checkpoint of the same epoch, so it records that one (not the
+    previous epoch's) and no best file on disk is unknown to it."""
+    run_dir = Path(uninterrupted["run_dir"])
+    path, score = _recorded_best(run_dir / "checkpoints" / "last.ckpt")
+    assert path == uninterrupted["checkpoint"]
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("best-*.ckpt")) == [Path(path).name]
+    assert score == pytest.approx(max(float(r["val/the_metric"]) for r in _metrics(run_dir)
+                                      if r["val/the_metric"]), abs=1e-6)
 
 
 @pytest.mark.parametrize("signum,epoch,batch,expected", [
-    (signal.SIGINT, 0, None, "SIGINT during epoch 2 (step 5): last.ckpt holds the state after epoch 1"),
-    (signal.SIGTERM, 1, 1, "SIGTERM during epoch 2 (step 7): last.ckpt holds the state after epoch 1"),
-])
-def test_interrupted_run_resumes_to_the_uninterrupted_result(remote_root, tmp_path, uninterrupted, with_signal,
+    # Over 30 s each here; what they check beyond the others: the one-line message at an epoch's end.
+    pytest.param(signal.SIGINT, 0, None, "SIGINT during epoch 2 (step 4): last.ckpt holds the state after epoch 1",
+                 marks=pytest.mark.heavy),
+    pytest.param(signal.SIGTERM, "best", 0, "SIGTERM during epoch 2 (step 4): last.ckpt holds the state after "
+                 "epoch 1", marks=pytest.mark.heavy),
+    # After the rows logged at step 9 (train loss, learning rates): they are dropped and logged again, once.
+    (signal.SIGTERM, 2, 2, "SIGTERM during epoch 3 (step 11): last.ckpt holds the state after epoch 2"),
+    (signal.SIGTERM, "test", None, "SIGTERM during the test of the best checkpoint"),
+], ids=["epoch-end", "after-best-saved", "mid-epoch", "during-test"])
+def test_interrupted_run_resumes_to_the_uninterrupted_result(resume_root, tmp_path, uninterrupted, with_signal,
                                                              monkeypatch, signum, epoch, batch, expected):
     with_signal(signum, epoch, batch)
     with pytest.raises(TrainingInterrupted) as stopped:
-        _run(remote_root, tmp_path, "cut")
+        _run(resume_root, tmp_path, "cut")
     err = stopped.value
     run_dir = tmp_path / "runs" / "cut" / "version_0"
     assert expected in str(err) and err.checkpoint == str(run_dir / "checkpoints" / "last.ckpt")
     assert err.exit_code == 128 + signum and (run_dir / "config.json").is_file()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
     monkeypatch.undo()  # no more signals
-    resumed = _run(remote_root, tmp_path, "cut", resume_from=err.checkpoint)
+    resumed = _run(resume_root, tmp_path, "cut", resume_from=err.checkpoint)
     assert resumed["run_dir"] == str(run_dir)  # the same run folder, not a new version
     assert not (tmp_path / "runs" / "cut" / "version_1").exists()
-    final = trainable_state(run_dir / "checkpoints" / "last.ckpt")
-    reference = trainable_state(Path(uninterrupted["run_dir"]) / "checkpoints" / "last.ckpt")
+    whole = Path(uninterrupted["run_dir"])
+    final, reference = trainable_state(run_dir / "checkpoints" / "last.ckpt"), trainable_state(
+        whole / "checkpoints" / "last.ckpt")
     assert final.keys() == reference.keys() and final
     for key in final:
         torch.testing.assert_close(final[key], reference[key], rtol=0, atol=1e-6, msg=key)
+    assert Path(resumed["checkpoint"]).name == Path(uninterrupted["checkpoint"]).name  # the same best checkpoint
     assert resumed["metrics"] == pytest.approx(uninterrupted["metrics"], abs=1e-4)
-    assert Path(resumed["checkpoint"]).name == Path(uninterrupted["checkpoint"]).name  # the best carried over
+    assert _files(run_dir) == _files(whole)  # no orphaned best checkpoint, temporary or failure file
+    _same_history(_metrics(run_dir), _metrics(whole))  # one metrics.csv, the whole history, nothing twice
 
 
-def test_truncated_resume_checkpoint_is_refused_by_name(remote_root, tmp_path, uninterrupted):
+class Killed(BaseException):
+    """A kill no handler sees (SIGKILL, a node lost), simulated in this process."""
+
+
+def test_run_killed_between_best_and_last_checkpoint_resumes_without_orphans(resume_root, tmp_path, uninterrupted,
+                                                                             monkeypatch):
+    """Killed after the best checkpoint of the last epoch was written but before last.ckpt was: last.ckpt holds
+    the epoch before, the new best file is not recorded in it; resuming removes that file and redoes the epoch,
+    so the run ends with the uninterrupted run's files, best checkpoint and metrics."""
+    save = train.LastCheckpoint._save
+
+    def killed_at_the_last_epoch(self, trainer):
+        if trainer.current_epoch == 2:
+            raise Killed
+        save(self, trainer)
+
+    monkeypatch.setattr(train.LastCheckpoint, "_save", killed_at_the_last_epoch)
+    with pytest.raises(Killed):
+        _run(resume_root, tmp_path, "killed")
+    run_dir = tmp_path / "runs" / "killed" / "version_0"
+    assert (run_dir / "checkpoints" / Path(uninterrupted["checkpoint"]).name).is_file()  # written, not recorded
+    monkeypatch.undo()
+    resumed = _run(resume_root, tmp_path, "killed", resume_from=str(run_dir / "checkpoints" / "last.ckpt"))
+    whole = Path(uninterrupted["run_dir"])
+    assert Path(resumed["checkpoint"]).name == Path(uninterrupted["checkpoint"]).name
+    assert resumed["metrics"] == pytest.approx(uninterrupted["metrics"], abs=1e-4)
+    assert _files(run_dir) == _files(whole)  # no orphan, no "-v1" copy, no stale failed.json
+    _same_history(_metrics(run_dir), _metrics(whole))
+
+
+def test_finished_run_resumed_tests_the_recorded_best_without_training(resume_root, tmp_path, uninterrupted):
+    """resume_from the last.ckpt of a finished run (as after an interruption during its test) trains nothing
+    and tests the best checkpoint of the fit."""
+    run_dir = tmp_path / "runs" / "done" / "version_0"
+    shutil.copytree(uninterrupted["run_dir"], run_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    recorded = _recorded_best(last)[0]
+    copied = str(run_dir / "checkpoints" / Path(recorded).name)
+    before = last.read_bytes()
+    # The copy records the original folder's paths: the best file of this folder is the one tested.
+    report = _run(resume_root, tmp_path, "done", resume_from=str(last))
+    assert report["checkpoint"] == copied and last.read_bytes() == before  # nothing trained, nothing rewritten
+    assert report["metrics"] == pytest.approx(uninterrupted["metrics"], abs=1e-4)
+    _same_history(_metrics(run_dir), _metrics(Path(uninterrupted["run_dir"])))
+
+
+def test_truncated_resume_checkpoint_is_refused_by_name(resume_root, tmp_path, uninterrupted):
     last = Path(uninterrupted["run_dir"]) / "checkpoints" / "last.ckpt"
     cut = tmp_path / "cut.ckpt"
     cut.write_bytes(last.read_bytes()[:5000])
     with pytest.raises(CheckpointError, match=r"resume_from='.*cut\.ckpt' is not a readable PyTorch checkpoint"):
-        _run(remote_root, tmp_path, "bad", resume_from=str(cut))
+        _run(resume_root, tmp_path, "bad", resume_from=str(cut))

@@ -3,15 +3,26 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pytest
 import pytorch_lightning as pl
 import torch
 
-from mamol.errors import CheckpointError
+from mamol.errors import CheckpointError, DataError, MissingFileError
 from mamol.module import MaMOLModule
-from tests.helpers import TINY, add_callbacks, cli, cli_updates, convert_scene, read_csv, run_experiment, short_run
+from tests.helpers import (
+    TINY,
+    add_callbacks,
+    cli,
+    cli_updates,
+    convert_scene,
+    open_split,
+    read_csv,
+    run_experiment,
+    short_run,
+)
 
 
 def _run(arrow: Path, tmp: Path, *named: str, **updates) -> dict:
@@ -76,6 +87,33 @@ def test_resume_from_last_continues(remote_root, tmp_path):
     assert after["epoch"] == before["epoch"] + 1  # one more epoch, not a restart
     assert after["global_step"] == 2 * before["global_step"]
     assert after["optimizer_states"][0]["state"], "optimizer state carried over"
+
+
+@pytest.mark.parametrize("damage,error,match", [
+    ("deleted", MissingFileError, r"expected synthetic_train\.arrow, synthetic_val\.arrow, synthetic_test\.arrow"),
+    ("truncated", DataError, r"synthetic_test\.arrow is not a readable Arrow IPC file"),
+    ("table", DataError, r"missing table .*synthetic_test_missing_both_07_.*\.pt"),
+])
+def test_a_broken_test_split_is_refused_before_training(remote_root, tmp_path, damage, error, match):
+    """The test split (file or missing table) is checked with the others before the fit, not found broken
+    after it; the run leaves no folder behind."""
+    root = tmp_path / "arrow"
+    shutil.copytree(remote_root, root)
+    test = root / "synthetic_test.arrow"
+    updates = {}
+    if damage == "deleted":
+        test.unlink()
+    elif damage == "truncated":
+        test.write_bytes(test.read_bytes()[:3000])
+    else:  # a stored test table that cannot be read, and a run told not to redraw it
+        updates = {"missing_table_root": str(tmp_path / "tables"), "missing_table_on_mismatch": "refuse"}
+        table = open_split(root, "synthetic", "test", "remote", **updates).missing_table
+        assert len(table)
+        (stored,) = (tmp_path / "tables").glob("synthetic_test_*.pt")
+        stored.write_bytes(b"not a table")
+    with pytest.raises(error, match=match):
+        _run(root, tmp_path, exp_name="broken", max_epoch=1, **updates)
+    assert not (tmp_path / "runs" / "broken").exists() or not any((tmp_path / "runs" / "broken").iterdir())
 
 
 def test_checkpoint_of_another_dataset_is_refused(remote_root, tmp_path):
