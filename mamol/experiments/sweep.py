@@ -14,6 +14,10 @@ Running the same command again continues the sweep: a run whose folder holds ``t
 sweep folder records the plan (name, method label, seed, datasets, training setting, config changes) and
 each run's state; ``report`` reads the method labels from it. At the end the report is written into the
 sweep folder (:mod:`mamol.experiments.report`).
+
+With several processes (``num_processes``, ``num_gpus``, ``num_nodes``) every process runs the sweep and
+trains each run together; the bookkeeping (``sweep.json``), the grids (predicted on one device) and the
+report are done by rank 0 while the others wait for it.
 """
 from __future__ import annotations
 
@@ -25,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mamol import train
+from mamol import distributed, train
 from mamol.data import catalogue
 from mamol.errors import ConfigError
 from mamol.experiments import grid, report
@@ -201,7 +205,9 @@ def run_sweep(config: Mapping[str, Any], options: SweepOptions, s: RunSettings, 
         elif state.done is not None:
             log.info("[%d/%d] %s: trained; evaluating the grid", i, len(runs), run.name)
             tested = json.loads((state.done / "test_results.json").read_text())
-            _grid(cfg, state.done, tested.get("checkpoint"))
+            with distributed.rank_zero_then_all() as mine:
+                if mine:
+                    _grid(cfg, state.done, tested.get("checkpoint"))
             what = "grid added"
         else:
             if state.resume is not None:
@@ -210,13 +216,17 @@ def run_sweep(config: Mapping[str, Any], options: SweepOptions, s: RunSettings, 
             else:
                 log.info("[%d/%d] %s: training", i, len(runs), run.name)
             states[run.name] = "running"
-            _save_plan(folder, runs, states)
-            results = train.run(cfg)
-            if options.sweep_grid:
-                _grid(cfg, Path(results["run_dir"]), results.get("checkpoint"))
+            if distributed.global_rank() == 0:
+                _save_plan(folder, runs, states)
+            results = train.run(cfg)  # every rank trains
+            if options.sweep_grid:  # predicts on one device: rank 0 alone
+                with distributed.rank_zero_then_all() as mine:
+                    if mine:
+                        _grid(cfg, Path(results["run_dir"]), results.get("checkpoint"))
             what = "resumed and finished" if state.resume is not None else "trained"
         states[run.name] = "complete"
-        _save_plan(folder, runs, states)
+        if distributed.global_rank() == 0:
+            _save_plan(folder, runs, states)
         done.append((run, what))
     return done
 
@@ -227,6 +237,8 @@ def command(config: Mapping[str, Any]) -> str:
     s = train.resolve_settings(config)
     folder = s.run.log_dir / s.run.exp_name
     done = run_sweep(config, options, s, folder)
-    text = report.write_report([folder], folder)
+    with distributed.rank_zero_then_all() as mine:  # the closing files are written once, by rank 0
+        text = (report.write_report([folder], folder) if mine else
+                f"rank {distributed.global_rank()}: the report is written by rank 0 to {folder}")
     lines = [f"  {run.name:<48s} {what}" for run, what in done]
     return "\n".join(["sweep runs:", *lines, text, f"sweep folder: {folder}"])

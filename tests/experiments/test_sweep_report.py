@@ -14,6 +14,7 @@ from mamol import train
 from mamol.errors import ConfigError, MissingFileError
 from mamol.experiments.sweep import RunState, state_of
 from tests.experiments.conftest import base_updates, read_json, run_command
+from tests.helpers import TINY, cli, cli_updates
 
 METHODS = ["mamol", {"name": "mamol_r4", "method": "mamol", "adapter_rank": 4}]
 
@@ -160,3 +161,18 @@ def test_sweep_resumes_a_run_interrupted_mid_training(small_scene_root, tmp_path
     state = torch.load(last, map_location="cpu", weights_only=True)
     assert state["epoch"] == 1  # epoch 0 from before the crash, epoch 1 after resuming
     assert json.loads((tmp_path / "runs" / "sweep" / "sweep.json").read_text())["runs"][0]["state"] == "complete"
+
+
+def test_a_two_process_sweep_does_its_closing_work_once(small_scene_root, tmp_path):
+    """``sweep with num_processes=2``: both ranks train each run together, but the plan, each run's grid and the
+    report are written by rank 0 alone (the other rank waits for it)."""
+    updates = {**TINY, **_sweep_updates(small_scene_root, tmp_path, seeds=[0], methods=["mamol"]),
+               "per_gpu_batchsize": 16, "num_processes": 2}
+    proc = cli("sweep", "with", "remote", *cli_updates(updates), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folder = tmp_path / "runs" / "sweep"
+    assert proc.stdout.count(f"report written to {folder}") == 1, proc.stdout
+    assert f"rank 1: the report is written by rank 0 to {folder}" in proc.stdout
+    (version,) = (folder / "mamol-synthetic-train_both0.7-seed0").iterdir()
+    assert (version / "grid.json").is_file() and (folder / "report.md").is_file()
+    assert read_json(folder / "sweep.json")["runs"][0]["state"] == "complete"
