@@ -16,6 +16,7 @@ import importlib.util
 import logging
 import math
 import os
+import socket
 import types
 import typing
 from collections.abc import Mapping
@@ -25,6 +26,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import torch
 
+from mamol import distributed
 from mamol.errors import ConfigError
 from mamol.missing import MissingSetting
 from mamol.tasks import KINDS, SPLITS
@@ -497,7 +499,11 @@ def resolve(cfg: Mapping[str, Any], *, kind: str, datasets: tuple[str, ...], met
         require(run.load_path is not None, "test_only=True needs load_path=<checkpoint to evaluate>")
     for key in ("load_path", "resume_from"):
         path = getattr(run, key)
-        require(path is None or path.is_file(), f"{key}={str(path)!r}: no such file")
+        rank = distributed.global_rank()
+        # Every process reads the file itself: on several nodes, one that cannot see it says which it is.
+        require(path is None or path.is_file(), f"{key}={str(path)!r}: no such file" + (
+            f" on rank {rank} (host {socket.gethostname()}): every process of the run reads {key}, so put it on "
+            f"storage every node sees (or copy it to the same path on each node)" if rank else ""))
 
     optim = _optim_settings(cfg)
     backbone, model, method = resolve_model(cfg, kind, method_options)
