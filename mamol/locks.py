@@ -114,7 +114,9 @@ class FileLock:
                     breaker.unlink()
             return False
         try:
-            if _read_owner(self.path) == stale:  # still the abandoned one (not a lock taken since)
+            current = _read_owner(self.path)
+            # Still the abandoned one, not a lock taken since (an unreadable one: still old, not one being written)
+            if current == stale and self.is_stale(current):
                 log.warning("lock %s: taking over from %s, which is gone", self.path,
                             stale.describe() if stale else "an owner that never wrote its record")
                 with contextlib.suppress(FileNotFoundError):
@@ -140,7 +142,8 @@ class FileLock:
                 raise LockTimeout(f"lock {self.path} is still held by {held_by} after {self.timeout:g} s; if "
                                   f"that process is gone, delete {self.path}")
             if now - last_warning > self.warn_after:
-                log.warning("waiting %.0f s for lock %s, held by %s", now - start, self.path, held_by)
+                log.warning("waiting %.0f s for lock %s, held by %s (if that process is gone, delete the file)",
+                            now - start, self.path, held_by)
                 last_warning = now
             time.sleep(self.poll)
 

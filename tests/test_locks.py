@@ -65,6 +65,17 @@ def test_a_lock_left_by_a_dead_process_on_this_host_is_taken_over(tmp_path):
     assert not lock.exists()
 
 
+def test_a_lock_file_its_owner_never_wrote_is_taken_over_once_old(tmp_path):
+    lock = tmp_path / "shared.lock"
+    lock.write_text("")  # a process died between creating the file and writing its record
+    with pytest.raises(LockTimeout, match="an owner still writing its record"):
+        FileLock(lock, timeout=0.2).acquire()
+    old = time.time() - 60
+    os.utime(lock, (old, old))
+    with FileLock(lock, timeout=5):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+
+
 def test_a_lock_from_another_host_is_taken_over_only_when_old(tmp_path):
     lock = tmp_path / "shared.lock"
     _leave_lock(lock, "other-node", 12345, time.time())
