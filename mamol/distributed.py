@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import Any
 
 import torch.distributed as dist
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
@@ -40,11 +39,3 @@ def rank_zero_then_all() -> Iterator[bool]:
     finally:
         barrier()
 
-
-def broadcast(obj: Any, src: int = 0) -> Any:
-    """Rank ``src``'s ``obj`` on every rank (``obj`` itself when not connected)."""
-    if not connected():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
