@@ -45,7 +45,9 @@ def config():
 
     # ---------------------------------------------------------------- data
     data_root = ""  # folder holding the Arrow files written by datasets/make_arrow.py
-    num_workers = 2  # DataLoader workers per device (each memory-maps the Arrow files itself)
+    # DataLoader workers per process (each memory-maps the Arrow files itself); None = the CPUs this process may
+    # use, shared by the processes of the node, one left for each process itself, at most 8
+    num_workers = None
     modalities = None  # remote: modalities to use, e.g. ["hsi", "lidar", "sar"]; None = hsi + lidar
     image_size = 224  # natural data: CLIP input side (pixels)
     max_text_len = 77  # natural data: CLIP context length (tokens); longer texts are truncated

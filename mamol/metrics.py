@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -33,8 +34,8 @@ class SamplesF1(Metric):
 
     full_state_update = False
 
-    def __init__(self, threshold: float = 0.5) -> None:
-        super().__init__()
+    def __init__(self, threshold: float = 0.5, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.threshold = threshold
         self.add_state("f1_sum", default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
@@ -61,37 +62,40 @@ class TaskMetrics(nn.Module):
     says which metrics and why.
     """
 
-    def __init__(self, task_type: str, num_classes: int) -> None:
+    def __init__(self, task_type: str, num_classes: int, sync: bool = True) -> None:
+        """``sync=False``: ``compute`` reports what this process saw, also under DDP (a process scoring a whole
+        split alone, e.g. the grid, must not wait for the others)."""
         super().__init__()
         self.task_type, self.num_classes = task_type, num_classes
         self.updated = False  # whether any batch was seen since the last reset
         self.undefined: dict[str, str] = {}  # metric -> why it is NaN, from the last compute()
         # Positive labels and samples seen (summed over processes), to tell when AUROC / F1 are undefined.
-        self.counts = MetricCollection({"positives": SumMetric(), "samples": SumMetric()})
+        kw = {"sync_on_compute": sync}
+        self.counts = MetricCollection({"positives": SumMetric(**kw), "samples": SumMetric(**kw)})
         if task_type == REMOTE:
             self.metrics = MetricCollection({
-                "OA": MulticlassAccuracy(num_classes, average="micro"),
-                "AA": MulticlassAccuracy(num_classes, average="macro"),
-                "kappa": MulticlassCohenKappa(num_classes),
-                "class_acc": MulticlassAccuracy(num_classes, average=None),
+                "OA": MulticlassAccuracy(num_classes, average="micro", **kw),
+                "AA": MulticlassAccuracy(num_classes, average="macro", **kw),
+                "kappa": MulticlassCohenKappa(num_classes, **kw),
+                "class_acc": MulticlassAccuracy(num_classes, average=None, **kw),
             })
             self.the_metric = "OA"
         elif task_type == MULTILABEL:
             self.metrics = MetricCollection({
-                "F1_micro": MultilabelF1Score(num_classes, average="micro"),
-                "F1_macro": MultilabelF1Score(num_classes, average="macro"),
-                "F1_weighted": MultilabelF1Score(num_classes, average="weighted"),
-                "F1_samples": SamplesF1(),
+                "F1_micro": MultilabelF1Score(num_classes, average="micro", **kw),
+                "F1_macro": MultilabelF1Score(num_classes, average="macro", **kw),
+                "F1_weighted": MultilabelF1Score(num_classes, average="weighted", **kw),
+                "F1_samples": SamplesF1(**kw),
             })
             self.the_metric = "F1_macro"
         elif task_type == BINARY:
             self.metrics = MetricCollection({
-                "AUROC": BinaryAUROC(),
-                "accuracy": MulticlassAccuracy(num_classes, average="micro"),
+                "AUROC": BinaryAUROC(**kw),
+                "accuracy": MulticlassAccuracy(num_classes, average="micro", **kw),
             }, compute_groups=False)  # updated one by one (AUROC takes p(positive), accuracy the logits)
             self.the_metric = "AUROC"
         elif task_type == MULTICLASS:
-            self.metrics = MetricCollection({"accuracy": MulticlassAccuracy(num_classes, average="micro")})
+            self.metrics = MetricCollection({"accuracy": MulticlassAccuracy(num_classes, average="micro", **kw)})
             self.the_metric = "accuracy"
         else:
             raise ValueError(f"no metrics for task type {task_type!r}; expected one of {TASK_TYPES}")

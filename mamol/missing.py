@@ -27,7 +27,6 @@ with the parameters that made them and reused (:func:`load_or_make_missing_table
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -43,6 +42,7 @@ from torch import Tensor
 
 from mamol.errors import ConfigError, DataError
 from mamol.files import atomic_write
+from mamol.locks import FileLock
 
 logger = logging.getLogger(__name__)
 
@@ -299,20 +299,24 @@ def data_key(n: int, metadata: dict, size: int) -> str:
     return hashlib.sha1(content.encode("utf-8")).hexdigest()[:8]
 
 
+TABLE_LOCK = ".tables.lock"
+"""Lock file in a missing-tables folder (:mod:`mamol.locks`): DDP ranks, on one node or several sharing the
+folder, take turns drawing a table."""
+
+
 @contextlib.contextmanager
 def _folder_lock(root: Path) -> Iterator[None]:
-    """Exclusive lock on ``root/.lock`` across processes (DDP ranks drawing the same table at once)."""
+    """Exclusive lock on the missing-tables folder ``root`` across processes and hosts."""
+    lock = FileLock(root / TABLE_LOCK)
     try:
         root.mkdir(parents=True, exist_ok=True)
-        handle = open(root / ".lock", "a")  # noqa: SIM115 - closed by the with-block below
+        lock.acquire()
     except OSError as err:  # a file in the way, no permission, a read-only file system
         raise _unwritable(root, err) from err
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def table_params(n: int, modalities: Sequence[str], setting: MissingSetting) -> dict:

@@ -16,6 +16,7 @@ import importlib.util
 import logging
 import math
 import os
+import socket
 import types
 import typing
 from collections.abc import Mapping
@@ -25,6 +26,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import torch
 
+from mamol import distributed
 from mamol.errors import ConfigError
 from mamol.missing import MissingSetting
 from mamol.tasks import KINDS, SPLITS
@@ -60,7 +62,7 @@ class DataSettings:
     modalities: tuple[str, ...] | None  # remote: modalities to use; None = HSI + LiDAR (or the first pair stored)
     image_size: int
     max_text_len: int
-    num_workers: int
+    num_workers: int  # DataLoader workers per process (the config's None resolved by :func:`loader_workers`)
     class_num: Mapping[str, int]  # image-text head sizes by task (``<task>_class_num`` keys)
     loss_weights: Mapping[str, float]  # loss weight of each dataset (``loss_names``)
     vit: str  # the backbone name, which picks the text tokenizer
@@ -394,6 +396,27 @@ def hardware_settings(cfg: Mapping[str, Any], batch_size: int, cuda_devices: int
                             strategy="ddp" if world > 1 else "auto")
 
 
+MAX_LOADER_WORKERS = 8
+"""Most DataLoader workers a process gets by default: beyond that, decoding rarely limits a step."""
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity: what a cluster scheduler granted), or the machine's count."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def loader_workers(processes_per_node: int, cpus: int | None = None) -> int:
+    """Default DataLoader workers of each process: the ``cpus`` (default :func:`available_cpus`) shared by the
+    node's training processes, one left for each process itself, capped at :data:`MAX_LOADER_WORKERS`.
+
+    E.g. 16 CPUs and one GPU: 8 workers; 16 CPUs and 8 GPUs: 1 each; 2 CPUs and one process: 1.
+    """
+    cpus = available_cpus() if cpus is None else cpus
+    return max(0, min(MAX_LOADER_WORKERS, cpus // max(processes_per_node, 1) - 1))
+
+
 def _loss_weights(cfg: Mapping[str, Any], kind: str, datasets: tuple[str, ...]) -> dict[str, float]:
     given = coerce("loss_names", cfg["loss_names"] or {}, Mapping[str, float])
     weights = {}
@@ -456,11 +479,13 @@ def resolve(cfg: Mapping[str, Any], *, kind: str, datasets: tuple[str, ...], met
     require(bool(cfg.get("data_root")), "data_root is empty: set data_root=<folder with the Arrow files>")
     if isinstance(cfg.get("modalities"), str):  # "hsi,sar" or "hsi+sar" from a command line
         cfg["modalities"] = [t for t in cfg["modalities"].replace("+", ",").split(",") if t.strip()]
+    workers = None if cfg["num_workers"] is None else coerce("num_workers", cfg["num_workers"], int)
+    require(workers is None or workers >= 0, f"num_workers must be >= 0, found {workers}")
     data = from_config(DataSettings, cfg, datasets=tuple(datasets), loss_weights=_loss_weights(cfg, kind, datasets),
                        class_num={k.removesuffix("_class_num"): coerce(k, v, int)
-                                  for k, v in cfg.items() if k.endswith("_class_num")})
+                                  for k, v in cfg.items() if k.endswith("_class_num")},
+                       num_workers=workers or 0)  # None: resolved below, once the processes per node are known
     require(data.root.is_dir(), f"data_root={str(data.root)!r} is not a folder")
-    require(data.num_workers >= 0, f"num_workers must be >= 0, found {data.num_workers}")
     if kind == "natural":
         # CLIP's text context and input size are fixed by the backbone (MMP used other values).
         require(1 <= data.max_text_len <= 77,
@@ -478,13 +503,18 @@ def resolve(cfg: Mapping[str, Any], *, kind: str, datasets: tuple[str, ...], met
         require(run.load_path is not None, "test_only=True needs load_path=<checkpoint to evaluate>")
     for key in ("load_path", "resume_from"):
         path = getattr(run, key)
-        require(path is None or path.is_file(), f"{key}={str(path)!r}: no such file")
+        rank = distributed.global_rank()
+        # Every process reads the file itself: on several nodes, one that cannot see it says which it is.
+        require(path is None or path.is_file(), f"{key}={str(path)!r}: no such file" + (
+            f" on rank {rank} (host {socket.gethostname()}): every process of the run reads {key}, so put it on "
+            f"storage every node sees (or copy it to the same path on each node)" if rank else ""))
 
     optim = _optim_settings(cfg)
     backbone, model, method = resolve_model(cfg, kind, method_options)
+    hardware = hardware_settings(cfg, optim.batch_size, training=not (run.test_only or evaluation))
+    if workers is None:
+        data = dataclasses.replace(data, num_workers=loader_workers(hardware.devices))
     return RunSettings(
         kind=kind, run=run, data=data, missing=missing_settings(cfg),
-        backbone=backbone, model=model, method=method, optim=optim,
-        hardware=hardware_settings(cfg, optim.batch_size, training=not (run.test_only or evaluation)),
-        config=dict(cfg),
+        backbone=backbone, model=model, method=method, optim=optim, hardware=hardware, config=dict(cfg),
     )

@@ -3,12 +3,14 @@ import dataclasses
 
 import pytest
 
+from config import defaults
+from mamol import settings
 from mamol.errors import ConfigError
 from mamol.methods.mamol import MaMOLOptions
 from mamol.methods.options import PAPER
 from mamol.missing import MissingSetting
 from mamol.optim import lr_lambda
-from mamol.settings import coerce, hardware_settings, resolve
+from mamol.settings import coerce, hardware_settings, loader_workers, resolve
 from tests.helpers import tiny_config
 
 
@@ -38,6 +40,21 @@ def test_evaluation_is_never_refused_over_accumulation(tmp_path):
     # evaluate_grid and predict_map evaluate too (they resolve with evaluation=True)
     hw = _resolve(tmp_path, evaluation=True, num_processes=2, per_gpu_batchsize=8, batch_size=8).hardware
     assert (hw.devices, hw.per_device_batch, hw.accumulate) == (2, 8, 1)
+
+
+def test_loader_workers_share_the_cpus_of_the_node():
+    # (processes per node, CPUs) -> workers per process: one CPU left to each process, at most 8 workers
+    for processes, cpus, workers in ((1, 16, 8), (2, 16, 7), (8, 16, 1), (1, 2, 1), (2, 2, 0), (1, 1, 0),
+                                     (1, 64, 8), (16, 16, 0)):
+        assert loader_workers(processes, cpus=cpus) == workers, (processes, cpus)
+
+
+def test_num_workers_default_comes_from_the_cpu_count(tmp_path, monkeypatch):
+    assert defaults()["num_workers"] is None  # not a fixed 2 that starves a 16-core GPU node
+    monkeypatch.setattr(settings, "available_cpus", lambda: 16)
+    assert _resolve(tmp_path, num_workers=None).data.num_workers == 8
+    assert _resolve(tmp_path, num_workers=None, num_processes=2, batch_size=8).data.num_workers == 7
+    assert _resolve(tmp_path, num_workers=3).data.num_workers == 3  # a given value is kept
 
 
 def test_cpu_never_gets_fp16_and_bf16_only_when_asked(tmp_path):

@@ -155,7 +155,7 @@ class GridResult:
 
 def score(logits: Tensor, labels: Tensor, info: TaskInfo) -> dict[str, float]:
     """Metric fractions of ``logits`` (N, K) against ``labels`` with the task's metrics (``the_metric`` too)."""
-    metrics = TaskMetrics(info.task_type, info.num_classes)
+    metrics = TaskMetrics(info.task_type, info.num_classes, sync=False)  # all samples are here, in one process
     metrics.update(logits, labels)
     return {k: float(v) for k, v in metrics.compute().items()}
 

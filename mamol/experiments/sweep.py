@@ -21,6 +21,10 @@ another one (``max_epoch=2`` after 1), the sweep is refused, naming each differi
 value, instead of skipping the old runs as complete; ``sweep_new=True`` sets the old sweep folder aside (renamed
 ``<exp_name>.replaced-<n>``, nothing deleted) and starts a new sweep. A ``sweep.json`` written before the config
 was recorded is continued with a warning.
+
+With several processes (``num_processes``, ``num_gpus``, ``num_nodes``) every process runs the sweep and
+trains each run together; the bookkeeping (``sweep.json``), the grids (predicted on one device) and the
+report are done by rank 0 while the others wait for it.
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mamol import train
+from mamol import distributed, train
 from mamol.data import catalogue
 from mamol.errors import ConfigError
 from mamol.experiments import grid, report
@@ -273,7 +277,9 @@ def run_sweep(config: Mapping[str, Any], options: SweepOptions, s: RunSettings, 
         elif state.done is not None:
             log.info("[%d/%d] %s: trained; evaluating the grid", i, len(runs), run.name)
             tested = json.loads((state.done / "test_results.json").read_text())
-            _grid(cfg, state.done, tested.get("checkpoint"))
+            with distributed.rank_zero_then_all() as mine:
+                if mine:
+                    _grid(cfg, state.done, tested.get("checkpoint"))
             what = "grid added"
         else:
             if state.resume is not None:
@@ -282,13 +288,17 @@ def run_sweep(config: Mapping[str, Any], options: SweepOptions, s: RunSettings, 
             else:
                 log.info("[%d/%d] %s: training", i, len(runs), run.name)
             states[run.name] = "running"
-            _save_plan(folder, shared, runs, states)
-            results = train.run(cfg)
-            if options.sweep_grid:
-                _grid(cfg, Path(results["run_dir"]), results.get("checkpoint"))
+            if distributed.global_rank() == 0:
+                _save_plan(folder, shared, runs, states)
+            results = train.run(cfg)  # every rank trains
+            if options.sweep_grid:  # predicts on one device: rank 0 alone
+                with distributed.rank_zero_then_all() as mine:
+                    if mine:
+                        _grid(cfg, Path(results["run_dir"]), results.get("checkpoint"))
             what = "resumed and finished" if state.resume is not None else "trained"
         states[run.name] = "complete"
-        _save_plan(folder, shared, runs, states)
+        if distributed.global_rank() == 0:
+            _save_plan(folder, shared, runs, states)
         done.append((run, what))
     return done
 
@@ -299,6 +309,8 @@ def command(config: Mapping[str, Any]) -> str:
     s = train.resolve_settings(config)
     folder = s.run.log_dir / s.run.exp_name
     done = run_sweep(config, options, s, folder)
-    text = report.write_report([folder], folder)
+    with distributed.rank_zero_then_all() as mine:  # the closing files are written once, by rank 0
+        text = (report.write_report([folder], folder) if mine else
+                f"rank {distributed.global_rank()}: the report is written by rank 0 to {folder}")
     lines = [f"  {run.name:<48s} {what}" for run, what in done]
     return "\n".join(["sweep runs:", *lines, text, f"sweep folder: {folder}"])

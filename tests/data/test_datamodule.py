@@ -50,6 +50,19 @@ def test_infos_right_after_init(data_root, tmp_path) -> None:
     assert dm.pin_memory is False
 
 
+def test_loader_arguments_keep_workers_and_pin_memory(data_root, tmp_path) -> None:
+    s = run_settings(data_root, datasets=["synthetic"], per_gpu_batchsize=6, batch_size=6, num_workers=2,
+                     missing_table_root=str(tmp_path / "tables"))
+    dm = MaMOLDataModule(s.data, s.missing, s.hardware.per_device_batch, s.run.seed, pin_memory=True)
+    for loader in (dm.train_dataloader(), dm.val_dataloader(), dm.test_dataloader()):
+        # workers live for the whole run (not restarted every epoch); pinned memory for CUDA copies
+        assert (loader.num_workers, loader.persistent_workers, loader.pin_memory) == (2, True, True)
+    s = run_settings(data_root, datasets=["synthetic"], per_gpu_batchsize=6, batch_size=6, num_workers=0,
+                     missing_table_root=str(tmp_path / "tables"))
+    loader = MaMOLDataModule(s.data, s.missing, 6, 0).train_dataloader()
+    assert (loader.num_workers, loader.persistent_workers, loader.pin_memory) == (0, False, False)
+
+
 def test_loaders_shuffle_train_only(data_root, tmp_path) -> None:
     dm = _datamodule(data_root, tmp_path)
     dm.setup("fit")

@@ -12,7 +12,17 @@ import torch
 from mamol import train
 from mamol.errors import ConfigError, MissingFileError
 from mamol.experiments.sweep import RunState, state_of
-from tests.helpers import add_callbacks, read_csv, read_json, run_command, short_run, tiny_config
+from tests.helpers import (
+    TINY,
+    add_callbacks,
+    cli,
+    cli_updates,
+    read_csv,
+    read_json,
+    run_command,
+    short_run,
+    tiny_config,
+)
 
 METHODS = ["mamol", {"name": "mamol_r4", "method": "mamol", "adapter_rank": 4}]
 
@@ -202,3 +212,18 @@ def test_report_separates_runs_of_different_configs_and_shows_n(tmp_path):
     assert "55.00 ± 7.07 (n=2)" in md and "90.00 (n=1)" in md
     assert "runs of mamol on synthetic" in md and "max_epoch" in md  # the warning, in the report too
     assert r"55.00 \pm 7.07\;(n=2)" in tex
+
+
+def test_a_two_process_sweep_does_its_closing_work_once(small_scene_root, tmp_path):
+    """``sweep with num_processes=2``: both ranks train each run together, but the plan, each run's grid and the
+    report are written by rank 0 alone (the other rank waits for it)."""
+    updates = {**TINY, **_sweep_updates(small_scene_root, tmp_path, seeds=[0], methods=["mamol"]),
+               "per_gpu_batchsize": 16, "num_processes": 2}
+    proc = cli("sweep", "with", "remote", *cli_updates(updates), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    folder = tmp_path / "runs" / "sweep"
+    assert proc.stdout.count(f"report written to {folder}") == 1, proc.stdout
+    assert f"rank 1: the report is written by rank 0 to {folder}" in proc.stdout
+    (version,) = (folder / "mamol-synthetic-train_both0.7-seed0").iterdir()
+    assert (version / "grid.json").is_file() and (folder / "report.md").is_file()
+    assert read_json(folder / "sweep.json")["runs"][0]["state"] == "complete"

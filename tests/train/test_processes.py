@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 from pathlib import Path
 
@@ -65,3 +67,39 @@ def test_two_processes_evaluate_whatever_the_training_batch_says(two):
     assert tested.returncode == 0, tested.stderr[-3000:]
     (run,) = (Path(common["log_dir"]) / "tested").iterdir()
     assert json.loads((run / "test_results.json").read_text())["metrics"] == report["metrics"]
+
+
+# Started in every process of a run (sitecustomize on PYTHONPATH): rank 1 cannot see the file named by
+# MAMOL_TEST_HIDDEN, as a node without the submitting node's storage.
+HIDE_ON_RANK_1 = """
+import builtins, os
+hidden = os.environ.get("MAMOL_TEST_HIDDEN")
+if hidden and os.environ.get("LOCAL_RANK") == "1":
+    real_stat, real_open = os.stat, builtins.open
+    def stat(path, *args, **kwargs):
+        if os.fspath(path) == hidden:
+            raise FileNotFoundError(2, "No such file or directory", hidden)
+        return real_stat(path, *args, **kwargs)
+    def open_(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and os.fspath(file) == hidden:
+            raise FileNotFoundError(2, "No such file or directory", hidden)
+        return real_open(file, *args, **kwargs)
+    os.stat, builtins.open = stat, open_
+"""
+
+
+def test_a_rank_that_cannot_see_load_path_names_itself(two, tmp_path):
+    common, proc = two
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (trained,) = (Path(common["log_dir"]) / "two").iterdir()
+    checkpoint = json.loads((trained / "test_results.json").read_text())["checkpoint"]
+    (tmp_path / "sitecustomize.py").write_text(HIDE_ON_RANK_1)
+    tested = cli("with", "remote", *cli_updates({**TINY, **common, "per_gpu_batchsize": 16, "num_processes": 2,
+                                                 "exp_name": "hidden", "test_only": True, "load_path": checkpoint}),
+                 env={"PYTHONPATH": str(tmp_path), "MAMOL_TEST_HIDDEN": checkpoint}, timeout=300)
+    assert tested.returncode != 0
+    errors = [line for line in tested.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: load_path={checkpoint!r}: no such file on rank 1 (host {socket.gethostname()}): every "
+                      "process of the run reads load_path, so put it on storage every node sees (or copy it to the "
+                      "same path on each node)"], tested.stderr[-3000:]
+    assert os.path.isfile(checkpoint)  # rank 0 saw it
