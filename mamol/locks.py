@@ -20,8 +20,11 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from mamol.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -151,9 +154,10 @@ class FileLock:
         """Remove the lock file if it is still ours (a lock taken over as stale is left to its new owner)."""
         if self.owner is None:
             return
-        if _read_owner(self.path) == self.owner:
+        current = _read_owner(self.path)
+        if current == self.owner:
             self.path.unlink()
-        else:
+        elif self.path.exists():
             log.warning("lock %s was taken over by another process while held by this one", self.path)
         self.owner = None
 
@@ -163,3 +167,26 @@ class FileLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+WORK_STALE_AFTER_S = 3 * 24 * 3600.0
+"""A lock held for a whole sweep or run, taken on another host, counts as abandoned after three days (its pid
+cannot be checked from here); on the same host, as soon as its process is gone."""
+
+
+@contextlib.contextmanager
+def held_or_refused(path: str | os.PathLike, what: str) -> Iterator[FileLock]:
+    """Hold the lock at ``path`` while ``what`` (e.g. "sweep folder x") is worked on; a ConfigError naming the
+    owner when another live process holds it, instead of two processes writing into the same folder."""
+    lock = FileLock(path, stale_after=WORK_STALE_AFTER_S, timeout=0.0)
+    try:
+        lock.acquire()
+    except LockTimeout as err:
+        holder = _read_owner(Path(path))
+        owner = holder.describe() if holder else "a process still writing its record"
+        raise ConfigError(f"{what} is in use by another process ({owner}): wait until it ends; if that process "
+                          f"is gone, delete {path}") from err
+    try:
+        yield lock
+    finally:
+        lock.release()

@@ -7,6 +7,7 @@ keeps the history of the state it resumes from and appends to it),
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -31,6 +32,7 @@ from mamol.data import catalogue
 from mamol.data.datamodule import MaMOLDataModule
 from mamol.errors import StorageError, TrainingInterrupted
 from mamol.files import storage_error, write_json
+from mamol.locks import held_or_refused
 from mamol.methods import method_class
 from mamol.metrics import CLASS_PREFIX, is_class_metric, summary_metrics
 from mamol.module import MaMOLModule
@@ -296,39 +298,43 @@ def run(config: Mapping[str, Any]) -> dict:
         keep_before = checkpoint.logged_steps(module.check_resumable(s.run.resume_from))
 
     run_dir, resumed = run_folder(s)
-    try:  # from here on, a failure removes the new folder (or marks it failed once it holds checkpoints)
-        trainer, best, last = build_trainer(s, run_dir, _loggers(s, run_dir, keep_before if resumed else None))
-        clock = runs.RunClock()  # wall time of fit and test, recorded for reports
-        trainer.callbacks.append(clock)
-        if trainer.is_global_zero:
-            name = f"config_resumed_{int(time.time())}.json" if resumed else "config.json"
-            runs.write_run_record(run_dir, s, name)
-            log.info("run folder: %s%s", run_dir, " (resumed)" if resumed else "")
-        report = _fit_and_test(s, trainer, best, last, clock, module, datamodule)
-    except TrainingInterrupted:
-        raise
-    except BaseException as err:
-        if rank_zero_only.rank == 0 and not resumed:
-            _abandon(run_dir, err)
-        converted = storage_error(err, f"the run folder {run_dir}") if isinstance(err, OSError) else None
-        if converted is None:
+    # One process at a time continues a run folder (new folders are claimed atomically by run_folder).
+    lock = (held_or_refused(run_dir / ".run.lock", f"run folder {run_dir}") if resumed and rank_zero_only.rank == 0
+            else contextlib.nullcontext())
+    with lock:
+        try:  # from here on, a failure removes the new folder (or marks it failed once it holds checkpoints)
+            trainer, best, last = build_trainer(s, run_dir, _loggers(s, run_dir, keep_before if resumed else None))
+            clock = runs.RunClock()  # wall time of fit and test, recorded for reports
+            trainer.callbacks.append(clock)
+            if trainer.is_global_zero:
+                name = f"config_resumed_{int(time.time())}.json" if resumed else "config.json"
+                runs.write_run_record(run_dir, s, name)
+                log.info("run folder: %s%s", run_dir, " (resumed)" if resumed else "")
+            report = _fit_and_test(s, trainer, best, last, clock, module, datamodule)
+        except TrainingInterrupted:
             raise
-        raise converted from err
-    run_dir = last.path.parent.parent  # rank 0's folder on every rank
-    if resumed and trainer.is_global_zero:  # the failure an earlier attempt recorded is over
-        (run_dir / "failed.json").unlink(missing_ok=True)
-    report["run_dir"] = str(run_dir)
-    if "metrics" not in report:
-        report["summary"] = f"Training finished (test_after_fit=False): best checkpoint {report['checkpoint']}"
+        except BaseException as err:
+            if rank_zero_only.rank == 0 and not resumed:
+                _abandon(run_dir, err)
+            converted = storage_error(err, f"the run folder {run_dir}") if isinstance(err, OSError) else None
+            if converted is None:
+                raise
+            raise converted from err
+        run_dir = last.path.parent.parent  # rank 0's folder on every rank
+        if resumed and trainer.is_global_zero:  # the failure an earlier attempt recorded is over
+            (run_dir / "failed.json").unlink(missing_ok=True)
+        report["run_dir"] = str(run_dir)
+        if "metrics" not in report:
+            report["summary"] = f"Training finished (test_after_fit=False): best checkpoint {report['checkpoint']}"
+            return report
+        if trainer.is_global_zero:
+            write_json(run_dir / "test_results.json", {k: v for k, v in report.items() if k != "run_dir"})
+            where = f"written to {run_dir / 'test_results.json'}"
+        else:
+            where = f"rank {trainer.global_rank}: the results are written by rank 0 to {run_dir / 'test_results.json'}"
+        text = summarise(report["metrics"], [list(i.class_names) for i in datamodule.infos], s.missing.test.describe())
+        report["summary"] = f"{text}\n{where}"
         return report
-    if trainer.is_global_zero:
-        write_json(run_dir / "test_results.json", {k: v for k, v in report.items() if k != "run_dir"})
-        where = f"written to {run_dir / 'test_results.json'}"
-    else:
-        where = f"rank {trainer.global_rank}: the results are written by rank 0 to {run_dir / 'test_results.json'}"
-    text = summarise(report["metrics"], [list(i.class_names) for i in datamodule.infos], s.missing.test.describe())
-    report["summary"] = f"{text}\n{where}"
-    return report
 
 
 def _fit_and_test(s: RunSettings, trainer: pl.Trainer, best: ModelCheckpoint, last: LastCheckpoint,

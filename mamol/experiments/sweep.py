@@ -28,6 +28,7 @@ report are done by rank 0 while the others wait for it.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
@@ -41,7 +42,8 @@ from mamol.data import catalogue
 from mamol.errors import ConfigError
 from mamol.experiments import grid, report
 from mamol.experiments.report import PLAN_FILE
-from mamol.files import write_json
+from mamol.files import storage_errors, write_json
+from mamol.locks import held_or_refused
 from mamol.methods import METHODS, method_class
 from mamol.runs import identity, identity_changes
 from mamol.settings import RunSettings, coerce, from_config
@@ -308,9 +310,15 @@ def command(config: Mapping[str, Any]) -> str:
     options = from_config(SweepOptions, config)
     s = train.resolve_settings(config)
     folder = s.run.log_dir / s.run.exp_name
-    done = run_sweep(config, options, s, folder)
-    with distributed.rank_zero_then_all() as mine:  # the closing files are written once, by rank 0
-        text = (report.write_report([folder], folder) if mine else
-                f"rank {distributed.global_rank()}: the report is written by rank 0 to {folder}")
+    # One sweep at a time in a folder: a second one would train the same runs into the same run folders.
+    lock = (held_or_refused(s.run.log_dir / f".{s.run.exp_name}.sweep.lock", f"sweep folder {folder}")
+            if distributed.global_rank() == 0 else contextlib.nullcontext())
+    with storage_errors(f"log_dir={str(s.run.log_dir)!r}"):
+        s.run.log_dir.mkdir(parents=True, exist_ok=True)
+    with lock:
+        done = run_sweep(config, options, s, folder)
+        with distributed.rank_zero_then_all() as mine:  # the closing files are written once, by rank 0
+            text = (report.write_report([folder], folder) if mine else
+                    f"rank {distributed.global_rank()}: the report is written by rank 0 to {folder}")
     lines = [f"  {run.name:<48s} {what}" for run, what in done]
     return "\n".join(["sweep runs:", *lines, text, f"sweep folder: {folder}"])

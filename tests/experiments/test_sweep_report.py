@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -227,3 +231,33 @@ def test_a_two_process_sweep_does_its_closing_work_once(small_scene_root, tmp_pa
     (version,) = (folder / "mamol-synthetic-train_both0.7-seed0").iterdir()
     assert (version / "grid.json").is_file() and (folder / "report.md").is_file()
     assert read_json(folder / "sweep.json")["runs"][0]["state"] == "complete"
+
+
+def _held_by_a_live_process(lock: Path) -> subprocess.Popen:
+    """A lock file held by another live process of this host (a sleeping child)."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": child.pid, "time": time.time(), "token": "x"}))
+    return child
+
+
+def test_two_sweeps_on_one_folder_are_refused_naming_the_owner(small_scene_root, tmp_path, monkeypatch):
+    """A second sweep into a folder another live sweep is working on is refused at once (they would train the
+    same runs into the same run folders); once that sweep is gone, its lock is taken over."""
+    updates = _sweep_updates(small_scene_root, tmp_path, seeds=[0], methods=["mamol"], sweep_grid=False)
+    lock = tmp_path / "runs" / ".sweep.sweep.lock"
+    child = _held_by_a_live_process(lock)
+    trained: list[str] = []
+    monkeypatch.setattr(train, "run", lambda cfg: trained.append(cfg["exp_name"]))
+    try:
+        owner = rf"\(host {socket.gethostname()}, pid {child.pid}"
+        with pytest.raises(ConfigError, match=rf"sweep folder .*sweep is in use by another process {owner}.*delete "
+                                              rf".*\.sweep\.sweep\.lock"):
+            run_command("sweep", "remote", **updates)
+        assert trained == [] and not (tmp_path / "runs" / "sweep").exists()
+    finally:
+        child.kill()
+        child.wait()
+    monkeypatch.undo()
+    folder = run_command("sweep", "remote", **updates)  # the owner is gone: its lock is taken over
+    assert read_json(folder / "sweep.json")["runs"][0]["state"] == "complete" and not lock.exists()

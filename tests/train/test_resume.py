@@ -4,9 +4,14 @@ weights, the best checkpoint, the test metrics, one ``metrics.csv`` with the who
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import signal
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +19,7 @@ import pytorch_lightning as pl
 import torch
 
 from mamol import train
-from mamol.errors import CheckpointError, TrainingInterrupted
+from mamol.errors import CheckpointError, ConfigError, TrainingInterrupted
 from tests.helpers import convert_scene, run_experiment, trainable_state
 
 
@@ -207,6 +212,27 @@ def test_finished_run_resumed_tests_the_recorded_best_without_training(resume_ro
     assert report["checkpoint"] == copied and last.read_bytes() == before  # nothing trained, nothing rewritten
     assert report["metrics"] == pytest.approx(uninterrupted["metrics"], abs=1e-4)
     _same_history(_metrics(run_dir), _metrics(Path(uninterrupted["run_dir"])))
+
+
+def test_a_run_folder_another_live_process_continues_is_refused(resume_root, tmp_path, uninterrupted):
+    """Two processes resuming one run folder would write the same checkpoints and log: the second is refused,
+    naming the first; a lock left by a process that is gone is taken over."""
+    run_dir = tmp_path / "runs" / "twice" / "version_0"
+    shutil.copytree(uninterrupted["run_dir"], run_dir)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    lock = run_dir / ".run.lock"
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": child.pid, "time": time.time(), "token": "x"}))
+    try:
+        with pytest.raises(ConfigError, match=rf"run folder .*version_0 is in use by another process \(host "
+                                              rf"{socket.gethostname()}, pid {child.pid}"):
+            _run(resume_root, tmp_path, "twice", resume_from=str(last))
+    finally:
+        child.kill()
+        child.wait()
+    assert sorted(p.name for p in run_dir.glob("config_resumed_*")) == []  # nothing of the run was touched
+    _run(resume_root, tmp_path, "twice", resume_from=str(last))  # its owner is gone: taken over, then released
+    assert not lock.exists()
 
 
 def test_truncated_resume_checkpoint_is_refused_by_name(resume_root, tmp_path, uninterrupted):
