@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +165,18 @@ class StopOnSignal:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}
+
+
+@contextlib.contextmanager
+def interruptible(last: LastCheckpoint, detail: Callable[[], str]) -> Iterator[None]:
+    """SIGTERM / SIGINT inside the block (see :class:`StopOnSignal`) end in :class:`TrainingInterrupted`, which
+    names ``last.ckpt`` to resume from and ``detail()``: where the run stopped and what resuming does."""
+    with StopOnSignal() as stop:
+        try:
+            yield
+        except SIGTERMException as err:
+            name, number = stop.received or ("SIGTERM", signal.SIGTERM)
+            raise TrainingInterrupted(name, int(number), str(last.path), detail()) from err
 
 
 def build_trainer(s: RunSettings, run_dir: Path, logger: Logger | list[Logger] | bool
@@ -342,15 +354,10 @@ def _fit_and_test(s: RunSettings, trainer: pl.Trainer, best: ModelCheckpoint, la
     """Fit (unless ``test_only``), then test the best checkpoint (unless ``test_after_fit=False``)."""
     tested_path = str(s.run.load_path) if s.run.load_path else None
     if not s.run.test_only:
-        with StopOnSignal() as stop:
-            try:
-                trainer.fit(module, datamodule=datamodule, ckpt_path=s.run.resume_from)
-            except SIGTERMException as err:
-                name, number = stop.received or ("SIGTERM", signal.SIGTERM)
-                raise TrainingInterrupted(
-                    name, int(number), str(last.path),
-                    f"during epoch {trainer.current_epoch + 1} (step {trainer.global_step}): last.ckpt holds the "
-                    f"state after epoch {last.epochs_done} and the interrupted epoch will be redone") from err
+        with interruptible(last, lambda: f"during epoch {trainer.current_epoch + 1} (step {trainer.global_step}): "
+                                         f"last.ckpt holds the state after epoch {last.epochs_done} and the "
+                                         f"interrupted epoch will be redone"):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=s.run.resume_from)
         if best.best_model_path and not s.run.fast_dev_run:
             module.load_weights(best.best_model_path)
             tested_path = best.best_model_path
@@ -360,15 +367,10 @@ def _fit_and_test(s: RunSettings, trainer: pl.Trainer, best: ModelCheckpoint, la
             return {"checkpoint": tested_path, "method": s.method.name}
         # The fit is over and last.ckpt records its best checkpoint: a run stopped now resumes without training
         # and tests that checkpoint (resume_from of a finished fit skips straight to the test).
-        with StopOnSignal() as stop:
-            try:
-                trainer.test(module, datamodule=datamodule, verbose=False)
-            except SIGTERMException as err:
-                name, number = stop.received or ("SIGTERM", signal.SIGTERM)
-                raise TrainingInterrupted(
-                    name, int(number), str(last.path),
-                    f"during the test of the best checkpoint {tested_path}: training had finished and last.ckpt "
-                    f"records that checkpoint; resuming trains nothing and tests it") from err
+        with interruptible(last, lambda: f"during the test of the best checkpoint {tested_path}: training had "
+                                         f"finished and last.ckpt records that checkpoint; resuming trains nothing "
+                                         f"and tests it"):
+            trainer.test(module, datamodule=datamodule, verbose=False)
     else:
         trainer.test(module, datamodule=datamodule, verbose=False)
     return {
