@@ -30,7 +30,7 @@ from pytorch_lightning.utilities.rank_zero import rank_zero_only
 from mamol import checkpoint, runs, settings
 from mamol.data import catalogue
 from mamol.data.datamodule import MaMOLDataModule
-from mamol.errors import StorageError, TrainingInterrupted
+from mamol.errors import CommandInterrupted, MamolError, StorageError, TrainingInterrupted
 from mamol.files import storage_error, write_json
 from mamol.locks import held_or_refused
 from mamol.methods import method_class
@@ -168,15 +168,15 @@ class StopOnSignal:
 
 
 @contextlib.contextmanager
-def interruptible(last: LastCheckpoint, detail: Callable[[], str]) -> Iterator[None]:
-    """SIGTERM / SIGINT inside the block (see :class:`StopOnSignal`) end in :class:`TrainingInterrupted`, which
-    names ``last.ckpt`` to resume from and ``detail()``: where the run stopped and what resuming does."""
+def interruptible(stopped: Callable[[str, int], MamolError]) -> Iterator[None]:
+    """SIGTERM / SIGINT inside the block (see :class:`StopOnSignal`) end in ``stopped(signal name, number)``:
+    the project error that says where the run stopped and what to do."""
     with StopOnSignal() as stop:
         try:
             yield
         except SIGTERMException as err:
             name, number = stop.received or ("SIGTERM", signal.SIGTERM)
-            raise TrainingInterrupted(name, int(number), str(last.path), detail()) from err
+            raise stopped(name, int(number)) from err
 
 
 def build_trainer(s: RunSettings, run_dir: Path, logger: Logger | list[Logger] | bool
@@ -354,9 +354,9 @@ def _fit_and_test(s: RunSettings, trainer: pl.Trainer, best: ModelCheckpoint, la
     """Fit (unless ``test_only``), then test the best checkpoint (unless ``test_after_fit=False``)."""
     tested_path = str(s.run.load_path) if s.run.load_path else None
     if not s.run.test_only:
-        with interruptible(last, lambda: f"during epoch {trainer.current_epoch + 1} (step {trainer.global_step}): "
-                                         f"last.ckpt holds the state after epoch {last.epochs_done} and the "
-                                         f"interrupted epoch will be redone"):
+        with interruptible(lambda name, number: TrainingInterrupted(
+                name, number, str(last.path), f"during epoch {trainer.current_epoch + 1} (step {trainer.global_step}):"
+                f" last.ckpt holds the state after epoch {last.epochs_done} and the interrupted epoch will be redone")):
             trainer.fit(module, datamodule=datamodule, ckpt_path=s.run.resume_from)
         if best.best_model_path and not s.run.fast_dev_run:
             module.load_weights(best.best_model_path)
@@ -367,12 +367,14 @@ def _fit_and_test(s: RunSettings, trainer: pl.Trainer, best: ModelCheckpoint, la
             return {"checkpoint": tested_path, "method": s.method.name}
         # The fit is over and last.ckpt records its best checkpoint: a run stopped now resumes without training
         # and tests that checkpoint (resume_from of a finished fit skips straight to the test).
-        with interruptible(last, lambda: f"during the test of the best checkpoint {tested_path}: training had "
-                                         f"finished and last.ckpt records that checkpoint; resuming trains nothing "
-                                         f"and tests it"):
+        with interruptible(lambda name, number: TrainingInterrupted(
+                name, number, str(last.path), f"during the test of the best checkpoint {tested_path}: training had "
+                f"finished and last.ckpt records that checkpoint; resuming trains nothing and tests it")):
             trainer.test(module, datamodule=datamodule, verbose=False)
-    else:
-        trainer.test(module, datamodule=datamodule, verbose=False)
+    else:  # test_only: nothing to resume; the run folder holds no result yet and is removed
+        with interruptible(lambda name, number: CommandInterrupted(
+                name, number, f"while testing {tested_path}: nothing was written; run it again")):
+            trainer.test(module, datamodule=datamodule, verbose=False)
     return {
         "tasks": [i.name for i in datamodule.infos],
         "metrics": {k.removeprefix("test/"): round(v, 4) for k, v in module.test_results.items()},

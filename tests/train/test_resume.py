@@ -19,7 +19,7 @@ import pytorch_lightning as pl
 import torch
 
 from mamol import train
-from mamol.errors import CheckpointError, ConfigError, TrainingInterrupted
+from mamol.errors import CheckpointError, CommandInterrupted, ConfigError, TrainingInterrupted
 from tests.helpers import convert_scene, run_experiment, trainable_state
 
 
@@ -241,3 +241,15 @@ def test_truncated_resume_checkpoint_is_refused_by_name(resume_root, tmp_path, u
     cut.write_bytes(last.read_bytes()[:5000])
     with pytest.raises(CheckpointError, match=r"resume_from='.*cut\.ckpt' is not a readable PyTorch checkpoint"):
         _run(resume_root, tmp_path, "bad", resume_from=str(cut))
+
+
+def test_test_only_stopped_by_a_signal_is_one_error_and_leaves_no_folder(resume_root, tmp_path, uninterrupted,
+                                                                         with_signal):
+    """A test_only run stopped by SIGTERM at its first test batch ends in a project error (exit 128 + 15) that
+    says nothing was written, and its run folder is removed (it held no result)."""
+    with_signal(signal.SIGTERM, "test", 0)
+    with pytest.raises(CommandInterrupted) as stopped:
+        _run(resume_root, tmp_path, "evaluated", test_only=True, load_path=uninterrupted["checkpoint"])
+    assert stopped.value.exit_code == 128 + signal.SIGTERM and "nothing was written" in str(stopped.value)
+    assert not (tmp_path / "runs" / "evaluated" / "version_0").exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
