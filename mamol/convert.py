@@ -112,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+    created = not args.target.exists()  # a target this run creates is removed again if it stays empty
     try:
         if args.target.exists() and not args.target.is_dir():
             raise ConfigError(f"--target {args.target} is a file; expected the folder to write the .arrow files into")
@@ -121,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             for split, path in written.items():
                 print(f"{dataset:>12} {split:>5}: {path} ({human_bytes(path.stat().st_size)})")
     except MamolError as err:
+        if created and args.target.is_dir() and not any(args.target.iterdir()):
+            args.target.rmdir()
         if args.debug:
             raise
         return print_error(err)
