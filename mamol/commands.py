@@ -63,7 +63,18 @@ def evaluate_grid(_config: dict) -> None:
 @cli.one_line_errors(_one_line)
 def sweep(_config: dict) -> None:
     """Train seeds x methods (x sweep_datasets x sweep_train_missing) into one sweep folder, then report."""
-    print(sweeps.command(copy.deepcopy(dict(_config))), flush=True)
+    try:
+        print(sweeps.command(copy.deepcopy(dict(_config))), flush=True)
+    except sweeps.RunsFailed as failed:
+        print(failed.report, flush=True)
+        raise
+
+
+@ex.command
+@cli.one_line_errors(_one_line)
+def sweep_status(_config: dict) -> None:
+    """What a sweep has done, is running, has queued, has failed (with the reason) and has left."""
+    print(sweeps.status_table(copy.deepcopy(dict(_config))), flush=True)
 
 
 @ex.command

@@ -125,6 +125,19 @@ def config():
     # mamol/runs.py RESULT_NEUTRAL_KEYS) is refused; True renames it <exp_name>.replaced-<n> and starts a new sweep
     sweep_new = False
     sweep_grid = True  # sweep: evaluate each trained checkpoint over grid_types x grid_ratios (the report's curves)
+    # sweep: where runs train: "serial" (one after another here), "local" (max_parallel processes here) or "slurm"
+    # (one SLURM job per run, a job array through submitit; GPUs per run = num_gpus x num_nodes)
+    launcher = "serial"
+    max_parallel = 2  # sweep, launcher=local: runs at once
+    cpu_threads = None  # torch threads of each run (any launcher; the same value gives the same numbers); None = all
+    slurm_partition = None  # launcher=slurm: partition (None = the cluster's default)
+    slurm_account = None  # launcher=slurm: account to charge (None = yours by default)
+    slurm_time = 240  # launcher=slurm: minutes per job; a run cut by it is requeued and resumes from last.ckpt
+    slurm_cpus_per_run = None  # launcher=slurm: CPUs per run (None = the cluster's default)
+    slurm_mem_gb = None  # launcher=slurm: memory per node of a run in GiB (None = the cluster's default)
+    slurm_array_parallelism = 64  # launcher=slurm: most runs of the job array at once (the array throttle)
+    slurm_extra = []  # launcher=slurm: more #SBATCH lines, e.g. ["--qos=high", "--constraint=a100"]
+    sweep_wait = True  # sweep, launcher=slurm: wait for the jobs, then report; False = submit and return
     report_dirs = []  # report: run or sweep folders to aggregate (searched for test_results.json and grid.json)
     map_pixels = "labelled"  # predict_map: "labelled" pixels of the scene, or "all" pixels
     map_missing = None  # predict_map: one map each, "none" or missing modalities ("hsi"); None = none + each alone

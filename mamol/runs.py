@@ -58,6 +58,9 @@ RESULT_NEUTRAL_KEYS = frozenset({
     "skip_missing", "sparse_experts",  # exact speed-ups
     "report_dirs", "map_pixels", "map_missing",  # other commands' inputs
     "sweep_new", "allow_option_change",  # what to do on a mismatch; the values compared are in the config
+    # where and how a sweep's runs are launched (a run's numbers do not depend on it; cpu_threads: tests/experiments)
+    "launcher", "max_parallel", "cpu_threads", "slurm_partition", "slurm_account", "slurm_time", "slurm_cpus_per_run",
+    "slurm_mem_gb", "slurm_array_parallelism", "slurm_extra", "sweep_wait",
 })
 """Config keys that do not change a run's results: left out of its identity (sweeps, reports)."""
 

@@ -135,11 +135,12 @@ class BestCheckpoint(ModelCheckpoint):
 
 
 class StopOnSignal:
-    """SIGTERM and SIGINT during ``fit`` stop training at the next batch boundary (all ranks together).
+    """SIGTERM, SIGINT and SIGUSR2 during ``fit`` stop training at the next batch boundary (all ranks together).
 
-    Lightning stops at a batch boundary on SIGTERM (``SIGTERMException``); here SIGINT (Ctrl-C) takes the same
-    path instead of Lightning's immediate exit, and the signal is remembered to name it. A second Ctrl-C
-    stops at once. Active only in the main thread.
+    Lightning stops at a batch boundary on SIGTERM (``SIGTERMException``); here SIGINT (Ctrl-C) and SIGUSR2
+    (what SLURM sends a submitit job before pre-empting it or at its time limit) take the same path instead of
+    an immediate exit, and the signal is remembered to name it. A second Ctrl-C stops at once. Active only in
+    the main thread.
     """
 
     def __init__(self) -> None:
@@ -155,9 +156,15 @@ class StopOnSignal:
         self.received = ("SIGINT", signum)
         os.kill(os.getpid(), signal.SIGTERM)  # Lightning's batch-boundary stop
 
+    def _on_usr2(self, signum: int, frame: Any) -> None:
+        if self.received is None:
+            self.received = ("SIGUSR2", signum)
+            os.kill(os.getpid(), signal.SIGTERM)
+
     def __enter__(self) -> StopOnSignal:
         if threading.current_thread() is threading.main_thread():
-            for signum, handler in ((signal.SIGTERM, self._on_term), (signal.SIGINT, self._on_int)):
+            for signum, handler in ((signal.SIGTERM, self._on_term), (signal.SIGINT, self._on_int),
+                                    (signal.SIGUSR2, self._on_usr2)):
                 self._previous[signum] = signal.signal(signum, handler)
         return self
 
@@ -169,7 +176,7 @@ class StopOnSignal:
 
 @contextlib.contextmanager
 def interruptible(stopped: Callable[[str, int], MamolError]) -> Iterator[None]:
-    """SIGTERM / SIGINT inside the block (see :class:`StopOnSignal`) end in ``stopped(signal name, number)``:
+    """SIGTERM / SIGINT / SIGUSR2 inside the block (see :class:`StopOnSignal`) end in ``stopped(signal name, number)``:
     the project error that says where the run stopped and what to do."""
     with StopOnSignal() as stop:
         try:

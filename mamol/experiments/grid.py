@@ -31,7 +31,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from mamol import settings, train
+from mamol import distributed, settings, train
 from mamol.data import catalogue
 from mamol.data.base import BaseArrowDataset
 from mamol.errors import ConfigError
@@ -289,3 +289,19 @@ def command(config: Mapping[str, Any]) -> str:
     write_run_record(folder, s)
     write(result, folder, title_of(s))
     return f"{describe(result)}\nwritten to {folder} (grid.csv, grid.json, grid.md, robustness.png)"
+
+
+def evaluate_into(run_cfg: Mapping[str, Any], version: Path, checkpoint: str | None) -> None:
+    """Evaluate a trained run's tested ``checkpoint`` over the grid into its run folder ``version`` (``grid.*``).
+
+    Under DDP it predicts on one device: rank 0 evaluates while the other ranks wait for it.
+    """
+    with distributed.rank_zero_then_all() as mine:
+        if not mine:
+            return
+        if not checkpoint:
+            log.warning("%s: no checkpoint was tested, so no grid", version)
+            return
+        cfg = {**run_cfg, "load_path": checkpoint, "test_only": True}
+        s, result = evaluate_checkpoint(cfg, "sweep")
+        write(result, version, title_of(s))

@@ -32,6 +32,7 @@ import contextlib
 import json
 import logging
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,8 +40,10 @@ from typing import Any
 
 from mamol import distributed, train
 from mamol.data import catalogue
-from mamol.errors import ConfigError
-from mamol.experiments import grid, report
+from mamol.errors import ConfigError, MamolError, MissingFileError
+from mamol.experiments import launch as launch_
+from mamol.experiments import report
+from mamol.experiments.launch import LaunchOptions, RunJob
 from mamol.experiments.report import PLAN_FILE
 from mamol.files import storage_errors, write_json
 from mamol.locks import held_or_refused
@@ -161,27 +164,6 @@ def run_config(config: Mapping[str, Any], run: SweepRun, folder: Path) -> dict[s
     return cfg
 
 
-@dataclass(frozen=True)
-class RunState:
-    """Where a planned run stands: its finished run folder, or what is left of an interrupted one."""
-
-    done: Path | None  # version folder with test_results.json
-    needs_grid: bool  # finished training, but its grid is missing
-    resume: Path | None  # last.ckpt of an interrupted training
-
-
-def state_of(folder: Path, with_grid: bool) -> RunState:
-    """The state of the run whose version folders live in ``folder``."""
-    versions = sorted(folder.glob("version_*"), key=lambda p: int(p.name.split("_")[1]) if
-                      p.name.split("_")[1].isdigit() else -1)
-    for version in reversed(versions):
-        if (version / "test_results.json").is_file():
-            return RunState(version, with_grid and not (version / "grid.json").is_file(), None)
-    last = next((v / "checkpoints" / "last.ckpt" for v in reversed(versions)
-                 if (v / "checkpoints" / "last.ckpt").is_file()), None)
-    return RunState(None, False, last)
-
-
 def shared_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """What every run of the sweep shares: the config without the axes, result-neutral keys and the training
     split's missing setting (each run sets it)."""
@@ -238,29 +220,27 @@ def set_aside(folder: Path) -> Path:
     return target
 
 
-def _save_plan(folder: Path, shared: Mapping[str, Any], runs: Sequence[SweepRun], states: Mapping[str, str]) -> None:
+def _save_plan(folder: Path, shared: Mapping[str, Any], runs: Sequence[SweepRun], states: Mapping[str, str],
+               jobs: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    """Write ``sweep.json``: the shared config and each run (its state here, and the job it was submitted as)."""
     path = folder / PLAN_FILE
     recorded = {}
     previous = _read_plan(folder)
     if previous is not None:  # keep runs of an earlier plan of this sweep (their folders may still be reported)
         recorded = {r["name"]: r for r in previous["runs"]}
     for run in runs:
-        recorded[run.name] = {**asdict(run), "datasets": list(run.datasets), "state": states.get(run.name, "planned")}
+        entry = {**asdict(run), "datasets": list(run.datasets), "state": states.get(run.name, "planned")}
+        job = (jobs or {}).get(run.name) or recorded.get(run.name, {}).get("job")
+        if job:
+            entry["job"] = dict(job)
+        recorded[run.name] = entry
     write_json(path, {"config": dict(shared), "runs": list(recorded.values())})
 
 
-def _grid(run_cfg: Mapping[str, Any], version: Path, checkpoint: str | None) -> None:
-    if not checkpoint:
-        log.warning("%s: no checkpoint was tested, so no grid", version)
-        return
-    cfg = {**run_cfg, "load_path": checkpoint, "test_only": True}
-    s, result = grid.evaluate_checkpoint(cfg, "sweep")
-    grid.write(result, version, grid.title_of(s))
-
-
-def run_sweep(config: Mapping[str, Any], options: SweepOptions, s: RunSettings, folder: Path
-              ) -> list[tuple[SweepRun, str]]:
-    """Train (or skip, resume, complete) every run of the plan into ``folder``; (run, what happened) in order."""
+def prepare(config: Mapping[str, Any], options: SweepOptions, s: RunSettings, folder: Path
+            ) -> tuple[list[SweepRun], dict[str, Any]]:
+    """The sweep's runs and shared config, every run's config checked, the folder set aside or checked to be
+    this sweep's (see the module docstring) and created."""
     runs = plan(config, options, s)
     for run in runs:  # check every run's config before training the first
         train.resolve_settings(run_config(config, run, folder))
@@ -269,35 +249,25 @@ def run_sweep(config: Mapping[str, Any], options: SweepOptions, s: RunSettings, 
         set_aside(folder)
     check_same_sweep(folder, shared, runs)
     folder.mkdir(parents=True, exist_ok=True)
+    return runs, shared
+
+
+def _job(config: Mapping[str, Any], run: SweepRun, folder: Path, options: SweepOptions,
+         launch: LaunchOptions) -> RunJob:
+    return RunJob(run_config(config, run, folder), folder / run.name, options.sweep_grid, launch.cpu_threads)
+
+
+def run_serial(config: Mapping[str, Any], options: SweepOptions, launch: LaunchOptions, folder: Path,
+               runs: Sequence[SweepRun], shared: Mapping[str, Any]) -> list[tuple[SweepRun, str]]:
+    """Train the runs one after another in this process (every rank, under DDP)."""
     states: dict[str, str] = {}
     done: list[tuple[SweepRun, str]] = []
     for i, run in enumerate(runs, 1):
-        cfg = run_config(config, run, folder)
-        state = state_of(folder / run.name, options.sweep_grid)
-        if state.done is not None and not state.needs_grid:
-            what = "skipped (complete)"
-        elif state.done is not None:
-            log.info("[%d/%d] %s: trained; evaluating the grid", i, len(runs), run.name)
-            tested = json.loads((state.done / "test_results.json").read_text())
-            with distributed.rank_zero_then_all() as mine:
-                if mine:
-                    _grid(cfg, state.done, tested.get("checkpoint"))
-            what = "grid added"
-        else:
-            if state.resume is not None:
-                log.info("[%d/%d] %s: resuming from %s", i, len(runs), run.name, state.resume)
-                cfg["resume_from"] = str(state.resume)
-            else:
-                log.info("[%d/%d] %s: training", i, len(runs), run.name)
-            states[run.name] = "running"
-            if distributed.global_rank() == 0:
-                _save_plan(folder, shared, runs, states)
-            results = train.run(cfg)  # every rank trains
-            if options.sweep_grid:  # predicts on one device: rank 0 alone
-                with distributed.rank_zero_then_all() as mine:
-                    if mine:
-                        _grid(cfg, Path(results["run_dir"]), results.get("checkpoint"))
-            what = "resumed and finished" if state.resume is not None else "trained"
+        log.info("[%d/%d] %s", i, len(runs), run.name)
+        states[run.name] = "running"
+        if distributed.global_rank() == 0:
+            _save_plan(folder, shared, runs, states)
+        what = _job(config, run, folder, options, launch)()
         states[run.name] = "complete"
         if distributed.global_rank() == 0:
             _save_plan(folder, shared, runs, states)
@@ -305,9 +275,106 @@ def run_sweep(config: Mapping[str, Any], options: SweepOptions, s: RunSettings, 
     return done
 
 
+def statuses(folder: Path, runs: Sequence[SweepRun], with_grid: bool) -> dict[str, launch_.RunStatus]:
+    """Each run's status (:func:`mamol.experiments.launch.status_of`), asking SLURM once for all its jobs."""
+    recorded = _read_plan(folder) or {"runs": []}
+    jobs = {r.get("name"): r.get("job") for r in recorded["runs"] if isinstance(r, Mapping)}
+    slurm_ids = [str(j["id"]) for j in jobs.values() if isinstance(j, Mapping) and j.get("launcher") == "slurm"]
+    queue = launch_.slurm_states(slurm_ids) if slurm_ids else None
+    return {run.name: launch_.status_of(folder / run.name, with_grid, jobs.get(run.name), queue) for run in runs}
+
+
+def run_scheduled(config: Mapping[str, Any], options: SweepOptions, launch: LaunchOptions, folder: Path,
+                  runs: Sequence[SweepRun], shared: Mapping[str, Any], poll_s: float
+                  ) -> list[tuple[SweepRun, str]]:
+    """Submit every run that is neither done nor queued or running (``local`` or ``slurm``), and with
+    ``sweep_wait`` wait until each has ended; (run, what happened) in plan order."""
+    before = statuses(folder, runs, options.sweep_grid)
+    todo = [run for run in runs if before[run.name].state in ("left", "failed")]
+    jobs: dict[str, dict[str, Any]] = {}
+    states = {run.name: "complete" if before[run.name].state == "done" else "submitted" for run in runs}
+
+    def record(submitted: launch_.Submitted) -> None:
+        jobs[submitted.job.name] = submitted.record
+        _save_plan(folder, shared, runs, states, jobs)
+
+    batch = [_job(config, run, folder, options, launch) for run in todo]
+    if launch.launcher == "local" and launch.sweep_wait:
+        launch_.run_local(launch, batch, folder, record, poll_s=poll_s)
+    elif launch.launcher == "local":
+        raise ConfigError("launcher=local runs its jobs under this command: sweep_wait=False needs launcher=slurm")
+    else:
+        for submitted in launch_.submit(launch, batch, folder):
+            jobs[submitted.job.name] = submitted.record
+        _save_plan(folder, shared, runs, states, jobs)
+        log.info("submitted %d SLURM job(s): %s", len(jobs), ", ".join(j["id"] for j in jobs.values()))
+        while launch.sweep_wait and any(
+                s.state in ("queued", "running") for s in statuses(folder, todo, options.sweep_grid).values()):
+            time.sleep(poll_s)
+    after = statuses(folder, runs, options.sweep_grid)
+    for run in runs:
+        states[run.name] = "complete" if after[run.name].state == "done" else after[run.name].state
+    _save_plan(folder, shared, runs, states, jobs)
+    out = []
+    for run in runs:
+        status, submitted = after[run.name], run in todo
+        if not submitted:
+            what = ("skipped (complete)" if status.state == "done"
+                    else f"already {before[run.name].state} ({before[run.name].detail})")
+        elif status.state == "done":
+            what = f"done ({launch.launcher} job {jobs[run.name]['id']})"
+        elif status.state == "failed":
+            what = f"FAILED: {status.detail}"
+        else:
+            what = f"{status.state} ({status.detail})"
+        out.append((run, what))
+    return out
+
+
+def run_sweep(config: Mapping[str, Any], options: SweepOptions, s: RunSettings, folder: Path,
+              launch: LaunchOptions | None = None, poll_s: float = 2.0) -> list[tuple[SweepRun, str]]:
+    """Train (or skip, resume, complete) every run of the plan into ``folder`` with the configured launcher;
+    (run, what happened) in plan order."""
+    launch = launch or launch_.launch_options(config)
+    launch_.check_launcher(launch, config)
+    runs, shared = prepare(config, options, s, folder)
+    if launch.launcher == "serial":
+        return run_serial(config, options, launch, folder, runs, shared)
+    return run_scheduled(config, options, launch, folder, runs, shared, poll_s)
+
+
+def status_table(config: Mapping[str, Any]) -> str:
+    """``python run.py sweep_status with ...`` (the sweep's own command line): each run's status and the counts."""
+    options = from_config(SweepOptions, config)
+    s = train.resolve_settings(config)
+    folder = s.run.log_dir / s.run.exp_name
+    if not (folder / PLAN_FILE).is_file():
+        raise MissingFileError(f"no sweep in {folder} ({PLAN_FILE} not found): check log_dir and exp_name, or "
+                               f"start it with `python run.py sweep with ...`")
+    runs = plan(config, options, s)
+    check_same_sweep(folder, shared_config(config), runs)
+    current = statuses(folder, runs, options.sweep_grid)
+    counts = {state: sum(1 for st in current.values() if st.state == state) for state in STATUS_ORDER}
+    lines = [f"sweep {folder}: " + ", ".join(f"{counts[state]} {state}" for state in STATUS_ORDER)
+             + f" (of {len(runs)})"]
+    lines += [f"  {run.name:<48s} {current[run.name].state:<8s} {current[run.name].detail}".rstrip() for run in runs]
+    left = counts["left"] + counts["failed"]
+    if left:
+        lines.append(f"{left} run(s) not done and not queued: run the same `sweep` command again to submit only "
+                     f"those")
+    elif counts["done"] == len(runs):
+        lines.append("the sweep is done")
+    return "\n".join(lines)
+
+
+STATUS_ORDER = ("done", "running", "queued", "failed", "left")
+WAITING = ("queued", "running", "already queued", "already running")  # what a run submitted without waiting says
+
+
 def command(config: Mapping[str, Any]) -> str:
     """``python run.py sweep with ...``: run the sweep into ``<log_dir>/<exp_name>/``, then write its report."""
     options = from_config(SweepOptions, config)
+    launch = launch_.launch_options(config)
     s = train.resolve_settings(config)
     folder = s.run.log_dir / s.run.exp_name
     # One sweep at a time in a folder: a second one would train the same runs into the same run folders.
@@ -316,9 +383,28 @@ def command(config: Mapping[str, Any]) -> str:
     with storage_errors(f"log_dir={str(s.run.log_dir)!r}"):
         s.run.log_dir.mkdir(parents=True, exist_ok=True)
     with lock:
-        done = run_sweep(config, options, s, folder)
+        done = run_sweep(config, options, s, folder, launch)
+        lines = [f"  {run.name:<48s} {what}" for run, what in done]
+        failed = [run.name for run, what in done if what.startswith("FAILED")]
+        pending = [run.name for run, what in done if what.startswith(WAITING)]
+        if pending:  # submitted without waiting: the report comes when they are done
+            return "\n".join(["sweep runs:", *lines, f"{len(pending)} run(s) submitted or in the queue; follow them "
+                              f"with `python run.py sweep_status with <the same settings>`, and run `sweep` again (or "
+                              f"`report`) when they are done", f"sweep folder: {folder}"])
         with distributed.rank_zero_then_all() as mine:  # the closing files are written once, by rank 0
             text = (report.write_report([folder], folder) if mine else
                     f"rank {distributed.global_rank()}: the report is written by rank 0 to {folder}")
-    lines = [f"  {run.name:<48s} {what}" for run, what in done]
-    return "\n".join(["sweep runs:", *lines, text, f"sweep folder: {folder}"])
+    out = "\n".join(["sweep runs:", *lines, text, f"sweep folder: {folder}"])
+    if failed:
+        raise RunsFailed(f"{len(failed)} of {len(done)} sweep runs failed ({', '.join(failed)}; reasons above, "
+                         f"`sweep_status` repeats them); fix the cause and run the same command again: only the "
+                         f"runs not done are submitted", out)
+    return out
+
+
+class RunsFailed(MamolError):
+    """Some runs of a scheduled sweep failed; ``report`` is the sweep's table with each failure's reason."""
+
+    def __init__(self, message: str, report: str) -> None:
+        super().__init__(message)
+        self.report = report

@@ -15,7 +15,7 @@ import torch
 
 from mamol import train
 from mamol.errors import ConfigError, MissingFileError
-from mamol.experiments.sweep import RunState, state_of
+from mamol.experiments.launch import RunState, state_of
 from tests.helpers import (
     TINY,
     add_callbacks,
@@ -55,6 +55,7 @@ def test_sweep_continues_after_an_interruption_and_reports(small_scene_root, tmp
     assert names == ["mamol-synthetic-train_both0.7-seed0", "mamol_r4-synthetic-train_both0.7-seed0",
                      "mamol-synthetic-train_both0.7-seed1", "mamol_r4-synthetic-train_both0.7-seed1"]
     assert trained == names[:1] and [r["state"] for r in plan][:2] == ["complete", "running"]
+    assert read_json(folder / names[1] / "job.json")["state"] == "stopped"  # the interrupted run says so
 
     resumed: list[tuple[str, str]] = []
 
@@ -65,7 +66,8 @@ def test_sweep_continues_after_an_interruption_and_reports(small_scene_root, tmp
     monkeypatch.setattr(train, "run", recorded)
     run_command("sweep", "remote", **_sweep_updates(small_scene_root, tmp_path))
     assert resumed == [(name, "") for name in names[1:]]  # the first run is not repeated
-    assert [p.name for p in (folder / names[0]).iterdir()] == ["version_0"]
+    assert sorted(p.name for p in (folder / names[0]).iterdir()) == ["job.json", "version_0"]
+    assert read_json(folder / names[0] / "job.json")["state"] == "complete"
     assert [r["state"] for r in read_json(folder / "sweep.json")["runs"]] == ["complete"] * 4
 
     # The report's numbers, recomputed here from the runs' own files.
@@ -228,7 +230,7 @@ def test_a_two_process_sweep_does_its_closing_work_once(small_scene_root, tmp_pa
     folder = tmp_path / "runs" / "sweep"
     assert proc.stdout.count(f"report written to {folder}") == 1, proc.stdout
     assert f"rank 1: the report is written by rank 0 to {folder}" in proc.stdout
-    (version,) = (folder / "mamol-synthetic-train_both0.7-seed0").iterdir()
+    (version,) = (folder / "mamol-synthetic-train_both0.7-seed0").glob("version_*")
     assert (version / "grid.json").is_file() and (folder / "report.md").is_file()
     assert read_json(folder / "sweep.json")["runs"][0]["state"] == "complete"
 
