@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 
-from mamol import cli
+from mamol import cli, plans
 from mamol.errors import MamolError
 from mamol.experiment import ex, parse_command_line, root_config
 from mamol.experiments import grid, maps
@@ -63,6 +63,9 @@ def evaluate_grid(_config: dict) -> None:
 @cli.one_line_errors(_one_line)
 def sweep(_config: dict) -> None:
     """Train seeds x methods (x sweep_datasets x sweep_train_missing) into one sweep folder, then report."""
+    if _config["dry_run"]:  # the runs and their device hours; no data, no training
+        print(plans.dry_run(copy.deepcopy(dict(_config))), flush=True)
+        return
     try:
         print(sweeps.command(copy.deepcopy(dict(_config))), flush=True)
     except sweeps.RunsFailed as failed:

@@ -138,6 +138,9 @@ def config():
     slurm_array_parallelism = 64  # launcher=slurm: most runs of the job array at once (the array throttle)
     slurm_extra = []  # launcher=slurm: more #SBATCH lines, e.g. ["--qos=high", "--constraint=a100"]
     sweep_wait = True  # sweep, launcher=slurm: wait for the jobs, then report; False = submit and return
+    dry_run = False  # sweep: list the runs and estimate device hours (mamol/plans.py); reads no data, trains nothing
+    plan_step_seconds = {}  # dry_run: declared seconds per optimiser step by "label/dataset", "label" or "*"
+    plan_measure_batch = 16  # dry_run: rows of a measured step (undeclared costs; scaled linearly to the batch)
     report_dirs = []  # report: run or sweep folders to aggregate (searched for test_results.json and grid.json)
     map_pixels = "labelled"  # predict_map: "labelled" pixels of the scene, or "all" pixels
     map_missing = None  # predict_map: one map each, "none" or missing modalities ("hsi"); None = none + each alone
@@ -153,6 +156,35 @@ ex.add_named_config("remote_3modality", dict(
     modalities=["hsi", "lidar", "sar"],
     missing_type={"train": "HS_SAR_Lidar", "val": "HS_SAR_Lidar", "test": "HS_SAR_Lidar"},
 ))
+
+
+# Plans, one per table of a paper (mamol/plans.py): `python run.py sweep with plan_remote_main data_root=...`.
+_SCENES = [["houston2013"], ["trento"], ["augsburg"]]
+_TEN_SEEDS = list(range(10))
+ex.add_named_config("plan_remote_main", dict(
+    check_val_every_n_epoch=20, exp_name="remote_main", methods=list(METHODS), seeds=_TEN_SEEDS,
+    sweep_datasets=_SCENES))
+ex.add_named_config("plan_natural_main", dict(
+    exp_name="natural_main", methods=list(METHODS), seeds=_TEN_SEEDS, datasets=[natural_entries()[0].name],
+    sweep_datasets=[[e.name] for e in natural_entries()], loss_names={e.name: 1 for e in natural_entries()},
+    learning_rate=1e-2, max_epoch=20, batch_size=256, val_check_interval=0.2))
+ex.add_named_config("plan_ablation", dict(
+    check_val_every_n_epoch=20, exp_name="ablation", seeds=_TEN_SEEDS, sweep_datasets=_SCENES, methods=[
+        "mamol",
+        {"name": "no_dynamic", "method": "mamol", "use_dynamic_experts": False},
+        {"name": "no_shared", "method": "mamol", "use_shared_experts": False},
+        {"name": "no_modality", "method": "mamol", "use_modality_experts": False},
+        {"name": "router_without_pattern", "method": "mamol", "router_uses_pattern": False},
+    ]))
+ex.add_named_config("plan_missing_ratio", dict(
+    check_val_every_n_epoch=20, exp_name="missing_ratio", methods=list(METHODS), seeds=_TEN_SEEDS,
+    sweep_train_missing=[{"ratio": r, "type": "both"} for r in (0.1, 0.3, 0.5, 0.7, 0.9)],
+    grid_types=["both"], grid_ratios=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]))
+ex.add_named_config("plan_cross", dict(
+    check_val_every_n_epoch=20, exp_name="cross", methods=["mamol", "lora"], seeds=_TEN_SEEDS,
+    sweep_train_missing=[{"ratio": 0.0, "type": "both"}, {"ratio": 0.7, "type": "HS"},
+                         {"ratio": 0.7, "type": "lidar"}, {"ratio": 0.7, "type": "both"}],
+    grid_types=["HS", "lidar", "both"], grid_ratios=[0.0, 0.7]))
 
 
 class DocumentedConfig(ConfigDict):

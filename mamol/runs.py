@@ -61,6 +61,7 @@ RESULT_NEUTRAL_KEYS = frozenset({
     # where and how a sweep's runs are launched (a run's numbers do not depend on it; cpu_threads: tests/experiments)
     "launcher", "max_parallel", "cpu_threads", "slurm_partition", "slurm_account", "slurm_time", "slurm_cpus_per_run",
     "slurm_mem_gb", "slurm_array_parallelism", "slurm_extra", "sweep_wait",
+    "dry_run", "plan_step_seconds", "plan_measure_batch",  # sweep dry runs
 })
 """Config keys that do not change a run's results: left out of its identity (sweeps, reports)."""
 
