@@ -376,7 +376,7 @@ def slurm_states(job_ids: Sequence[str]) -> dict[str, str] | None:
     if not job_ids or shutil.which("squeue") is None:
         return None if shutil.which("squeue") is None else {}
     try:
-        out = subprocess.run(["squeue", "-h", "-o", "%i %T", "-j", ",".join(job_ids)], capture_output=True,
+        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T", "-j", ",".join(job_ids)], capture_output=True,
                              text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return None
