@@ -49,7 +49,8 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                  "†": r"\textdagger{}", "‡": r"\textdaggerdbl{}", "±": r"\textpm{}"}
+                  "†": r"\textdagger{}", "‡": r"\textdaggerdbl{}", "±": r"\textpm{}", "<": r"\textless{}",
+                  ">": r"\textgreater{}"}
 
 
 def latex_escape(text: str) -> str:
