@@ -1,8 +1,9 @@
-"""``report``: finished runs aggregated into mean ± std over seeds, per method and test setting.
+"""``report``: finished runs aggregated into mean ± std over seeds, per method and test setting, with paired tests.
 
 ``python run.py report with 'report_dirs=["result/my_sweep", "result/other/version_3"]'`` searches each folder
 for finished runs (``test_results.json``; with ``grid.json`` beside it when the run was evaluated over the
-grid). A run belongs to the group of its datasets and training missing setting; within a group runs of the
+grid, and ``test_predictions.npz`` when it saved its test predictions). A run belongs to the group of its
+datasets and training missing setting; within a group runs of the
 same method label (the variant name recorded in a sweep's ``sweep.json``, else the ``method``) and the same
 identity are the seeds of that method. A run's identity is its whole config except the result-neutral keys
 (:data:`mamol.runs.RESULT_NEUTRAL_KEYS`) and :data:`NOT_POOLED_ON` (the seed, which is averaged over, and
@@ -13,11 +14,30 @@ For every (group, method, test setting) the report gives n (seeds), the mean and
 (n − 1 in the denominator; left empty for a single seed) of every metric × 100, and per run its trainable
 parameters and wall time (``test_results.json`` records them).
 
-Files (in the report's folder): ``report.md`` (runs, methods, one table per metric: test settings × methods),
-``report.csv`` (one row per group, method and test setting: every metric's mean and std), ``report.tex``
-(LaTeX ``booktabs`` tables of the headline metric and of the methods' cost) and ``comparison.png`` (the
-headline metric against the test missing ratio, one line per method with a ±std band, one panel per
-group and missing type; drawn from grid results).
+Significance (:mod:`mamol.experiments.significance`): at each test setting runs were tested at (the setting of
+``test_results.json``), every method is tested against a reference method (``write_report(reference=...)``;
+default ``mamol`` where a group has it, else the group's first method) on runs paired by seed: McNemar's exact
+test on per-sample correctness from the saved predictions, per seed and combined over seeds, and Wilcoxon's
+signed-rank and the paired t test over seeds on the headline metric. Runs without saved predictions (made
+before they were saved) get "n/a (no predictions saved)" for McNemar; their paired tests still work.
+
+Files (in the report's folder):
+
+* ``report.md``: runs, methods, then per group the headline table (test settings × methods; a ``†`` / ``‡`` beside a
+  score whose combined McNemar p against the reference is < 0.05 / < 0.01, the rule written under the table;
+  under the scores each method's trainable parameters and mean fit wall time), one table per other metric, the
+  p-values against the reference (footnotes say why a paired test is empty), per-class accuracy at each tested
+  setting (class names from ``test_results.json``), and, for a method trained under several training settings on
+  the same datasets, a training × test table of the headline metric;
+* ``report.csv``: one row per group, method and test setting: every metric's mean and std;
+* ``report.tex``: LaTeX ``booktabs`` tables of the methods' cost, the headline metric (markers, cost rows after a
+  ``\\midrule``), the p-values, the per-class accuracy and the training × test tables;
+* ``significance.csv``: one row per group, test setting and method against the reference: McNemar's b, c and p per
+  seed and combined, the mean difference, the Wilcoxon and paired t p-values, and a note where one is empty;
+* ``comparison.png``: the headline metric against the test missing ratio, one line per method with a ±std band, one
+  panel per group and missing type (drawn from grid results);
+* ``comparison_bars.png``: the headline metric at each group's tested setting, one bar per method (mean, error bar
+  ± std over seeds).
 """
 from __future__ import annotations
 
