@@ -40,6 +40,7 @@ from mamol.predictions import TaskPredictions, read_predictions
 
 DEFAULT_REFERENCE = "mamol"
 NO_PREDICTIONS = "n/a (no predictions saved)"
+NO_COMMON_SEED = "n/a (no seed in common)"
 MARKERS = ((0.01, "‡"), (0.05, "†"))
 """(threshold, marker): a combined McNemar p below the threshold earns the marker (the first that applies)."""
 MARKER_RULE = "† / ‡: combined McNemar test against {reference} (test samples paired seed by seed), p < 0.05 / p < 0.01"
@@ -199,6 +200,8 @@ class Comparison:
 
     def mcnemar_text(self) -> tuple[str, str]:
         """(per seed, combined) as table text: ``s0: 0.250 (3/1)``, with b/c in brackets."""
+        if not self.seeds:
+            return NO_COMMON_SEED, NO_COMMON_SEED
         if not self.per_seed:
             return NO_PREDICTIONS, NO_PREDICTIONS
         per_seed = "; ".join(f"s{s}: {format_p(m.p)} ({m.b}/{m.c})" for s, m in self.per_seed)

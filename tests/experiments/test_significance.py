@@ -77,6 +77,8 @@ def test_combined_over_seeds_sums_b_and_c(tmp_path):
     assert "s0: n/a (no predictions saved)" in c.mcnemar_text()[0] and c.paired.n == 2
     c = compare("lora", [SeedRun(0, 77.0, None)], "mamol", reference)
     assert c.mcnemar_text() == (significance.NO_PREDICTIONS, significance.NO_PREDICTIONS) and c.marker == ""
+    c = compare("lora", [SeedRun(5, 77.0, s0[1])], "mamol", reference)
+    assert c.mcnemar_text()[1] == "n/a (no seed in common)" and c.paired.n == 0 and "0 seeds in common" in c.paired.why
 
 
 def test_paired_tests_are_scipys_and_empty_when_undefined():
