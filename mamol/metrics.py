@@ -153,6 +153,17 @@ class TaskMetrics(nn.Module):
         self.counts.reset()
 
 
+def predicted_labels(logits: Tensor, task_type: str) -> Tensor:
+    """The decisions the metrics score, per sample: the argmax class (B,) for single-label tasks (remote, multi-class,
+    binary: what OA and accuracy count), and for multi-label tasks (B, L) 0/1 per class, 1 where the sigmoid
+    probability exceeds 0.5 (torchmetrics' rule in the F1 scores, among them the headline F1_macro; F1_samples
+    also counts a probability of exactly 0.5, which a float logit of exactly 0 alone gives)."""
+    logits = logits.detach().float()
+    if task_type == MULTILABEL:
+        return (torch.sigmoid(logits) > 0.5).to(torch.uint8)
+    return logits.argmax(dim=-1)
+
+
 CLASS_PREFIX = "acc_"
 """Per-class accuracies are named ``acc_<class index>`` (``<task>/acc_<i>`` with several tasks)."""
 

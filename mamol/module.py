@@ -20,8 +20,9 @@ from torch import Tensor, nn
 from mamol import checkpoint
 from mamol.errors import CheckpointError
 from mamol.methods import build_model
-from mamol.metrics import TaskMetrics
+from mamol.metrics import TaskMetrics, predicted_labels
 from mamol.optim import build_optimizer
+from mamol.predictions import PredictionRecorder, TaskPredictions
 from mamol.settings import RunSettings
 from mamol.tasks import TaskInfo
 
@@ -42,6 +43,9 @@ class MaMOLModule(pl.LightningModule):
         self.metrics = nn.ModuleDict({f"{stage}_{info.name}": TaskMetrics(info.task_type, info.num_classes)
                                       for stage in ("val", "test") for info in self.infos})
         self.test_results: dict[str, Any] = {}
+        # Each test sample's decision (all ranks' shares), saved as test_predictions.npz for paired tests.
+        self.test_predictions: dict[str, TaskPredictions] = {}
+        self._recorder = PredictionRecorder()
         # Output-changing options of the last loaded checkpoint that differ from this run's (allow_option_change).
         self.option_changes: dict[str, dict[str, Any]] = {}
         self._options = checkpoint.output_options(settings.method.options, settings.missing.fill)
@@ -84,6 +88,9 @@ class MaMOLModule(pl.LightningModule):
         self.log(self._prefix(stage, info) + "loss", self.loss(logits, batch["label"], info),
                  batch_size=logits.shape[0], add_dataloader_idx=False, sync_dist=True)
         self.metrics[f"{stage}_{info.name}"].update(logits, batch["label"])
+        if stage == "test":
+            self._recorder.add(info.name, batch["index"], batch["label"], predicted_labels(logits, info.task_type),
+                               batch["missing_type"])
 
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._eval_step("val", batch)
@@ -123,8 +130,13 @@ class MaMOLModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._eval_epoch_end("val")
 
+    def on_test_epoch_start(self) -> None:
+        self._recorder.reset()
+
     def on_test_epoch_end(self) -> None:
         self.test_results = self._eval_epoch_end("test")
+        self.test_predictions = self._recorder.gathered()  # every rank takes part
+        self._recorder.reset()
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> dict:

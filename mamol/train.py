@@ -3,7 +3,8 @@
 ``run(cfg)`` is what ``run.py`` calls. A run folder ``<log_dir>/<exp_name>/version_<n>/`` receives
 ``config.json`` (resolved config and library versions), ``metrics.csv`` (Lightning's CSV logger; a resumed run
 keeps the history of the state it resumes from and appends to it),
-``checkpoints/{best-*.ckpt,last.ckpt}`` and, after testing, ``test_results.json``.
+``checkpoints/{best-*.ckpt,last.ckpt}`` and, after testing, ``test_results.json`` with ``test_predictions.npz``
+(each test sample's index, label, decision and missing code: :mod:`mamol.predictions`).
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from mamol.locks import held_or_refused
 from mamol.methods import method_class
 from mamol.metrics import CLASS_PREFIX, is_class_metric, summary_metrics
 from mamol.module import MaMOLModule
+from mamol.predictions import PREDICTIONS_FILE, write_predictions
 from mamol.settings import RunSettings
 
 log = logging.getLogger(__name__)
@@ -347,6 +349,8 @@ def run(config: Mapping[str, Any]) -> dict:
             report["summary"] = f"Training finished (test_after_fit=False): best checkpoint {report['checkpoint']}"
             return report
         if trainer.is_global_zero:
+            # The predictions first: a test_results.json (what marks a run finished) names a file that exists.
+            write_predictions(run_dir / PREDICTIONS_FILE, module.test_predictions)
             write_json(run_dir / "test_results.json", {k: v for k, v in report.items() if k != "run_dir"})
             where = f"written to {run_dir / 'test_results.json'}"
         else:
@@ -392,6 +396,7 @@ def _fit_and_test(s: RunSettings, trainer: pl.Trainer, best: ModelCheckpoint, la
         # options of the tested checkpoint this evaluation changed (allow_option_change=True); {} = none
         "option_changes": module.option_changes,
         "class_names": {i.name: list(i.class_names) for i in datamodule.infos},
+        "predictions": PREDICTIONS_FILE,  # each test sample's decision, written beside this file
         "dataset": {i.name: i.metadata for i in datamodule.infos},
         **runs.run_record(s),  # config, settings, versions
         **runs.run_facts(module.model, datamodule.infos, clock),  # parameters, wall time, modalities

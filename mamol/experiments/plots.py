@@ -4,6 +4,8 @@
   type, the complete-data score marked; one panel per metric (headline first).
 * :func:`comparison_figure` — a report: methods against the missing ratio, mean over seeds with a ±std band;
   one panel per (group, missing type).
+* :func:`bar_figure` — a report: each method's score at a test setting, bar = mean over seeds, error bar = standard
+  deviation; one panel per (group, test setting).
 * :func:`map_figure` — a classification map beside the ground truth and an error mask, with a legend of the
   scene's class names in a fixed palette (class k always has the same colour).
 
@@ -107,6 +109,41 @@ def comparison_figure(panels: Mapping[str, Sequence[Curve]], metric: str, title:
         ax.set_xlim(-0.03, 1.03)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower left")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One bar of a panel: a method's mean over seeds, its standard deviation (NaN: one seed) and n."""
+
+    label: str
+    mean: float
+    std: float
+    n: int
+
+
+def bar_figure(panels: Mapping[str, Sequence[Bar]], metric: str, title: str, path: str | os.PathLike,
+               columns: int = 3) -> Path:
+    """One panel per entry of ``panels`` (title -> one bar per method, with a ±std error bar and n under it)."""
+    n = max(len(panels), 1)
+    cols = min(columns, n)
+    rows = math.ceil(n / cols)
+    most = max((len(bars) for bars in panels.values()), default=1)
+    fig = Figure(figsize=(max(3.6, 0.9 * most + 1.6) * cols, 3.6 * rows))
+    colours = colormaps["tab10"].colors
+    for i, (name, bars) in enumerate(panels.items()):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        x = np.arange(len(bars))
+        means = np.asarray([b.mean for b in bars], float)
+        stds = np.nan_to_num(np.asarray([b.std for b in bars], float))  # one seed: no error bar
+        ax.bar(x, means, yerr=stds, capsize=4, color=[colours[k % len(colours)] for k in range(len(bars))],
+               edgecolor="0.2", linewidth=0.6)
+        ax.set_xticks(x, [f"{b.label}\n(n={b.n})" for b in bars], fontsize=8)
+        ax.set_title(name, fontsize=9)
+        ax.set_ylabel(f"{metric} (%)")
+        ax.grid(axis="y", alpha=0.3)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _save(fig, path)

@@ -1,8 +1,9 @@
-"""``report``: finished runs aggregated into mean ± std over seeds, per method and test setting.
+"""``report``: finished runs aggregated into mean ± std over seeds, per method and test setting, with paired tests.
 
 ``python run.py report with 'report_dirs=["result/my_sweep", "result/other/version_3"]'`` searches each folder
 for finished runs (``test_results.json``; with ``grid.json`` beside it when the run was evaluated over the
-grid). A run belongs to the group of its datasets and training missing setting; within a group runs of the
+grid, and ``test_predictions.npz`` when it saved its test predictions). A run belongs to the group of its
+datasets and training missing setting; within a group runs of the
 same method label (the variant name recorded in a sweep's ``sweep.json``, else the ``method``) and the same
 identity are the seeds of that method. A run's identity is its whole config except the result-neutral keys
 (:data:`mamol.runs.RESULT_NEUTRAL_KEYS`) and :data:`NOT_POOLED_ON` (the seed, which is averaged over, and
@@ -13,11 +14,30 @@ For every (group, method, test setting) the report gives n (seeds), the mean and
 (n − 1 in the denominator; left empty for a single seed) of every metric × 100, and per run its trainable
 parameters and wall time (``test_results.json`` records them).
 
-Files (in the report's folder): ``report.md`` (runs, methods, one table per metric: test settings × methods),
-``report.csv`` (one row per group, method and test setting: every metric's mean and std), ``report.tex``
-(LaTeX ``booktabs`` tables of the headline metric and of the methods' cost) and ``comparison.png`` (the
-headline metric against the test missing ratio, one line per method with a ±std band, one panel per
-group and missing type; drawn from grid results).
+Significance (:mod:`mamol.experiments.significance`): at each test setting runs were tested at (the setting of
+``test_results.json``), every method is tested against a reference method (``write_report(reference=...)``;
+default ``mamol`` where a group has it, else the group's first method) on runs paired by seed: McNemar's exact
+test on per-sample correctness from the saved predictions, per seed and combined over seeds, and Wilcoxon's
+signed-rank and the paired t test over seeds on the headline metric. Runs without saved predictions (made
+before they were saved) get "n/a (no predictions saved)" for McNemar; their paired tests still work.
+
+Files (in the report's folder):
+
+* ``report.md``: runs, methods, then per group the headline table (test settings × methods; a ``†`` / ``‡`` beside a
+  score whose combined McNemar p against the reference is < 0.05 / < 0.01, the rule written under the table;
+  under the scores each method's trainable parameters and mean fit wall time), one table per other metric, the
+  p-values against the reference (footnotes say why a paired test is empty), per-class accuracy at each tested
+  setting (class names from ``test_results.json``), and, for a method trained under several training settings on
+  the same datasets, a training × test table of the headline metric;
+* ``report.csv``: one row per group, method and test setting: every metric's mean and std;
+* ``report.tex``: LaTeX ``booktabs`` tables of the methods' cost, the headline metric (markers, cost rows after a
+  ``\\midrule``), the p-values, the per-class accuracy and the training × test tables;
+* ``significance.csv``: one row per group, test setting and method against the reference: McNemar's b, c and p per
+  seed and combined, the mean difference, the Wilcoxon and paired t p-values, and a note where one is empty;
+* ``comparison.png``: the headline metric against the test missing ratio, one line per method with a ±std band, one
+  panel per group and missing type (drawn from grid results);
+* ``comparison_bars.png``: the headline metric at each group's tested setting, one bar per method (mean, error bar
+  ± std over seeds).
 """
 from __future__ import annotations
 
@@ -33,8 +53,9 @@ import numpy as np
 
 from mamol.data import catalogue
 from mamol.errors import ConfigError, DataError, MissingFileError
-from mamol.experiments import plots, tables
-from mamol.metrics import TaskMetrics, summary_metrics
+from mamol.experiments import plots, significance, tables
+from mamol.experiments.significance import Comparison, SeedRun
+from mamol.metrics import CLASS_PREFIX, TaskMetrics, is_class_metric, summary_metrics
 from mamol.missing import parse_missing_type
 from mamol.runs import identity, new_run_folder
 from mamol.settings import from_config
@@ -105,6 +126,8 @@ class RunRecord:
     order: tuple = ()  # sort key: (position in its sweep's plan, folder), so methods appear in plan order
     settings: dict[str, dict[str, float]] = field(default_factory=dict)  # setting label -> metrics x 100
     curves: dict[str, dict[float, dict[str, float]]] = field(default_factory=dict)  # grid type -> ratio -> metrics
+    predictions: Path | None = None  # test_predictions.npz of the tested setting (None: saved before there were)
+    class_names: dict[str, list[str]] = field(default_factory=dict)  # task -> class names
 
     @property
     def group(self) -> tuple[str, str]:
@@ -146,8 +169,15 @@ def read_run(folder: Path) -> RunRecord:
         datasets=tasks, order=(position, str(folder)),
         train=train_label, headline=headline_metric(tasks), parameters=tested.get("trainable_parameters"),
         fit_s=wall.get("fit"), test_s=wall.get("test"),
-        tested=test_label, identity=identity(config, NOT_POOLED_ON))
+        tested=test_label, identity=identity(config, NOT_POOLED_ON),
+        class_names={str(k): list(v) for k, v in (tested.get("class_names") or {}).items()})
     record.settings[record.tested] = dict(tested["metrics"])
+    if tested.get("predictions"):
+        predictions = folder / tested["predictions"]
+        if predictions.is_file():
+            record.predictions = predictions
+        else:
+            log.warning("report: %s names %s, which is absent: no McNemar test for this run", path, predictions)
     grid_path = folder / "grid.json"
     if grid_path.is_file():
         try:
@@ -231,6 +261,32 @@ class Group:
         return text, Stat.of(*zip(*times)) if times else None
 
     @property
+    def tested(self) -> list[str]:
+        """The test settings some run's ``test_results.json`` was tested at (those with predictions), in order."""
+        own = {r.tested for runs in self.methods.values() for r in runs}
+        return [s for s in self.settings if s in own]
+
+    def comparisons(self, reference: str | None = None) -> list[tuple[str, Comparison]]:
+        """(test setting, comparison) of every method against the reference at each tested setting
+        (:mod:`mamol.experiments.significance`); none for a group of one method."""
+        labels = list(self.methods)
+        if len(labels) < 2:
+            return []
+        ref = significance.reference_label(labels, reference)
+
+        def seed_runs(label: str, setting: str) -> list[SeedRun]:
+            return [SeedRun(r.seed, r.settings[setting].get(self.headline), r.predictions if r.tested == setting
+                            else None) for r in self.methods[label] if setting in r.settings]
+
+        out = []
+        for setting in self.tested:
+            theirs = seed_runs(ref, setting)
+            for label in labels:
+                if label != ref:
+                    out.append((setting, significance.compare(label, seed_runs(label, setting), ref, theirs)))
+        return out
+
+    @property
     def title(self) -> str:
         return f"{self.datasets} · train {self.train}"
 
@@ -310,16 +366,98 @@ def group_runs(records: Sequence[RunRecord]) -> list[Group]:
 
 
 # ------------------------------------------------------------------------------------------- outputs
-def _pivot(group: Group, metric: str, latex: bool = False) -> tuple[list[str], list[list[str]]]:
+Marks = Mapping[tuple[str, str], str]  # (test setting, method label) -> significance marker
+
+
+def _cell(stat: Stat | None, latex: bool, mark: str = "") -> str:
+    if stat is None:
+        return ""
+    if latex:
+        sign = {"†": r"^{\dagger}", "‡": r"^{\ddagger}"}.get(mark, "")
+        return stat.latex(n=True)[:-1] + sign + "$"
+    return f"{stat.text()} (n={stat.n})" + (f" {mark}" if mark else "")
+
+
+def _pivot(group: Group, metric: str, latex: bool = False, marks: Marks | None = None
+           ) -> tuple[list[str], list[list[str]]]:
     header = ["test setting", *group.methods]
     rows = []
     for setting in group.settings:
-        cells = []
-        for label in group.methods:
-            stat = group.stat(label, setting, metric)
-            cells.append("" if stat is None else stat.latex(n=True) if latex else f"{stat.text()} (n={stat.n})")
+        cells = [_cell(group.stat(label, setting, metric), latex, (marks or {}).get((setting, label), ""))
+                 for label in group.methods]
         rows.append([setting, *cells])
     return header, rows
+
+
+def _cost_rows(group: Group, latex: bool = False) -> list[list[str]]:
+    """The rows under a headline table: each method's trainable parameters and mean fit wall time."""
+    params, times = ["trainable parameters"], ["fit time (s)"]
+    for label in group.methods:
+        count, fit = group.cost(label)
+        params.append(count)
+        times.append("" if fit is None else fit.latex(1) if latex else fit.text(1))
+    return [params, times]
+
+
+def _marks(comparisons: Sequence[tuple[str, Comparison]]) -> dict[tuple[str, str], str]:
+    return {(setting, c.label): c.marker for setting, c in comparisons if c.marker}
+
+
+def _class_table(group: Group, setting: str, latex: bool = False) -> tuple[list[str], list[list[str]]] | None:
+    """Per-class accuracy (mean ± std over seeds) of each method at ``setting``; None without class metrics."""
+    runs = [r for rs in group.methods.values() for r in rs if setting in r.settings]
+    keys = list(dict.fromkeys(k for r in runs for k in r.settings[setting] if is_class_metric(k)))
+    if not keys:
+        return None
+    names = {task: n for r in runs for task, n in r.class_names.items()}
+    several = any("/" in k for k in keys)
+
+    def name(key: str) -> str:
+        task, _, short = key.rpartition("/")
+        index = int(short.removeprefix(CLASS_PREFIX))
+        task = task or next(iter(names), "")
+        known = names.get(task, [])
+        text = f"{index + 1} {known[index]}" if index < len(known) else short
+        return f"{task}: {text}" if several else text
+
+    keys.sort(key=lambda k: (k.rpartition("/")[0], int(k.rpartition("/")[2].removeprefix(CLASS_PREFIX))))
+    rows = [[name(k), *[_cell(group.stat(label, setting, k), latex) for label in group.methods]] for k in keys]
+    return ["class", *group.methods], rows
+
+
+def _cross_tables(groups: Sequence[Group], latex: bool = False) -> list[tuple[str, str, list[str], list[list[str]]]]:
+    """(datasets, method, header, rows) per method trained under several training settings on the same datasets:
+    rows = training setting, columns = test settings, cells = the headline metric (mean ± std over seeds)."""
+    by_key: dict[tuple[str, str], list[Group]] = {}
+    for g in groups:
+        for label in g.methods:
+            by_key.setdefault((g.datasets, label), []).append(g)
+    out = []
+    for (datasets, label), gs in by_key.items():
+        if len({g.train for g in gs}) < 2:
+            continue
+        settings = _order_settings([r for g in gs for r in g.methods[label]])
+        rows = [[g.train, *[_cell(g.stat(label, s, g.headline), latex) for s in settings]] for g in gs]
+        out.append((datasets, label, ["train / test", *settings], rows))
+    return out
+
+
+def _bars(groups: Sequence[Group], path: Path) -> Path | None:
+    """``comparison_bars.png``: the headline metric at each group's tested settings, per method (mean, ±std)."""
+    panels: dict[str, list[plots.Bar]] = {}
+    for g in groups:
+        for setting in g.tested:
+            bars = []
+            for label in g.methods:
+                stat = g.stat(label, setting, g.headline)
+                if stat is not None:
+                    bars.append(plots.Bar(label, stat.mean, math.nan if stat.std is None else stat.std, stat.n))
+            if bars:
+                panels[f"{g.title} · test {setting}"] = bars
+    if not panels:
+        return None
+    metric = groups[0].headline if len({g.headline for g in groups}) == 1 else "headline metric"
+    return plots.bar_figure(panels, metric, "mean over seeds, error bar: ± standard deviation", path)
 
 
 def _runs_table(records: Sequence[RunRecord]) -> tuple[list[str], list[list[Any]]]:
@@ -390,44 +528,98 @@ def _comparison(groups: Sequence[Group], path: Path) -> Path | None:
     return plots.comparison_figure(panels, metric, "mean over seeds, band: ± standard deviation", path)
 
 
-def write_report(dirs: Sequence[Path], folder: Path) -> str:
-    """Aggregate the runs under ``dirs`` into ``folder``; returns the headline tables as text."""
+def write_report(dirs: Sequence[Path], folder: Path, reference: str | None = None) -> str:
+    """Aggregate the runs under ``dirs`` into ``folder``; returns the headline tables as text.
+
+    ``reference``: the method every other one is tested against (default: ``mamol`` where a group has it, else
+    the group's first method; :mod:`mamol.experiments.significance`).
+    """
     records = collect([Path(d) for d in dirs])
     groups = group_runs(records)
+    significance.check_reference(reference, list(dict.fromkeys(label for g in groups for label in g.methods)))
     folder.mkdir(parents=True, exist_ok=True)
     note = ("Scores x 100: mean ± sample standard deviation over seeds (n - 1 in the denominator; one seed: "
             "the value alone), n = runs (seeds) in the cell. Test settings: `complete` (ratio 0) and "
-            "`<missing type> <ratio>`.\n")
+            "`<missing type> <ratio>`. Under each headline table: the methods' trainable parameters and mean fit "
+            "wall time.\n")
     md = [f"# Report\n\n{len(records)} runs from {', '.join(str(d) for d in dirs)}.\n\n{note}\n## Runs\n\n",
           tables.markdown(*_runs_table(records), align_right_from=4), "\n## Methods\n\n",
           tables.markdown(*_methods_table(groups), align_right_from=3)]
     tex = [f"% {len(records)} runs; {note}", tables.latex_booktabs(
         *_methods_table(groups, latex=True), caption="Methods: seeds, trainable parameters and training time.",
         label="tab:methods", align_right_from=3)]
-    text = []
+    text, csv_rows = [], []
     separated = [w for g in groups for w in g.warnings]
     if separated:
         md.append("\n## Warnings\n\n" + "".join(f"- {w}\n" for w in separated))
     for i, g in enumerate(groups):
-        for metric in g.metrics:
+        comparisons = g.comparisons(reference)
+        marks = _marks(comparisons)
+        rule = (significance.MARKER_RULE.format(reference=comparisons[0][1].reference) + "; McNemar needs the runs' "
+                "test_predictions.npz, so only the settings runs were tested at (not grid points) can be marked."
+                if comparisons else "")
+        header, rows = _pivot(g, g.headline, marks=marks)
+        md += [f"\n## {g.title}: {g.headline}\n\n", tables.markdown(header, rows + _cost_rows(g))]
+        md += [f"\n{rule}\n"] if rule else []
+        for metric in g.metrics[1:]:
             md += [f"\n## {g.title}: {metric}\n\n", tables.markdown(*_pivot(g, metric))]
-        header, rows = _pivot(g, g.headline, latex=True)
-        tex.append(tables.latex_booktabs(header, rows, caption=f"{g.headline}, mean and standard deviation over seeds, "
-                                         f"{g.plain_title}.", label=f"tab:results{i + 1}"))
-        plain_header, plain_rows = _pivot(g, g.headline)
+        header, rows = _pivot(g, g.headline, latex=True, marks=marks)
+        tex.append(tables.latex_booktabs(
+            header, rows, caption=f"{g.headline}, mean and standard deviation over seeds, {g.plain_title}; below: "
+            f"trainable parameters and fit time (s).", label=f"tab:results{i + 1}", footer=_cost_rows(g, latex=True),
+            notes=[rule] if rule else []))
+        if comparisons:
+            ref = comparisons[0][1].reference
+            head, sig_rows, notes = significance.table(comparisons)
+            md += [f"\n### {g.title}: significance against {ref} ({g.headline})\n\n",
+                   tables.markdown(head, sig_rows, align_right_from=3)]
+            md += ["\n" + "".join(f"- {n}\n" for n in notes)] if notes else []
+            tex.append(tables.latex_booktabs(
+                head, sig_rows, caption=f"p-values against {ref}, {g.plain_title}: McNemar (exact, per seed and "
+                f"combined over seeds; b/c = samples only {ref} / only the method gets right), Wilcoxon signed-rank "
+                f"and paired t over seeds on {g.headline}.", label=f"tab:significance{i + 1}", align_right_from=3,
+                notes=notes))
+            csv_rows += [significance.csv_row(g.datasets, g.train, setting, g.headline, c)
+                         for setting, c in comparisons]
+        for j, setting in enumerate(g.tested):
+            per_class = _class_table(g, setting)
+            if per_class is None:
+                continue
+            md += [f"\n### {g.title}: per-class accuracy (test {setting})\n\n", tables.markdown(*per_class)]
+            tex.append(tables.latex_booktabs(
+                *_class_table(g, setting, latex=True), caption=f"Per-class accuracy at test setting {setting}, mean "
+                f"and standard deviation over seeds, {g.plain_title}.", label=f"tab:classes{i + 1}-{j + 1}"))
+        plain_header, plain_rows = _pivot(g, g.headline, marks=marks)
         widths = [max(len(str(c)) for c in col) for col in zip(plain_header, *plain_rows)]
         text += [f"{g.title}: {g.headline} (x100, mean ± std over seeds)"]
         text += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)) for row in [plain_header, *plain_rows]]
+    cross = _cross_tables(groups)
+    if cross:
+        md.append("\n## Training × test settings\n\nThe headline metric of each method trained under each training "
+                  "setting (rows) at each test setting (columns).\n")
+        latex_cross = _cross_tables(groups, latex=True)
+        for k, ((datasets, label, header, rows), (*_, latex_rows)) in enumerate(zip(cross, latex_cross)):
+            md += [f"\n### {datasets}: {label}\n\n", tables.markdown(header, rows)]
+            tex.append(tables.latex_booktabs(
+                header, latex_rows, caption=f"{label} on {datasets}: the headline metric by training setting (rows) "
+                f"and test setting (columns), mean and standard deviation over seeds.", label=f"tab:cross{k + 1}"))
     figure = _comparison(groups, folder / "comparison.png")
     if figure is None:
         md.append("\nNo run has grid results (`grid.json`), so there is no comparison plot.\n")
     else:
         md.append("\n![comparison](comparison.png)\n")
+    bars = _bars(groups, folder / "comparison_bars.png")
+    if bars is not None:
+        md.append("\n![comparison at the tested settings](comparison_bars.png)\n")
     tables.write_text(folder / "report.md", "".join(md))
     tables.write_csv(folder / "report.csv", *_csv_rows(groups))
     tables.write_text(folder / "report.tex", "\n".join(tex))
-    files = "report.md, report.csv, report.tex" + (", comparison.png" if figure else "")
-    return "\n".join(text) + f"\nreport written to {folder} ({files})"
+    written = ["report.md", "report.csv", "report.tex"]
+    if csv_rows:
+        tables.write_csv(folder / "significance.csv", significance.CSV_HEADER, csv_rows)
+        written.append("significance.csv")
+    written += [f.name for f in (figure, bars) if f is not None]
+    return "\n".join(text) + f"\nreport written to {folder} ({', '.join(written)})"
 
 
 def command(config: Mapping[str, Any]) -> str:

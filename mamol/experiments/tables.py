@@ -48,7 +48,9 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  "†": r"\textdagger{}", "‡": r"\textdaggerdbl{}", "±": r"\textpm{}", "<": r"\textless{}",
+                  ">": r"\textgreater{}"}
 
 
 def latex_escape(text: str) -> str:
@@ -57,10 +59,12 @@ def latex_escape(text: str) -> str:
 
 
 def latex_booktabs(header: Sequence[str], rows: Sequence[Row], caption: str, label: str,
-                   align_right_from: int = 1) -> str:
+                   align_right_from: int = 1, footer: Sequence[Row] = (), notes: Sequence[str] = ()) -> str:
     """A ``table`` environment with a ``booktabs`` tabular (needs ``\\usepackage{booktabs}``).
 
-    Cells are escaped, except those already written as LaTeX math (starting and ending with ``$``).
+    Cells are escaped, except those already written as LaTeX math (starting and ending with ``$``). ``footer``
+    rows follow a ``\\midrule`` (e.g. each method's cost under its scores); ``notes`` are footnote lines under the
+    tabular, inside the table.
     """
     def cell(value: Any) -> str:
         text = _text(value)
@@ -70,5 +74,9 @@ def latex_booktabs(header: Sequence[str], rows: Sequence[Row], caption: str, lab
     lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(caption)}}}", rf"\label{{{label}}}",
              rf"\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(cell(h) for h in header) + r" \\", r"\midrule"]
     lines += [" & ".join(cell(c) for c in row) + r" \\" for row in rows]
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    if footer:
+        lines += [r"\midrule"] + [" & ".join(cell(c) for c in row) + r" \\" for row in footer]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines += [rf"\par\smallskip{{\footnotesize {latex_escape(note)}}}" for note in notes]
+    lines += [r"\end{table}"]
     return "\n".join(lines) + "\n"

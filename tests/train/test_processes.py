@@ -7,9 +7,11 @@ import socket
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from mamol.predictions import read_predictions
 from tests.helpers import TINY, cli, cli_updates, convert_scene, run_experiment, short_run, trainable_state
 
 
@@ -53,6 +55,12 @@ def test_two_processes_train_and_evaluate_like_one(two):
     alone = run_experiment("remote", **common, exp_name="alone", test_only=True,
                            load_path=two["checkpoint"])
     assert alone["metrics"] == two["metrics"]
+    # The saved test predictions too: both ranks' shares gathered into one file, each sample once, by index.
+    shared = read_predictions(runs[0] / two["predictions"])["synthetic"]
+    single = read_predictions(Path(alone["run_dir"]) / alone["predictions"])["synthetic"]
+    assert shared.index.tolist() == list(range(427))
+    for field in ("index", "label", "pred", "missing_type"):
+        np.testing.assert_array_equal(getattr(shared, field), getattr(single, field))
 
 
 def test_two_processes_evaluate_whatever_the_training_batch_says(two):

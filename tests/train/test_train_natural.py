@@ -3,9 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from mamol.predictions import read_predictions
 from tests.helpers import read_csv, run_experiment
 
 TASKS = {"mmimdb": ("task_finetune_mmimdb", "F1_macro"), "food101": ("task_finetune_food101", "accuracy"),
@@ -39,6 +41,19 @@ def test_fit_then_test_only(natural_root, tmp_path, task):
     expected = {"mmimdb": {"F1_micro", "F1_macro", "F1_weighted", "F1_samples"},
                 "food101": {"accuracy"}, "hatememes": {"AUROC", "accuracy"}}[task]
     assert expected <= names and not any(n.startswith("val") for n in names)
+
+    # The saved predictions are the decisions the metrics scored: their score is the reported one.
+    saved = read_predictions(Path(evaluated["run_dir"]) / evaluated["predictions"])[task]
+    assert saved.index.tolist() == sorted(saved.index.tolist()) and len(set(saved.index.tolist())) == len(saved.index)
+    assert saved.missing_type.dtype == np.uint8 and set(saved.missing_type.tolist()) <= {0, 1, 2}
+    if task == "mmimdb":  # 0/1 per genre; micro F1 = 2 TP / (2 TP + FP + FN) over all samples and genres
+        assert saved.label.ndim == 2 and saved.pred.dtype == np.uint8
+        tp = int((saved.pred & saved.label).sum())
+        f1 = 2 * tp / (saved.pred.sum() + saved.label.sum())
+        assert 100 * f1 == pytest.approx(evaluated["metrics"]["F1_micro"], abs=1e-3)
+        assert saved.correct.tolist() == (saved.pred == saved.label).all(axis=1).tolist()  # exact match
+    else:
+        assert 100 * saved.correct.mean() == pytest.approx(evaluated["metrics"]["accuracy"], abs=1e-3)
 
 
 def test_two_tasks_train_together_and_the_metric_is_the_mean_of_theirs(natural_root, tmp_path):
