@@ -142,6 +142,7 @@ def config():
     plan_step_seconds = {}  # dry_run: declared seconds per optimiser step by "label/dataset", "label" or "*"
     plan_measure_batch = 16  # dry_run: rows of a measured step (undeclared costs; scaled linearly to the batch)
     report_dirs = []  # report: run or sweep folders to aggregate (searched for test_results.json and grid.json)
+    report_reference = None  # report, sweep: the method the others are tested against (None = mamol, else the first)
     map_pixels = "labelled"  # predict_map: "labelled" pixels of the scene, or "all" pixels
     map_missing = None  # predict_map: one map each, "none" or missing modalities ("hsi"); None = none + each alone
 

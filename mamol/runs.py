@@ -56,7 +56,7 @@ RESULT_NEUTRAL_KEYS = frozenset({
     # effective batch and sample order on any layout (reliability.md: 2 x 16 reaches 1 x 32's weights)
     "missing_table_root",  # where missing tables are stored; a table carries the parameters it was drawn with
     "skip_missing", "sparse_experts",  # exact speed-ups
-    "report_dirs", "map_pixels", "map_missing",  # other commands' inputs
+    "report_dirs", "report_reference", "map_pixels", "map_missing",  # other commands' inputs
     "sweep_new", "allow_option_change",  # what to do on a mismatch; the values compared are in the config
     # where and how a sweep's runs are launched (a run's numbers do not depend on it; cpu_threads: tests/experiments)
     "launcher", "max_parallel", "cpu_threads", "slurm_partition", "slurm_account", "slurm_time", "slurm_cpus_per_run",

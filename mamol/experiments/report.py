@@ -83,6 +83,7 @@ class ReportOptions:
     report_dirs: tuple[Path, ...]
     log_dir: Path
     exp_name: str
+    report_reference: str | None  # the method the others are tested against (None: mamol, else the first)
 
 
 def setting_label(kind: str, ratio: float) -> str:
@@ -627,4 +628,4 @@ def command(config: Mapping[str, Any]) -> str:
     options = from_config(ReportOptions, config)
     collect(options.report_dirs)  # refuse bad folders before creating the output folder
     folder = new_run_folder(options.log_dir, options.exp_name)
-    return write_report(options.report_dirs, folder)
+    return write_report(options.report_dirs, folder, options.report_reference)

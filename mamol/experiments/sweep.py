@@ -392,7 +392,7 @@ def command(config: Mapping[str, Any]) -> str:
                               f"with `python run.py sweep_status with <the same settings>`, and run `sweep` again (or "
                               f"`report`) when they are done", f"sweep folder: {folder}"])
         with distributed.rank_zero_then_all() as mine:  # the closing files are written once, by rank 0
-            text = (report.write_report([folder], folder) if mine else
+            text = (report.write_report([folder], folder, config.get("report_reference")) if mine else
                     f"rank {distributed.global_rank()}: the report is written by rank 0 to {folder}")
     out = "\n".join(["sweep runs:", *lines, text, f"sweep folder: {folder}"])
     if failed:
