@@ -152,8 +152,9 @@ def _batch(info: TaskInfo, rows: int, s: RunSettings, device: torch.device) -> d
 
 def measure_step(s: RunSettings, cfg: Mapping[str, Any], max_rows: int) -> tuple[float, str]:
     """Seconds per optimiser step of the run, measured here on a synthetic batch; (seconds, where)."""
-    device = torch.device("cuda" if s.hardware.accelerator == "gpu" else "cpu")
+    device = torch.device("cuda" if s.hardware.accelerator == "gpu" and torch.cuda.is_available() else "cpu")
     info = _info(s)
+    cfg = {**cfg, "clip_random_init": True}  # the step's cost does not depend on the weights: none are loaded
     model = build_model(*resolve_model(cfg, s.kind, method_class(cfg["method"]).Options), [info]).to(device)
     rows = min(s.hardware.per_device_batch, max_rows)
     batch = _batch(info, rows, s, device)
@@ -181,6 +182,8 @@ def measure_step(s: RunSettings, cfg: Mapping[str, Any], max_rows: int) -> tuple
             times.append(time.perf_counter() - start)
     per_row = statistics.median(times) / rows
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    if s.hardware.accelerator == "gpu" and device.type == "cpu":
+        name = "cpu, not the GPU the runs ask for"
     where = f"measured on {name} ({rows} rows, {torch.get_num_threads()} threads)"
     return per_row * s.hardware.per_device_batch * s.hardware.accumulate, where
 
@@ -201,7 +204,7 @@ def estimate(config: Mapping[str, Any], runs: Sequence[SweepRun], options: DryRu
     out = []
     for run in runs:
         cfg = run_config(config, run, config.get("log_dir", "result"))
-        s = train.resolve_settings(cfg)
+        s = train.resolve_settings(cfg, elsewhere=True)
         steps, evaluated = work(s, cfg, with_grid)
         step_s = declared(options.plan_step_seconds, run)
         if step_s is not None:
@@ -222,7 +225,7 @@ def dry_run(config: Mapping[str, Any], measure: Any = measure_step) -> str:
     config = {**config, "data_root": config.get("data_root") or tempfile.gettempdir()}
     options = from_config(DryRunOptions, config)
     sweep = from_config(SweepOptions, config)
-    s = train.resolve_settings(config)
+    s = train.resolve_settings(config, elsewhere=True)
     runs = plan(config, sweep, s)
     costs = estimate(config, runs, options, sweep.sweep_grid, measure)
     devices = s.hardware.devices * s.hardware.num_nodes

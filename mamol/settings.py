@@ -462,7 +462,7 @@ def resolve_model(cfg: Mapping[str, Any], kind: str, method_options: type
 
 
 def resolve(cfg: Mapping[str, Any], *, kind: str, datasets: tuple[str, ...], method_options: type,
-            evaluation: bool = False) -> RunSettings:
+            evaluation: bool = False, cuda_devices: int | None = None) -> RunSettings:
     """Check the Sacred config ``cfg`` and return the typed settings.
 
     Args:
@@ -472,6 +472,8 @@ def resolve(cfg: Mapping[str, Any], *, kind: str, datasets: tuple[str, ...], met
             training-only checks such as gradient accumulation do not apply.
         method_options: the options dataclass of ``cfg["method"]`` (from the method registry); keys it reads
             that are ``None`` take ``method_options.paper_defaults(kind)``.
+        cuda_devices: the GPUs the run will have (default: this machine's); a sweep submitting SLURM jobs from a
+            login node without GPUs checks its runs against the GPUs they ask for.
     """
     cfg = dict(cfg)
     require(kind in KINDS, f"data kind must be one of {KINDS}, found {kind!r}")
@@ -511,7 +513,8 @@ def resolve(cfg: Mapping[str, Any], *, kind: str, datasets: tuple[str, ...], met
 
     optim = _optim_settings(cfg)
     backbone, model, method = resolve_model(cfg, kind, method_options)
-    hardware = hardware_settings(cfg, optim.batch_size, training=not (run.test_only or evaluation))
+    hardware = hardware_settings(cfg, optim.batch_size, cuda_devices=cuda_devices,
+                                 training=not (run.test_only or evaluation))
     if workers is None:
         data = dataclasses.replace(data, num_workers=loader_workers(hardware.devices))
     return RunSettings(

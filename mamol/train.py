@@ -283,15 +283,19 @@ def missing_report(s: RunSettings, split: str = "test") -> dict[str, Any]:
             "missing_ratio_2": m.ratio_2, "missing_fill": s.missing.fill, "missing_seed": m.seed}
 
 
-def resolve_settings(config: Mapping[str, Any], evaluation: bool = False) -> RunSettings:
+def resolve_settings(config: Mapping[str, Any], evaluation: bool = False, elsewhere: bool = False) -> RunSettings:
     """The typed settings of a Sacred config: the catalogue names the datasets and their kind, the method
     registry gives the method's options class, and :func:`mamol.settings.resolve` checks everything
-    (``evaluation``: for a command that only evaluates, without the training-only checks)."""
+    (``evaluation``: for a command that only evaluates, without the training-only checks; ``elsewhere``: the
+    run will train on another machine, a SLURM node, so this one's GPU count is not checked)."""
     cfg = dict(config)
     datasets = catalogue.canonical_names(cfg.get("datasets"))
     kind = catalogue.kind_of(datasets, cfg.get("data_root"))
+    gpus = None
+    if elsewhere:
+        gpus = max(settings.coerce("num_gpus", cfg["num_gpus"], int), torch.cuda.device_count())
     return settings.resolve(cfg, kind=kind, datasets=datasets, method_options=method_class(cfg["method"]).Options,
-                            evaluation=evaluation)
+                            evaluation=evaluation, cuda_devices=gpus)
 
 
 def run(config: Mapping[str, Any]) -> dict:

@@ -27,12 +27,14 @@ from mamol.data.convert_remote import prepare_remote
 from mamol.data.synthetic import write_mat
 from mamol.errors import MamolError
 from mamol.experiments.grid import GridOptions
+from mamol.experiments.launch import LaunchOptions
 from mamol.experiments.maps import MapOptions
 from mamol.experiments.report import ReportOptions
 from mamol.experiments.sweep import SweepOptions
 from mamol.methods import METHODS
 from mamol.missing import MissingSetting, load_or_make_missing_table
 from mamol.module import MaMOLModule
+from mamol.plans import DryRunOptions
 from mamol.settings import from_config
 from tests.fakes.remote import SMALL_COUNTS, small_scene_dir
 from tests.helpers import open_split, remote_info, run_settings, save_checkpoint, tiny_config, tiny_module
@@ -342,7 +344,7 @@ def test_bad_checkpoints(tmp_path, module_and_checkpoint, name):
         CKPT_CASES[name](tmp_path, build, good)
 
 
-COMMAND_OPTIONS = (GridOptions, SweepOptions, ReportOptions, MapOptions)
+COMMAND_OPTIONS = (GridOptions, SweepOptions, ReportOptions, MapOptions, LaunchOptions, DryRunOptions)
 """Options the experiment commands type themselves (the run settings do not read their keys)."""
 
 

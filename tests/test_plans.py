@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from mamol import plans
+from mamol import plans, train
+from mamol.errors import ConfigError
 from mamol.methods import METHODS
 from tests.helpers import TINY, cli, cli_updates, tiny_config
 
@@ -63,3 +64,13 @@ def test_undeclared_step_costs_are_measured_once_per_method_and_setting():
     measured = {r[1] for name, r in rows.items() if name.startswith("mamol")}
     assert len(measured) == 1 and measured.pop() > 0
     assert "declared; measured on cpu (16 rows" in text
+
+
+def test_a_dry_run_for_gpu_runs_works_on_a_machine_without_one():
+    """A login node has no GPU: the runs' num_gpus=1 is not refused there, and a measured step says where it
+    was measured."""
+    cfg = tiny_config("remote", dry_run=True, num_gpus=1, methods=["lora"], seeds=[0], max_epoch=1)
+    with pytest.raises(ConfigError, match="num_gpus=1 but 0 GPUs"):
+        train.resolve_settings({**cfg, "data_root": "/"})
+    text = plans.dry_run(cfg)
+    assert "1 runs; estimated" in text and "measured on cpu, not the GPU the runs ask for" in text

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
+import signal
 
 import numpy as np
 import pytorch_lightning as pl
 import torch.distributed as dist
+from lightning_fabric.utilities.seed import pl_worker_init_function
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, DistributedSampler, Sampler
 
@@ -19,6 +23,19 @@ logger = logging.getLogger(__name__)
 
 _STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",),
                  None: SPLITS}
+
+
+def worker_init(worker_id: int, rank: int = 0) -> None:
+    """Start of a DataLoader worker: it leaves SIGUSR2 to the training process, and is seeded as Lightning seeds
+    workers (``seed_everything(workers=True)``; a loader with its own init function would not get Lightning's).
+
+    SLURM signals every process of a job step, workers included, before it pre-empts the job or at its time
+    limit (submitit's ``--signal=USR2@90``); a worker killed by it would fail the run instead of letting the
+    training process stop at a batch boundary and requeue (:mod:`mamol.experiments.launch`).
+    """
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    if int(os.environ.get("PL_SEED_WORKERS", 0)):
+        pl_worker_init_function(worker_id, rank=rank)
 
 
 class TaskBatchSampler(Sampler[list[int]]):
@@ -136,6 +153,7 @@ class MaMOLDataModule(pl.LightningDataModule):
             num_workers=workers,
             pin_memory=self.pin_memory,
             persistent_workers=workers > 0,
+            worker_init_fn=functools.partial(worker_init, rank=self.replicas()[1]) if workers else None,
             **({"batch_size": self.batch_size, "shuffle": shuffle} | kwargs if "batch_sampler" not in kwargs
                else kwargs),
         )

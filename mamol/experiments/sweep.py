@@ -242,8 +242,9 @@ def prepare(config: Mapping[str, Any], options: SweepOptions, s: RunSettings, fo
     """The sweep's runs and shared config, every run's config checked, the folder set aside or checked to be
     this sweep's (see the module docstring) and created."""
     runs = plan(config, options, s)
+    elsewhere = config.get("launcher") == "slurm"  # the runs train on SLURM nodes, not on this machine
     for run in runs:  # check every run's config before training the first
-        train.resolve_settings(run_config(config, run, folder))
+        train.resolve_settings(run_config(config, run, folder), elsewhere=elsewhere)
     shared = shared_config(config)
     if options.sweep_new and folder.exists():
         set_aside(folder)
@@ -346,7 +347,7 @@ def run_sweep(config: Mapping[str, Any], options: SweepOptions, s: RunSettings, 
 def status_table(config: Mapping[str, Any]) -> str:
     """``python run.py sweep_status with ...`` (the sweep's own command line): each run's status and the counts."""
     options = from_config(SweepOptions, config)
-    s = train.resolve_settings(config)
+    s = train.resolve_settings(config, elsewhere=True)  # reads the folders; trains nothing here
     folder = s.run.log_dir / s.run.exp_name
     if not (folder / PLAN_FILE).is_file():
         raise MissingFileError(f"no sweep in {folder} ({PLAN_FILE} not found): check log_dir and exp_name, or "
@@ -375,7 +376,7 @@ def command(config: Mapping[str, Any]) -> str:
     """``python run.py sweep with ...``: run the sweep into ``<log_dir>/<exp_name>/``, then write its report."""
     options = from_config(SweepOptions, config)
     launch = launch_.launch_options(config)
-    s = train.resolve_settings(config)
+    s = train.resolve_settings(config, elsewhere=launch.launcher == "slurm")
     folder = s.run.log_dir / s.run.exp_name
     # One sweep at a time in a folder: a second one would train the same runs into the same run folders.
     lock = (held_or_refused(s.run.log_dir / f".{s.run.exp_name}.sweep.lock", f"sweep folder {folder}")

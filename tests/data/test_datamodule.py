@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
 import torch
+from lightning_fabric.utilities.seed import pl_worker_init_function
 
 from mamol.data import catalogue
 from mamol.data.convert_remote import prepare_remote
-from mamol.data.datamodule import MaMOLDataModule, TaskBatchSampler
+from mamol.data.datamodule import MaMOLDataModule, TaskBatchSampler, worker_init
 from mamol.data.remote import RemoteDataset
 from mamol.data.synthetic import generate_scene, write_scene
 from mamol.errors import ConfigError
@@ -169,3 +174,40 @@ def test_ranks_split_the_data_and_evaluate_each_sample_once(data_root, tmp_path,
         assert sorted(sum(seen[split], [])) == list(range(n))  # every sample once, on one rank
     train = [set(indices) for indices in seen["train"]]
     assert set().union(*train) == set(range(20))  # the ranks' shuffled shares cover the training set
+
+
+def test_loader_workers_outlive_the_signal_slurm_sends_before_preempting(data_root, tmp_path) -> None:
+    """SIGUSR2 reaches every process of a SLURM job step: a DataLoader worker ignores it (the training process
+    stops at a batch boundary and requeues), where by default it would die and fail the run."""
+    s = run_settings(data_root, datasets=["synthetic"], per_gpu_batchsize=6, batch_size=6, num_workers=1,
+                     missing_table_root=str(tmp_path / "tables"))
+    dm = MaMOLDataModule(s.data, s.missing, s.hardware.per_device_batch, s.run.seed)
+    loader = dm.val_dataloader()
+    first = [b["index"] for b in loader]
+    (worker,) = loader._iterator._workers  # persistent: the same worker serves the next pass
+    os.kill(worker.pid, signal.SIGUSR2)
+    time.sleep(0.5)
+    assert worker.is_alive()
+    assert torch.equal(torch.cat([b["index"] for b in loader]), torch.cat(first))
+
+
+class _Draws(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.rand(1)
+
+
+def test_loader_workers_are_seeded_as_lightning_seeds_them(monkeypatch) -> None:
+    monkeypatch.setenv("PL_SEED_WORKERS", "1")
+    torch.manual_seed(7)
+    ours = list(torch.utils.data.DataLoader(_Draws(), batch_size=2, num_workers=2,
+                                            worker_init_fn=functools.partial(worker_init, rank=1)))
+    torch.manual_seed(7)
+    lightning = list(torch.utils.data.DataLoader(_Draws(), batch_size=2, num_workers=2,
+                                                 worker_init_fn=functools.partial(pl_worker_init_function, rank=1)))
+    torch.manual_seed(7)
+    unseeded = list(torch.utils.data.DataLoader(_Draws(), batch_size=2, num_workers=2))
+    assert all(torch.equal(a, b) for a, b in zip(ours, lightning))
+    assert not all(torch.equal(a, b) for a, b in zip(ours, unseeded))

@@ -76,7 +76,7 @@ def test_a_preempted_local_job_is_requeued_and_resumes_in_its_folder(small_scene
     """SIGUSR2 to the job's processes while it trains (as SLURM signals a job it pre-empts): the run stops at a
     batch boundary, the job requeues itself, resumes from last.ckpt in the same run folder, and ends with the
     uninterrupted run's metrics."""
-    updates = _updates(small_scene_root, tmp_path, seeds=[0], max_epoch=12, sweep_grid=False)
+    updates = _updates(small_scene_root, tmp_path, seeds=[0], max_epoch=12, sweep_grid=False, num_workers=1)
     serial = run_command("sweep", "remote", **updates, exp_name="serial")
     folder = tmp_path / "runs" / "preempted"
 

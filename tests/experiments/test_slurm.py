@@ -44,7 +44,7 @@ def test_a_slurm_sweep_gives_the_serial_numbers(small_scene_root, tmp_path):
 def test_a_preempted_slurm_job_is_requeued_and_resumes_in_its_folder(small_scene_root, tmp_path):
     """``scancel --signal=USR2`` (what SLURM sends before pre-emption or the time limit): the job requeues itself
     with the same id and resumes from last.ckpt in the same run folder, ending with the uninterrupted metrics."""
-    updates = _updates(small_scene_root, tmp_path, seeds=[0], max_epoch=12, sweep_grid=False)
+    updates = _updates(small_scene_root, tmp_path, seeds=[0], max_epoch=12, sweep_grid=False, num_workers=1)
     serial = run_command("sweep", "remote", **updates, exp_name="serial")
     folder = tmp_path / "runs" / "preempted"
     signalled: list[str] = []
