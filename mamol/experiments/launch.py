@@ -319,6 +319,8 @@ def check_launcher(options: LaunchOptions, cfg: Mapping[str, Any]) -> None:
     gpus = coerce("num_gpus", cfg["num_gpus"], int)
     processes = coerce("num_processes", cfg["num_processes"], int)
     if options.launcher == "local":
+        require(options.sweep_wait, "launcher=local runs its jobs under this command: sweep_wait=False needs "
+                                    "launcher=slurm")
         require(coerce("num_nodes", cfg["num_nodes"], int) == 1 and processes == 1 and gpus <= 1,
                 f"launcher=local runs one process per run (num_gpus <= 1, num_processes=1, num_nodes=1), found "
                 f"num_gpus={gpus}, num_processes={processes}, num_nodes={cfg['num_nodes']}: use launcher=slurm or "

@@ -302,16 +302,15 @@ def run_scheduled(config: Mapping[str, Any], options: SweepOptions, launch: Laun
     batch = [_job(config, run, folder, options, launch) for run in todo]
     if launch.launcher == "local" and launch.sweep_wait:
         launch_.run_local(launch, batch, folder, record, poll_s=poll_s)
-    elif launch.launcher == "local":
-        raise ConfigError("launcher=local runs its jobs under this command: sweep_wait=False needs launcher=slurm")
     else:
         for submitted in launch_.submit(launch, batch, folder):
             jobs[submitted.job.name] = submitted.record
         _save_plan(folder, shared, runs, states, jobs)
         log.info("submitted %d SLURM job(s): %s", len(jobs), ", ".join(j["id"] for j in jobs.values()))
-        while launch.sweep_wait and any(
-                s.state in ("queued", "running") for s in statuses(folder, todo, options.sweep_grid).values()):
-            time.sleep(poll_s)
+    # Wait for every run in the queue, also those an earlier `sweep_wait=False` submitted.
+    while launch.sweep_wait and launch.launcher == "slurm" and any(
+            s.state in ("queued", "running") for s in statuses(folder, runs, options.sweep_grid).values()):
+        time.sleep(poll_s)
     after = statuses(folder, runs, options.sweep_grid)
     for run in runs:
         states[run.name] = "complete" if after[run.name].state == "done" else after[run.name].state
@@ -319,9 +318,11 @@ def run_scheduled(config: Mapping[str, Any], options: SweepOptions, launch: Laun
     out = []
     for run in runs:
         status, submitted = after[run.name], run in todo
-        if not submitted:
-            what = ("skipped (complete)" if status.state == "done"
-                    else f"already {before[run.name].state} ({before[run.name].detail})")
+        if not submitted and before[run.name].state == "done":
+            what = "skipped (complete)"
+        elif not submitted:  # queued or running by an earlier submission
+            what = ("done (submitted earlier)" if status.state == "done" else f"already {status.state} "
+                    f"({status.detail})" if status.state in ("queued", "running") else f"FAILED: {status.detail}")
         elif status.state == "done":
             what = f"done ({launch.launcher} job {jobs[run.name]['id']})"
         elif status.state == "failed":
