@@ -6,7 +6,9 @@ import json
 import os
 import signal
 import socket
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -80,24 +82,12 @@ def test_a_preempted_local_job_is_requeued_and_resumes_in_its_folder(small_scene
     serial = run_command("sweep", "remote", **updates, exp_name="serial")
     folder = tmp_path / "runs" / "preempted"
 
-    import threading
+    def signal_the_job(job: dict) -> int:  # what SLURM signals: every process of the job step
+        for pid in _descendants(int(job["pid"])):
+            os.kill(pid, signal.SIGUSR2)
+        return int(job["pid"])
 
-    signalled: list[int] = []
-
-    def preempt() -> None:  # once the run has finished an epoch: its job.json names the training process
-        deadline = time.monotonic() + 300
-        run = folder / RUN.format(0)
-        while time.monotonic() < deadline and not signalled:
-            job = launch.read_job(run)
-            lasts = list(run.glob("version_*/checkpoints/last.ckpt"))
-            if job.get("state") == "running" and lasts and _epoch(lasts[0]) >= 1:
-                for pid in _descendants(int(job["pid"])):
-                    os.kill(pid, signal.SIGUSR2)
-                signalled.append(int(job["pid"]))
-            time.sleep(0.05)
-
-    watcher = threading.Thread(target=preempt, daemon=True)
-    watcher.start()
+    signalled, watcher = preempt_once_trained(folder / RUN.format(0), signal_the_job)
     run_command("sweep", "remote", **updates, exp_name="preempted", launcher="local", max_parallel=1)
     watcher.join(timeout=5)
     assert signalled, "the run finished before it could be signalled"
@@ -109,6 +99,26 @@ def test_a_preempted_local_job_is_requeued_and_resumes_in_its_folder(small_scene
     assert read_json(version / "test_results.json")["metrics"] == _results_of(serial / RUN.format(0))
     log = "".join(p.read_text() for p in (folder / launch.JOBS_FOLDER).rglob("*.err"))
     assert "interrupted by SIGUSR2" in log and "requeueing job" in log
+
+
+def preempt_once_trained(run: Path, send: Callable[[dict], object], timeout_s: float = 600
+                         ) -> tuple[list, threading.Thread]:
+    """A thread that calls ``send(job.json)`` once, when the run in ``run`` is training past its first epoch;
+    returns (what ``send`` returned, in a list once sent; the thread)."""
+    signalled: list = []
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not signalled:
+            job = launch.read_job(run)
+            lasts = list(run.glob("version_*/checkpoints/last.ckpt"))
+            if job.get("state") == "running" and lasts and _epoch(lasts[0]) >= 1:
+                signalled.append(send(job))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    return signalled, watcher
 
 
 def _epoch(path: Path) -> int:

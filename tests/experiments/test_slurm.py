@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
 from mamol.experiments import launch
-from tests.experiments.test_launchers import RUN, _epoch, _results, _results_of, _updates
+from tests.experiments.test_launchers import RUN, _results, _results_of, _updates, preempt_once_trained
 from tests.helpers import read_json, run_command
 
 
@@ -47,21 +45,11 @@ def test_a_preempted_slurm_job_is_requeued_and_resumes_in_its_folder(small_scene
     updates = _updates(small_scene_root, tmp_path, seeds=[0], max_epoch=12, sweep_grid=False, num_workers=1)
     serial = run_command("sweep", "remote", **updates, exp_name="serial")
     folder = tmp_path / "runs" / "preempted"
-    signalled: list[str] = []
+    def scancel(job: dict) -> str:
+        subprocess.run(["scancel", "--signal=USR2", str(job["job_id"])], check=True, timeout=30)
+        return str(job["job_id"])
 
-    def preempt() -> None:
-        deadline = time.monotonic() + 600
-        run = folder / RUN.format(0)
-        while time.monotonic() < deadline and not signalled:
-            job = launch.read_job(run)
-            lasts = list(run.glob("version_*/checkpoints/last.ckpt"))
-            if job.get("state") == "running" and lasts and _epoch(lasts[0]) >= 1:
-                subprocess.run(["scancel", "--signal=USR2", str(job["job_id"])], check=True, timeout=30)
-                signalled.append(str(job["job_id"]))
-            time.sleep(0.1)
-
-    watcher = threading.Thread(target=preempt, daemon=True)
-    watcher.start()
+    signalled, watcher = preempt_once_trained(folder / RUN.format(0), scancel)
     run_command("sweep", "remote", **updates, exp_name="preempted", **SLURM)
     watcher.join(timeout=5)
     assert signalled, "the run finished before it could be signalled"
