@@ -35,13 +35,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mamol.experiment import defaults
-from mamol.methods import METHODS, build_model, method_class
+from mamol.methods import METHODS
+from mamol.methods.budget import model_for
 from mamol.missing import MissingSetting, make_missing_table
 from mamol.models import adapter as experts
 from mamol.models.adapter import AdapterContext, MaMOLAdapter
 from mamol.models.lora import OpenAttention
 from mamol.models.remote import RemoteModel
-from mamol.settings import resolve_model
 from mamol.tasks import REMOTE, TaskInfo
 
 MODALITIES = ("hsi", "lidar")
@@ -61,7 +61,7 @@ def houston_info() -> TaskInfo:
 def remote_model(vit: str, **changes) -> RemoteModel:
     """The model ``python run.py with remote vit=... clip_random_init=True <changes>`` builds, on Houston shapes."""
     cfg = defaults("remote", vit=vit, clip_random_init=True, **changes)
-    return build_model(*resolve_model(cfg, "remote", method_class(cfg["method"]).Options), [houston_info()])
+    return model_for(cfg, [houston_info()])
 
 
 def make_batch(batch_size: int, device: torch.device, seed: int = 0) -> dict:

@@ -76,6 +76,10 @@ def config():
     tokenizer_dim = 256  # remote tokenizers: width of the 3x3 conv before the 1x1 conv to D
     head_init_std = 0.02  # std of the classification head's weight init (bias 0)
     skip_missing = True  # skip the encoder pass of missing modalities (exact; 1.6x faster at 0.7 / both)
+    # trainable-parameter budget: "default" (the method's own sizes), "matched" (the method's capacity key, e.g.
+    # lora_rank or prompt_length, set so its trainable parameters are within 5 % of MaMOL's on the same data) or
+    # "lora" (the same, to plain LoRA's count: MaMOL scaled down); mamol/methods/budget.py, docs/rivals.md
+    budget = "default"
 
     # the method's own keys (adapter_rank, top_k, lora_rank, prompt_length, ...) are declared beside it in
     # mamol/methods/<method>.py and added below; `python run.py print_config` lists them with their meaning

@@ -41,9 +41,9 @@ from mamol.data.scenes import KNOWN_SCENES
 from mamol.errors import ConfigError
 from mamol.experiments import grid
 from mamol.experiments.sweep import SweepOptions, SweepRun, plan, run_config
-from mamol.methods import build_model, method_class
+from mamol.methods.budget import model_for
 from mamol.missing import MissingSetting, make_missing_table
-from mamol.settings import RunSettings, coerce, from_config, resolve_model
+from mamol.settings import RunSettings, coerce, from_config
 from mamol.tasks import REMOTE, TaskInfo
 
 REMOTE_PER_CLASS = (100, 50, 300)  # the converter's default split: train / val / test pixels per class (SPEC §3.1)
@@ -155,7 +155,7 @@ def measure_step(s: RunSettings, cfg: Mapping[str, Any], max_rows: int) -> tuple
     device = torch.device("cuda" if s.hardware.accelerator == "gpu" and torch.cuda.is_available() else "cpu")
     info = _info(s)
     cfg = {**cfg, "clip_random_init": True}  # the step's cost does not depend on the weights: none are loaded
-    model = build_model(*resolve_model(cfg, s.kind, method_class(cfg["method"]).Options), [info]).to(device)
+    model = model_for(cfg, [info]).to(device)  # with its budget settled on the run's shapes
     rows = min(s.hardware.per_device_batch, max_rows)
     batch = _batch(info, rows, s, device)
     params = [p for p in model.parameters() if p.requires_grad]
