@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import dataclasses
 import gc
 import re
 import statistics
@@ -34,14 +35,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mamol.errors import ConfigError
 from mamol.experiment import defaults
-from mamol.methods import METHODS
+from mamol.methods import METHODS, budget, method_class
 from mamol.methods.budget import model_for
 from mamol.missing import MissingSetting, make_missing_table
 from mamol.models import adapter as experts
 from mamol.models.adapter import AdapterContext, MaMOLAdapter
 from mamol.models.lora import OpenAttention
 from mamol.models.remote import RemoteModel
+from mamol.settings import resolve_model
 from mamol.tasks import REMOTE, TaskInfo
 
 MODALITIES = ("hsi", "lidar")
@@ -496,6 +499,30 @@ def longest_sequence(model: RemoteModel, batch: dict) -> int:
     return max(seen)
 
 
+def budget_table(vit: str, methods: list[str]) -> None:
+    """Trainable parameters of each method at its default sizes and at ``budget=matched`` (MaMOL's count), on the
+    Houston shapes, counted on the meta device (:mod:`mamol.methods.budget`); a refusal is printed as such."""
+    print(f"\n=== trainable parameters at vit={vit}, Houston 2013 shapes: default and budget=matched ===")
+    print("\n| method | default | matched: capacity | matched | vs mamol |")
+    print("|---|---:|---:|---:|---:|")
+    info = [houston_info()]
+    for name in ["mamol", *[m for m in methods if m != "mamol"]]:  # the reference first, always counted
+        variants = [(name, {})] + ([("dcp (release)", {"dcp_variant": "release"})] if name == "dcp" else [])
+        for label, extra in variants:
+            cfg = defaults("remote", vit=vit, clip_random_init=True, method=name, **extra)
+            backbone, model, method = resolve_model(cfg, "remote", method_class(name).Options)
+            default = budget.count(backbone, model, method, info)
+            try:
+                matched = budget.settle(cfg, "remote", backbone, model, dataclasses.replace(method, budget="matched"),
+                                        info).capacity
+                row = (f"{matched['key']}={matched['value']} | {matched['parameters']:,} | "
+                       f"{matched['parameters'] / matched['reference_parameters'] - 1:+.2%}")
+            except ConfigError:
+                why = "no capacity key" if method.options.CAPACITY is None else "closest value outside ±5 %"
+                row = f"refused: {why} | — | —"
+            print(f"| {label} | {default:,} | {row} |")
+
+
 def method_table(vit: str, methods: list[str], steps: int, batch_size: int, device: torch.device) -> None:
     """One row per method, all on the same batch and measured side by side with ``linear_probe``: trainable
     parameters, training-step time and its ratio to linear_probe's, peak step memory, longest sequence."""
@@ -548,6 +575,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--methods {args.methods}: choose from {', '.join(METHODS)}")
     for vit in (["tiny", "ViT-B/16"] if args.vit == "both" else [args.vit]):
         if methods:
+            budget_table(vit, methods)
             method_table(vit, methods, args.steps, args.batch, device)
         else:
             bench(vit, args.steps, args.batch, device, args.compile)

@@ -8,6 +8,8 @@ Plans are named configs (``python run.py sweep with plan_remote_main ...``), one
   pattern) × the three scenes × 10 seeds;
 - ``plan_missing_ratio``: MaMOL and the baselines trained at missing ratios 0.1 … 0.9 (both) on Houston2013 ×
   10 seeds, each tested over the grid of test ratios (the train- and test-ratio curves);
+- ``plan_matched``: MaMOL, LoRA, and LoRA, MoE-LoRA, MMP and the release's DCP at ``budget=matched`` (MaMOL's
+  trainable parameters on each scene) × the three scenes × 10 seeds;
 - ``plan_cross``: every training missing setting (complete, HSI missing, LiDAR missing, both at 0.7) × every
   test setting of the grid, on Houston2013 × 10 seeds (the train × test cross table).
 
