@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import dataclasses
 import gc
 import re
 import statistics
@@ -34,8 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mamol.errors import ConfigError
 from mamol.experiment import defaults
-from mamol.methods import METHODS, build_model, method_class
+from mamol.methods import METHODS, budget, method_class
+from mamol.methods.budget import model_for
 from mamol.missing import MissingSetting, make_missing_table
 from mamol.models import adapter as experts
 from mamol.models.adapter import AdapterContext, MaMOLAdapter
@@ -49,7 +52,6 @@ BANDS = (144, 1)
 CLASSES = 15
 PATCH = 14
 TODAY = "today's step"  # the bench variant with the layout before issue 11's levers (open_clip attention)
-RELEASE_PARAMS = 6.45e6  # trainable parameters the release reports for Houston 2013
 
 
 def houston_info() -> TaskInfo:
@@ -61,7 +63,7 @@ def houston_info() -> TaskInfo:
 def remote_model(vit: str, **changes) -> RemoteModel:
     """The model ``python run.py with remote vit=... clip_random_init=True <changes>`` builds, on Houston shapes."""
     cfg = defaults("remote", vit=vit, clip_random_init=True, **changes)
-    return build_model(*resolve_model(cfg, "remote", method_class(cfg["method"]).Options), [houston_info()])
+    return model_for(cfg, [houston_info()])
 
 
 def make_batch(batch_size: int, device: torch.device, seed: int = 0) -> dict:
@@ -471,8 +473,8 @@ def bench(vit: str, steps: int, batch_size: int, device: torch.device, compile: 
 
     parts = parameter_breakdown(mamol)
     total = sum(parts.values())
-    print(f"(d) trainable parameters: {total:,} ({total / 1e6:.2f} M; the release reports about "
-          f"{RELEASE_PARAMS / 1e6:.2f} M for Houston 2013)")
+    print(f"(d) trainable parameters: {total:,} ({total / 1e6:.2f} M, this implementation on Houston 2013 shapes; "
+          f"the release states no count)")
     for name, n in parts.items():
         print(f"      {name:<24} {n:>11,}")
     frozen = sum(p.numel() for p in mamol.parameters() if not p.requires_grad)
@@ -494,6 +496,30 @@ def longest_sequence(model: RemoteModel, batch: dict) -> int:
         for hook in hooks:
             hook.remove()
     return max(seen)
+
+
+def budget_table(vit: str, methods: list[str]) -> None:
+    """Trainable parameters of each method at its default sizes and at ``budget=matched`` (MaMOL's count), on the
+    Houston shapes, counted on the meta device (:mod:`mamol.methods.budget`); a refusal is printed as such."""
+    print(f"\n=== trainable parameters at vit={vit}, Houston 2013 shapes: default and budget=matched ===")
+    print("\n| method | default | matched: capacity | matched | vs mamol |")
+    print("|---|---:|---:|---:|---:|")
+    info = [houston_info()]
+    for name in ["mamol", *[m for m in methods if m != "mamol"]]:  # the reference first, always counted
+        variants = [(name, {})] + ([("dcp (release)", {"dcp_variant": "release"})] if name == "dcp" else [])
+        for label, extra in variants:
+            cfg = defaults("remote", vit=vit, clip_random_init=True, method=name, **extra)
+            backbone, model, method = resolve_model(cfg, "remote", method_class(name).Options)
+            default = budget.count(backbone, model, method, info)
+            try:
+                matched = budget.settle(cfg, "remote", backbone, model, dataclasses.replace(method, budget="matched"),
+                                        info).capacity
+                row = (f"{matched['key']}={matched['value']} | {matched['parameters']:,} | "
+                       f"{matched['parameters'] / matched['reference_parameters'] - 1:+.2%}")
+            except ConfigError:
+                why = "no capacity key" if method.options.CAPACITY is None else "closest value outside ±5 %"
+                row = f"refused: {why} | — | —"
+            print(f"| {label} | {default:,} | {row} |")
 
 
 def method_table(vit: str, methods: list[str], steps: int, batch_size: int, device: torch.device) -> None:
@@ -548,6 +574,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--methods {args.methods}: choose from {', '.join(METHODS)}")
     for vit in (["tiny", "ViT-B/16"] if args.vit == "both" else [args.vit]):
         if methods:
+            budget_table(vit, methods)
             method_table(vit, methods, args.steps, args.batch, device)
         else:
             bench(vit, args.steps, args.batch, device, args.compile)

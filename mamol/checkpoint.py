@@ -39,8 +39,9 @@ log = logging.getLogger(__name__)
 
 SECTION = "mamol"  # our section of a Lightning checkpoint
 FORMAT_VERSION = 2
-EXACT_OPTIONS = ("sparse_experts", "load_balance_weight")
-"""Method options that do not change a trained model's output: an exact speed-up and a training-only loss."""
+EXACT_OPTIONS = ("sparse_experts", "load_balance_weight", "lora_dropout", "dcp_init")
+"""Method options that do not change a trained model's output: an exact speed-up, a training-only loss, training-only
+dropout and an initialisation."""
 _V1_RENAMES = (("pattern.", "method.patterns.image."), ("image_pattern.", "method.patterns.image."),
                ("text_pattern.", "method.patterns.text."))
 

@@ -76,6 +76,10 @@ def config():
     tokenizer_dim = 256  # remote tokenizers: width of the 3x3 conv before the 1x1 conv to D
     head_init_std = 0.02  # std of the classification head's weight init (bias 0)
     skip_missing = True  # skip the encoder pass of missing modalities (exact; 1.6x faster at 0.7 / both)
+    # trainable-parameter budget: "default" (the method's own sizes), "matched" (the method's capacity key, e.g.
+    # lora_rank or prompt_length, set so its trainable parameters are within 5 % of MaMOL's on the same data) or
+    # "lora" (the same, to plain LoRA's count: MaMOL scaled down); mamol/methods/budget.py, docs/rivals.md
+    budget = "default"
 
     # the method's own keys (adapter_rank, top_k, lora_rank, prompt_length, ...) are declared beside it in
     # mamol/methods/<method>.py and added below; `python run.py print_config` lists them with their meaning
@@ -181,6 +185,17 @@ ex.add_named_config("plan_missing_ratio", dict(
     check_val_every_n_epoch=20, exp_name="missing_ratio", methods=list(METHODS), seeds=_TEN_SEEDS,
     sweep_train_missing=[{"ratio": r, "type": "both"} for r in (0.1, 0.3, 0.5, 0.7, 0.9)],
     grid_types=["both"], grid_ratios=[0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]))
+# Matched budgets (docs/rivals.md): each scalable baseline at MaMOL's trainable parameters on each scene (the capacity
+# is settled per scene), beside MaMOL and plain LoRA; DCP in the release's variant, whose reference variant's fixed
+# projections and attentions already exceed MaMOL's count.
+ex.add_named_config("plan_matched", dict(
+    check_val_every_n_epoch=20, exp_name="matched", seeds=_TEN_SEEDS, sweep_datasets=_SCENES, methods=[
+        "mamol", "lora",
+        {"name": "lora_matched", "method": "lora", "budget": "matched"},
+        {"name": "moe_lora_matched", "method": "moe_lora", "budget": "matched"},
+        {"name": "mmp_matched", "method": "mmp", "budget": "matched"},
+        {"name": "dcp_release_matched", "method": "dcp", "dcp_variant": "release", "budget": "matched"},
+    ]))
 ex.add_named_config("plan_cross", dict(
     check_val_every_n_epoch=20, exp_name="cross", methods=["mamol", "lora"], seeds=_TEN_SEEDS,
     sweep_train_missing=[{"ratio": 0.0, "type": "both"}, {"ratio": 0.7, "type": "HS"},

@@ -8,6 +8,8 @@ Plans are named configs (``python run.py sweep with plan_remote_main ...``), one
   pattern) × the three scenes × 10 seeds;
 - ``plan_missing_ratio``: MaMOL and the baselines trained at missing ratios 0.1 … 0.9 (both) on Houston2013 ×
   10 seeds, each tested over the grid of test ratios (the train- and test-ratio curves);
+- ``plan_matched``: MaMOL, LoRA, and LoRA, MoE-LoRA, MMP and the release's DCP at ``budget=matched`` (MaMOL's
+  trainable parameters on each scene) × the three scenes × 10 seeds;
 - ``plan_cross``: every training missing setting (complete, HSI missing, LiDAR missing, both at 0.7) × every
   test setting of the grid, on Houston2013 × 10 seeds (the train × test cross table).
 
@@ -41,9 +43,9 @@ from mamol.data.scenes import KNOWN_SCENES
 from mamol.errors import ConfigError
 from mamol.experiments import grid
 from mamol.experiments.sweep import SweepOptions, SweepRun, plan, run_config
-from mamol.methods import build_model, method_class
+from mamol.methods.budget import model_for
 from mamol.missing import MissingSetting, make_missing_table
-from mamol.settings import RunSettings, coerce, from_config, resolve_model
+from mamol.settings import RunSettings, coerce, from_config
 from mamol.tasks import REMOTE, TaskInfo
 
 REMOTE_PER_CLASS = (100, 50, 300)  # the converter's default split: train / val / test pixels per class (SPEC §3.1)
@@ -155,7 +157,7 @@ def measure_step(s: RunSettings, cfg: Mapping[str, Any], max_rows: int) -> tuple
     device = torch.device("cuda" if s.hardware.accelerator == "gpu" and torch.cuda.is_available() else "cpu")
     info = _info(s)
     cfg = {**cfg, "clip_random_init": True}  # the step's cost does not depend on the weights: none are loaded
-    model = build_model(*resolve_model(cfg, s.kind, method_class(cfg["method"]).Options), [info]).to(device)
+    model = model_for(cfg, [info]).to(device)  # with its budget settled on the run's shapes
     rows = min(s.hardware.per_device_batch, max_rows)
     batch = _batch(info, rows, s, device)
     params = [p for p in model.parameters() if p.requires_grad]

@@ -105,10 +105,17 @@ class ModelSettings:
 
 @dataclass(frozen=True)
 class MethodSettings:
-    """The method (``method`` key) and its own options (a dataclass the method defines)."""
+    """The method (``method`` key), its own options (a dataclass the method defines) and its parameter budget.
+
+    ``budget`` other than "default" sets the options' capacity key (``Options.CAPACITY``) once the data's shapes
+    are known (:func:`mamol.methods.budget.settle`); ``capacity`` then records the choice: the key, its value,
+    the run's trainable parameters, the reference method and its count (None until settled, and for "default").
+    """
 
     name: str
     options: Any
+    budget: Literal["default", "matched", "lora"] = "default"
+    capacity: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -458,7 +465,8 @@ def resolve_model(cfg: Mapping[str, Any], kind: str, method_options: type
     model = from_config(ModelSettings, cfg)
     require(model.tokenizer_dim >= 1, f"tokenizer_dim must be >= 1, found {model.tokenizer_dim}")
     backbone = from_config(BackboneSettings, dict(cfg) | {"clip_weights": cfg["clip_weights"] or None})
-    return backbone, model, MethodSettings(name=method_name, options=options)
+    budget = coerce("budget", cfg["budget"], Literal["default", "matched", "lora"])
+    return backbone, model, MethodSettings(name=method_name, options=options, budget=budget)
 
 
 def resolve(cfg: Mapping[str, Any], *, kind: str, datasets: tuple[str, ...], method_options: type,

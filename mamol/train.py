@@ -35,6 +35,7 @@ from mamol.errors import CommandInterrupted, MamolError, StorageError, TrainingI
 from mamol.files import storage_error, write_json
 from mamol.locks import held_or_refused
 from mamol.methods import method_class
+from mamol.methods.budget import settle_run
 from mamol.metrics import CLASS_PREFIX, is_class_metric, summary_metrics
 from mamol.module import MaMOLModule
 from mamol.predictions import PREDICTIONS_FILE, write_predictions
@@ -311,6 +312,7 @@ def run(config: Mapping[str, Any]) -> dict:
 
     datamodule = MaMOLDataModule(s.data, s.missing, s.hardware.per_device_batch, s.run.seed,
                                  pin_memory=s.hardware.accelerator == "gpu" and torch.cuda.is_available())
+    s = settle_run(s, datamodule.infos)  # budget=matched/lora: the capacity for these shapes, kept in config.json
     module = MaMOLModule(s, datamodule.infos)
     if s.run.load_path:
         module.load_weights(s.run.load_path)

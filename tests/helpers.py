@@ -25,11 +25,11 @@ from mamol.data import catalogue
 from mamol.data.base import BaseArrowDataset
 from mamol.data.convert_remote import prepare_remote
 from mamol.data.synthetic import generate_scene, write_scene
-from mamol.methods import build_model, method_class
+from mamol.methods.budget import model_for
 from mamol.missing import COMPLETE, FIRST_MISSING, IMAGE_MISSING, SECOND_MISSING, TEXT_MISSING
 from mamol.models.adapter import MaMOLAdapter
 from mamol.module import MaMOLModule
-from mamol.settings import RunSettings, resolve_model
+from mamol.settings import RunSettings
 from mamol.tasks import REMOTE, TaskInfo
 from mamol.train import build_trainer, resolve_settings
 from run import ex  # importing run registers its main function with the experiment
@@ -65,8 +65,7 @@ def tiny_model(infos: TaskInfo | Sequence[TaskInfo], **updates) -> nn.Module:
     """The model a run would build for ``infos`` with the tiny backbone and the config ``updates``."""
     infos = [infos] if isinstance(infos, TaskInfo) else list(infos)
     cfg = tiny_config(**updates)
-    kind = infos[0].kind
-    return build_model(*resolve_model(cfg, kind, method_class(cfg["method"]).Options), infos)
+    return model_for(cfg, infos)
 
 
 def run_settings(data_root: str | Path, *named_configs: str, **updates) -> RunSettings:

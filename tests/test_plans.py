@@ -41,7 +41,8 @@ def test_plan_remote_main_dry_run_lists_180_runs_with_hours_and_needs_no_data(tm
 
 
 @pytest.mark.parametrize(("plan", "count"), [("plan_natural_main", 180), ("plan_ablation", 150),
-                                              ("plan_missing_ratio", 300), ("plan_cross", 80)])
+                                              ("plan_missing_ratio", 300), ("plan_cross", 80),
+                                              ("plan_matched", 180)])
 def test_every_plan_lists_its_runs(plan, count):
     cfg = tiny_config(plan, dry_run=True, plan_step_seconds={"*": 1.0})
     text = plans.dry_run(cfg)

@@ -38,6 +38,7 @@ from mamol.errors import ConfigError
 from mamol.experiments import plots, tables
 from mamol.experiments.predict import Predictor, task_infos
 from mamol.files import write_json
+from mamol.methods.budget import settle_run
 from mamol.metrics import TaskMetrics, summary_metrics
 from mamol.missing import parse_missing_type
 from mamol.runs import new_run_folder, write_run_record
@@ -272,6 +273,7 @@ def evaluate_checkpoint(config: Mapping[str, Any], command_name: str = "evaluate
     s = train.resolve_settings(config, evaluation=True)
     options = from_config(GridOptions, config)
     infos = task_infos(s)
+    s = settle_run(s, infos)  # budget=matched/lora: the capacity the checkpoint was trained with
     grid_points(options, infos[0].modalities)  # refuse a bad grid before loading anything
     predictor = Predictor(s, infos, command_name)
     return s, evaluate(s, config, options, predictor)

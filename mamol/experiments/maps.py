@@ -42,6 +42,7 @@ from mamol.errors import CommandInterrupted, ConfigError
 from mamol.experiments import plots
 from mamol.experiments.predict import Predictor, task_infos
 from mamol.files import atomic_write, write_json
+from mamol.methods.budget import settle_run
 from mamol.missing import MODALITY_ALIASES, missing_code
 from mamol.runs import new_run_folder, write_run_record
 from mamol.settings import RunSettings, from_config
@@ -220,6 +221,7 @@ def command(config: Mapping[str, Any]) -> str:
         raise ConfigError(f"predict_map draws remote scenes; datasets={list(s.data.datasets)} is image-text data")
     options = from_config(MapOptions, config)
     infos = task_infos(s)
+    s = settle_run(s, infos)  # budget=matched/lora: the capacity the checkpoint was trained with
     map_settings(options, infos[0].modalities)  # refuse bad settings before loading anything
     SceneWindows.from_settings(s.data, s.missing.fill, s.data.datasets[0])  # refuse a missing scene file early
     predictor = Predictor(s, infos, "predict_map")

@@ -48,6 +48,9 @@ def build_model(backbone: BackboneSettings, model: ModelSettings, method: Method
                 infos: Sequence[TaskInfo]) -> nn.Module:
     """The model of a run: its method inside the host for the data kind of ``infos``."""
     infos = list(infos)
+    if method.budget != "default" and method.capacity is None:
+        raise ConfigError(f"budget={method.budget!r} is settled on the data's shapes before the model is built: call "
+                          f"mamol.methods.budget.settle (or model_for) first")
     kinds = {info.kind for info in infos}
     if len(kinds) != 1:
         raise ConfigError(f"datasets={[i.name for i in infos]} mixes remote and image-text tasks; train them "

@@ -31,11 +31,20 @@ Remote data: one encoder serves every modality. Each modality is a stream with i
 reference keeps per tower: S^s, f^s, g^s, Q^s and the dynamic attention), picked per row by
 ``Rows.modality``; the correlated prompts join the states of all M modalities (ΣD = M·D), and a pattern is
 the dataset's missing-type code (3 for two modalities, 7 for three).
+
+Variants: ``dcp_variant="release"`` is the DCP baseline of MaMOL's release on remote scenes (its
+``DualVisualPromptLearner`` on one CLIP encoder): one dynamic attention shared by every modality's stream (each
+stream keeps its queries Q^s(t)), and CLIP's ``ln_post`` and visual ``proj`` train with the prompts (the host's
+``trains_pooling``); image–text runs have no such variant and refuse it. ``dcp_init="identical"`` starts the
+per-block projections f_i^s of a stream as copies of f_0^s, as DCP's ``_get_clones`` (and the release) do;
+``"independent"`` (the default) draws each afresh. ``budget`` scales ``prompt_length`` in steps of 3
+(``CAPACITY``).
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -76,14 +85,27 @@ def prompt_parts(prompt_type: str) -> frozenset[str]:
 
 @dataclass(frozen=True)
 class DCPOptions(PromptOptions):
-    """DCP's config keys: the prompt keys (``prompt_type`` selects the parts) and the projections' bottleneck."""
+    """DCP's config keys: the prompt keys (``prompt_type`` selects the parts), the projections' bottleneck and
+    the variants."""
+
+    CAPACITY: ClassVar[str | None] = "prompt_length"
 
     prompt_reduction: int = key(16, "dcp: bottleneck ratio r of the prompt projections (hidden width = input "
                                     "width // r)")
+    dcp_variant: Literal["reference", "release"] = key(
+        "reference", 'dcp: "reference" (DCP, one dynamic attention per stream) or "release" (MaMOL release\'s '
+                     "remote DCP: one dynamic attention shared by the modalities, ln_post and proj trained)")
+    dcp_init: Literal["independent", "identical"] = key(
+        "independent", 'dcp: the per-block prompt projections of a stream start "independent" (each drawn afresh) '
+                       'or "identical" (copies of the first, as DCP\'s _get_clones)')
 
     @staticmethod
     def paper_defaults(kind: str) -> dict:
         return REFERENCE
+
+    def capacity_step(self) -> int:
+        """Three equal parts: prompt lengths are multiples of 3."""
+        return 3
 
     def check(self) -> None:
         """Each error names the key."""
@@ -107,7 +129,7 @@ class DCPStream(nn.Module):
     """One stream's parts: a tower's on image–text data, a modality's on the shared remote encoder."""
 
     def __init__(self, width: int, joint_width: int, common_width: int, length: int, patterns: int, depth: int,
-                 parts: frozenset[str], reduction: int) -> None:
+                 parts: frozenset[str], reduction: int, identical: bool = False, attention: bool = True) -> None:
         super().__init__()
 
         def prompts(*shape: int) -> nn.Parameter:
@@ -115,16 +137,20 @@ class DCPStream(nn.Module):
 
         if "correlated" in parts:
             self.start = prompts(2, length, width)  # S^s for [missing, present]
-            self.project = nn.ModuleList(nn.Sequential(nn.LayerNorm(joint_width), *bottleneck(joint_width, width,
-                                                                                              reduction))
-                                         for _ in range(depth))  # f_i^s with its LN
+            def project() -> nn.Sequential:
+                return nn.Sequential(nn.LayerNorm(joint_width), *bottleneck(joint_width, width, reduction))
+
+            first = project()  # f_0^s with its LN; identical: every f_i^s starts as a copy (DCP's _get_clones)
+            self.project = nn.ModuleList([first, *(copy.deepcopy(first) if identical else project()
+                                                   for _ in range(depth - 1))] if depth else [])
         else:
             self.layers = prompts(patterns, depth, length, width)  # L_i^s(t), independent per block
         if "common" in parts:
             self.common_project = bottleneck(common_width, width, reduction)  # g^s
         if "dynamic" in parts:
             self.queries = prompts(patterns, length, width)  # Q^s(t)
-            self.attention = nn.MultiheadAttention(width, 1, batch_first=True)
+            if attention:  # else the method's one attention serves every stream (dcp_variant="release")
+                self.attention = nn.MultiheadAttention(width, 1, batch_first=True)
 
 
 class DCP(Method):
@@ -142,6 +168,12 @@ class DCP(Method):
         self.widths: dict[int, int] = {}  # modality index -> its tower's width
         self.streams = nn.ModuleDict()  # modality name -> DCPStream, built once every stream's width is known
         self.common: nn.Parameter | None = None  # C(t) (T, n, D_c)
+        self.shared_attention: nn.MultiheadAttention | None = None  # dcp_variant="release": one for every stream
+        if options.dcp_variant == "release" and kind != "remote":
+            raise ConfigError("dcp_variant='release' is the DCP baseline of MaMOL's release on remote scenes (one "
+                              "encoder shared by the modalities); image-text runs take DCP's own, "
+                              "dcp_variant='reference'")
+        self.trains_pooling = options.dcp_variant == "release"  # the release trains ln_post and proj too
 
     def attach(self, tower: str, transformer: nn.Module) -> None:
         check_tower(transformer)
@@ -157,9 +189,13 @@ class DCP(Method):
         depth = max(self.depth.values())  # the towers of one backbone share the prompt depth
         widths = [self.widths[j] for j in range(len(self.modalities))]
         common_width = min(widths)
+        shared = o.dcp_variant == "release"
         for j, name in enumerate(self.modalities):
             self.streams[name] = DCPStream(widths[j], sum(widths), common_width, self.length, self.patterns, depth,
-                                           self.parts, o.prompt_reduction)
+                                           self.parts, o.prompt_reduction, identical=o.dcp_init == "identical",
+                                           attention=not shared)
+        if shared and "dynamic" in self.parts:
+            self.shared_attention = nn.MultiheadAttention(widths[0], 1, batch_first=True)  # remote: one width
         if "common" in self.parts:
             self.common = nn.Parameter(torch.randn(self.patterns, self.length, common_width) * INIT_STD)
 
@@ -186,6 +222,10 @@ class DCP(Method):
         Each stream's attention runs on every row and each row keeps its own stream's: selecting a stream's rows
         first would need their count on the host (``nonzero``, a GPU sync per stream), and rows do not interact.
         """
+        if self.shared_attention is not None:  # one attention: every row at once, with its own stream's queries
+            queries = torch.stack([self.streams[self.modalities[j]].queries for j in streams])  # (S, T, n, D)
+            queries = queries[local, rows.codes].to(x.dtype)  # (N, n, D)
+            return self.shared_attention(queries, x, x, need_weights=False)[0].to(x.dtype)  # (N, n, D)
         out: Tensor | None = None
         for s, j in enumerate(streams):
             stream = self.streams[self.modalities[j]]

@@ -2,14 +2,16 @@
 
 Every adapted weight W (D_out, D_in) of a chosen block gets one low-rank update:
 
-    y = W x + b + (α / r) · B A x,        A (r, D_in), B (D_out, r), B = 0 at the start
+    y = W x + b + (α / r) · B A drop(x),  A (r, D_in), B (D_out, r), B = 0 at the start
 
 ``lora_targets`` names the adapted weights: ``"q"``, ``"k"``, ``"v"`` (the rows of open_clip's packed
 ``in_proj_weight``, D -> D each), ``"o"`` (the attention's ``out_proj``, D -> D) and ``"mlp"`` (``c_fc``,
 D -> 4D, and ``c_proj``, 4D -> D). The default ``["q", "v"]`` is the paper's choice. The blocks are MaMOL's
 (``adapter_layers`` / ``adapter_layers_text``; None = the last half of the image encoder for remote data, the
 last two blocks of each tower for image–text data). One update serves every row, whatever its missing pattern
-or modality. The layers are :mod:`mamol.models.lora`.
+or modality. ``drop`` is dropout of probability ``lora_dropout`` on the update's input in training mode (0, the
+default, leaves the update as above). ``budget`` scales ``lora_rank`` (``CAPACITY``). The layers are
+:mod:`mamol.models.lora`.
 """
 from __future__ import annotations
 
@@ -31,17 +33,22 @@ TARGETS = (*PROJECTIONS, "o", "mlp")
 class LoRAOptions(BlockOptions):
     """LoRA's config keys, on MaMOL's blocks (``adapter_layers`` / ``adapter_layers_text``)."""
 
+    CAPACITY: ClassVar[str | None] = "lora_rank"
     lora_rank: int = key(8, "lora: rank r of every low-rank update (the LoRA paper's r = 8)")
     lora_alpha: float = key(8.0, "lora: the update is scaled by lora_alpha / lora_rank (the paper sets alpha = "
                                  "the first r)")
     lora_targets: tuple[str, ...] = key(
         ("q", "v"), 'lora: adapted weights, any of "q", "k", "v", "o" (attention), "mlp" (both MLP layers)')
+    lora_dropout: float = key(0.0, "lora: dropout probability on each update's input, in training only (0 = none, "
+                                   "the paper's setting here; the official code's lora_dropout)")
 
     def check(self) -> None:
         """Each error names the key."""
         if self.lora_rank < 1 or self.lora_alpha <= 0:
             raise ConfigError(f"lora_rank must be >= 1 and lora_alpha > 0, found {self.lora_rank} and "
                               f"{self.lora_alpha}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ConfigError(f"lora_dropout must be in [0, 1), found {self.lora_dropout}")
         unknown = [t for t in self.lora_targets if t not in TARGETS]
         if unknown or not self.lora_targets or len(set(self.lora_targets)) != len(self.lora_targets):
             raise ConfigError(f"lora_targets={list(self.lora_targets)}: expected a non-empty list of distinct "
@@ -64,9 +71,9 @@ class LoRA(Method):
             if projections or "o" in o.lora_targets:
                 attention = open_attention(block)
                 for name in projections:
-                    attention.deltas[name] = LowRank(width, width, o.lora_rank, o.lora_alpha)
+                    attention.deltas[name] = LowRank(width, width, o.lora_rank, o.lora_alpha, o.lora_dropout)
                 if "o" in o.lora_targets:
-                    attention.out_proj = LoRALinear(attention.out_proj, o.lora_rank, o.lora_alpha)
+                    attention.out_proj = LoRALinear(attention.out_proj, o.lora_rank, o.lora_alpha, o.lora_dropout)
             if "mlp" in o.lora_targets:
-                block.mlp.c_fc = LoRALinear(block.mlp.c_fc, o.lora_rank, o.lora_alpha)
-                block.mlp.c_proj = LoRALinear(block.mlp.c_proj, o.lora_rank, o.lora_alpha)
+                block.mlp.c_fc = LoRALinear(block.mlp.c_fc, o.lora_rank, o.lora_alpha, o.lora_dropout)
+                block.mlp.c_proj = LoRALinear(block.mlp.c_proj, o.lora_rank, o.lora_alpha, o.lora_dropout)

@@ -13,9 +13,12 @@ with A (D, r), B (r, D), f(t) a one-hot over the three codes (two modalities) or
 Ablations (keys of ``method=mamol``; the defaults are the full method): ``use_dynamic_experts=False`` drops
 ``dyn`` and the router; ``use_shared_experts=False`` and ``use_modality_experts=False`` drop those terms of
 ``static``; ``router_uses_pattern=False`` routes on the token alone, ``g = softmax(W2 · GELU(W1 z))``;
-``modality_gate="threshold"`` replaces the presence π_m by the released code's gate ``[e_m > 0.5]``, the m-th
-coordinate of the pattern embedding e (N, p) thresholded (SPEC §7: the release switched modality experts by
-a learned projection, not by presence). The pattern embedding is created only where something reads it.
+``modality_gate="threshold"`` replaces the presence π_m by ``[e_m > 0.5]``, the m-th coordinate of the pattern
+embedding e (N, p) thresholded (SPEC §7's sentence: the release switched modality experts by a learned
+projection, not by presence); ``modality_gate="release"`` is the release's exact indexing, ``[e_{m+1} > 0.5]``
+(two modalities: HSI reads coordinate 1, LiDAR coordinate 2 — the one-hot slots of codes 1 and 2; the release
+has no three-modality form, so three modalities are refused). The pattern embedding is created only where
+something reads it. ``budget`` scales ``adapter_rank`` (``CAPACITY``).
 The layer itself is :class:`mamol.models.adapter.MaMOLAdapter`; this file chooses its sizes, puts it into the
 towers and conditions it on each row's pattern. Its config keys are :class:`MaMOLOptions`; ``None`` sizes mean
 the paper's values for the data kind, stated once in :data:`mamol.methods.options.PAPER`: remote 8 / 2 / top-1 /
@@ -43,13 +46,17 @@ from mamol.models.adapter import (
 from mamol.models.method import Method, Rows
 
 THRESHOLD = 0.5
-"""The release's modality gate: modality expert m is on where the pattern embedding's m-th coordinate exceeds this."""
+"""The release's modality gate: modality expert m is on where a coordinate of the pattern embedding exceeds this."""
+GATE_OFFSET = {"threshold": 0, "release": 1}
+"""Thresholded gates: modality expert m reads coordinate m + offset of the pattern embedding."""
 
 
 @dataclass(frozen=True)
 class MaMOLOptions(ExpertOptions):
     """MaMOL's config keys: the expert sizes (shared with ``moe_lora``), the pattern embedding, and ablations
     (defaults = the full method)."""
+
+    CAPACITY: ClassVar[str | None] = "adapter_rank"
 
     pattern_dim: int = key(8, "size of the missing-pattern embedding e")
     router_hidden: int | None = key(None, "router hidden width; None = D // 2")
@@ -58,8 +65,9 @@ class MaMOLOptions(ExpertOptions):
     use_modality_experts: bool = key(True, "ablation: False drops the modality-specific experts")
     router_uses_pattern: bool = key(
         True, "ablation: False = the router reads the token alone, not [token ; pattern embedding]")
-    modality_gate: Literal["presence", "threshold"] = key(
-        "presence", 'modality expert on: "presence" (the paper) or "threshold" (the release: e_m > 0.5)')
+    modality_gate: Literal["presence", "threshold", "release"] = key(
+        "presence", 'modality expert m on: "presence" (the paper), "threshold" (e_m > 0.5, SPEC §7) or "release" '
+                    '(the release\'s indexing e_{m+1} > 0.5; two modalities only)')
 
     def check(self) -> None:
         """Relations between the keys, each error naming them."""
@@ -87,10 +95,16 @@ class MaMOL(Method):
         self.contexts: dict[str, AdapterContext] = {}
         self.adapters: list[MaMOLAdapter] = []  # live inside the towers' blocks; a plain list, not registered twice
         o: MaMOLOptions = options
-        threshold = o.modality_gate == "threshold" and o.use_modality_experts
-        if threshold and o.pattern_dim < len(self.modalities):
-            raise ConfigError(f"modality_gate='threshold' reads coordinate m of the pattern embedding for modality "
-                              f"m: pattern_dim={o.pattern_dim} must be >= the {len(self.modalities)} modalities")
+        threshold = o.modality_gate in GATE_OFFSET and o.use_modality_experts
+        if threshold and o.modality_gate == "release" and len(self.modalities) != 2:
+            raise ConfigError(f"modality_gate='release' is the release's gate for two modalities (coordinate m + 1 of "
+                              f"the pattern embedding); this dataset has {len(self.modalities)} "
+                              f"({list(self.modalities)}): use modality_gate='threshold' or 'presence'")
+        offset = GATE_OFFSET.get(o.modality_gate, 0)
+        if threshold and o.pattern_dim < len(self.modalities) + offset:
+            raise ConfigError(f"modality_gate={o.modality_gate!r} reads coordinate m + {offset} of the pattern "
+                              f"embedding for modality m: pattern_dim={o.pattern_dim} must be >= "
+                              f"{len(self.modalities) + offset} for {len(self.modalities)} modalities")
         # The pattern embedding exists only where something reads it: the router, or the threshold gate.
         self.uses_pattern = (o.use_dynamic_experts and o.router_uses_pattern) or threshold
 
@@ -116,9 +130,11 @@ class MaMOL(Method):
             self.patterns[tower] = PatternEmbedding(len(self.modalities), o.pattern_dim)
 
     def gates(self, pattern: Tensor, rows: Rows, dtype: torch.dtype) -> Tensor:
-        """Modality-expert gates (N, M): presence, or the release's ``[e_m > 0.5]`` on the pattern embedding."""
-        if self.options.modality_gate == "threshold":
-            return (pattern[:, :len(self.modalities)] > THRESHOLD).to(dtype)  # (N, M)
+        """Modality-expert gates (N, M): presence, or ``[e_{m + offset} > 0.5]`` on the pattern embedding (threshold:
+        offset 0; release: 1)."""
+        if self.options.modality_gate in GATE_OFFSET:
+            start = GATE_OFFSET[self.options.modality_gate]
+            return (pattern[:, start:start + len(self.modalities)] > THRESHOLD).to(dtype)  # (N, M)
         return rows.present.to(dtype)  # (N, M)
 
     def run_blocks(self, tower: str, transformer: nn.Module, x: Tensor, rows: Rows,

@@ -21,7 +21,8 @@ picked per row by ``Rows.modality``. Patterns are the dataset's missing-type cod
 7 for three). Initialisation as the reference: zeros, with one token of ones marking the pattern (token
 t mod P of pattern t; in the attention variant also token P/2 + t mod P/2). Defaults as the reference:
 P = 16 (``prompt_length``), N = the first half of the blocks (``prompt_depth``; 6 of ViT-B/16's 12).
-``prompt_length=0`` or ``prompt_depth=0`` leaves the frozen encoder exactly as it is.
+``prompt_length=0`` or ``prompt_depth=0`` leaves the frozen encoder exactly as it is. ``budget`` scales
+``prompt_length`` (``CAPACITY``).
 """
 from __future__ import annotations
 
@@ -54,11 +55,17 @@ REFERENCE = {"prompt_length": 16}
 class MMPOptions(PromptOptions):
     """MMP's config keys: the prompt keys, with ``prompt_type`` "input" or "attention"."""
 
+    CAPACITY: ClassVar[str | None] = "prompt_length"
+
     prompt_type: Literal["input", "attention"] = key("input", PROMPT_TYPE_DOC)
 
     @staticmethod
     def paper_defaults(kind: str) -> dict:
         return REFERENCE
+
+    def capacity_step(self) -> int:
+        """Attention prompts split into key and value halves: even lengths."""
+        return 2 if self.prompt_type == "attention" else 1
 
     def check(self) -> None:
         """Each error names the key."""

@@ -39,6 +39,8 @@ from mamol.models.method import Method
 class MoELoRAOptions(ExpertOptions):
     """MoE-LoRA's config keys: MaMOL's expert sizes (without shared experts unless set) plus the router."""
 
+    CAPACITY: ClassVar[str | None] = "adapter_rank"
+
     moe_router: Literal["topk", "soft"] = key(
         "topk", 'moe_lora: "topk" (each token\'s top_k experts) or "soft" (softmax mixture of all)')
 

@@ -1,7 +1,8 @@
 """Frozen open_clip layers opened up for methods: low-rank (LoRA) updates and per-row key/value prefixes.
 
-* :class:`LowRank` is the LoRA update of Hu et al. (2021), ``ΔW x = (α / r) · B A x`` with ``A`` (r, D_in),
-  ``B`` (D_out, r); ``B`` starts at zero so the adapted layer starts as the frozen one.
+* :class:`LowRank` is the LoRA update of Hu et al. (2021), ``ΔW x = (α / r) · B A drop(x)`` with ``A``
+  (r, D_in), ``B`` (D_out, r); ``B`` starts at zero so the adapted layer starts as the frozen one. ``drop`` is
+  dropout on the update's input in training mode (the official LoRA code's ``lora_dropout``; 0 = none).
 * :class:`LoRALinear` replaces a frozen ``nn.Linear``: ``W x + b + ΔW x``. The frozen ``weight`` and ``bias``
   stay under their own names, so the backbone's state-dict keys are unchanged.
 * :class:`OpenAttention` replaces a frozen ``nn.MultiheadAttention`` of an open_clip block. open_clip packs the
@@ -32,12 +33,14 @@ PROJECTIONS = ("q", "k", "v")
 
 
 class LowRank(nn.Module):
-    """The LoRA update ``x -> (alpha / rank) · B A x`` from ``in_features`` to ``out_features``.
+    """The LoRA update ``x -> (alpha / rank) · B A dropout(x)`` from ``in_features`` to ``out_features``.
 
     ``A`` is initialised like ``nn.Linear``'s weight (Kaiming-uniform, the official LoRA code), ``B`` to zero.
+    ``dropout`` (probability) acts on the update's input only, and only in training mode, as the official
+    code's ``lora_dropout``: the frozen path sees the token unchanged.
     """
 
-    def __init__(self, in_features: int, out_features: int, rank: int, alpha: float) -> None:
+    def __init__(self, in_features: int, out_features: int, rank: int, alpha: float, dropout: float = 0.0) -> None:
         super().__init__()
         if rank < 1:
             raise ValueError(f"LoRA rank must be >= 1, found {rank}")
@@ -45,23 +48,27 @@ class LowRank(nn.Module):
         self.B = nn.Parameter(torch.zeros(out_features, rank))  # (D_out, r)
         nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
         self.scale = float(alpha) / rank
+        self.dropout = float(dropout)
 
     def extra_repr(self) -> str:
-        return f"in={self.A.shape[1]}, out={self.B.shape[0]}, rank={self.A.shape[0]}, scale={self.scale:g}"
+        return (f"in={self.A.shape[1]}, out={self.B.shape[0]}, rank={self.A.shape[0]}, scale={self.scale:g}"
+                + (f", dropout={self.dropout:g}" if self.dropout else ""))
 
     def forward(self, x: Tensor) -> Tensor:
         """(..., D_in) -> (..., D_out)."""
+        if self.dropout and self.training:
+            x = F.dropout(x, self.dropout, training=True)
         return self.scale * F.linear(F.linear(x, self.A), self.B)
 
 
 class LoRALinear(nn.Module):
     """``linear(x) + lora(x)`` for a frozen ``nn.Linear``, keeping its ``weight`` and ``bias`` names."""
 
-    def __init__(self, linear: nn.Linear, rank: int, alpha: float) -> None:
+    def __init__(self, linear: nn.Linear, rank: int, alpha: float, dropout: float = 0.0) -> None:
         super().__init__()
         self.weight = linear.weight  # (D_out, D_in), frozen
         self.bias = linear.bias  # (D_out,) or None, frozen
-        self.lora = LowRank(linear.in_features, linear.out_features, rank, alpha)
+        self.lora = LowRank(linear.in_features, linear.out_features, rank, alpha, dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.weight, self.bias) + self.lora(x)

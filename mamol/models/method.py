@@ -30,11 +30,22 @@ class Rows:
 
 @dataclass(frozen=True)
 class NoOptions:
-    """A method without options of its own."""
+    """A method without options of its own; the base of every method's ``Options``.
+
+    ``CAPACITY`` names the integer key that scales the method's trainable parameters (``lora_rank``,
+    ``adapter_rank``, ``prompt_length``, ...), which ``budget=matched`` / ``budget=lora`` set
+    (:mod:`mamol.methods.budget`); None = nothing to scale (``linear_probe``), refused under those budgets.
+    """
+
+    CAPACITY: ClassVar[str | None] = None
 
     @staticmethod
     def paper_defaults(kind: str) -> dict:
         return {}
+
+    def capacity_step(self) -> int:
+        """The capacity key's values are multiples of this (e.g. DCP's prompt thirds: 3)."""
+        return 1
 
 
 class Method(nn.Module):
@@ -48,6 +59,8 @@ class Method(nn.Module):
 
     name: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
+    trains_pooling: bool = False
+    """Remote host: also train CLIP's ``ln_post`` and visual ``proj`` (image–text hosts always train them)."""
 
     def __init__(self, options: object, kind: str, modalities: tuple[str, ...]) -> None:
         super().__init__()

@@ -29,7 +29,8 @@ from mamol.tasks import TaskInfo
 class RemoteModel(Host):
     """Classifier for one remote-sensing scene described by a ``TaskInfo`` (2 or 3+ modalities).
 
-    Trainable: tokenizers, head, and what the method adds. Frozen: the CLIP image encoder.
+    Trainable: tokenizers, head, and what the method adds (with ``method.trains_pooling``: also ``ln_post`` and
+    ``proj``). Frozen: the CLIP image encoder.
     """
 
     def __init__(self, backbone: BackboneSettings, settings: ModelSettings, info: TaskInfo, method: Method) -> None:
@@ -51,6 +52,9 @@ class RemoteModel(Host):
         self.skip_missing = settings.skip_missing
         self.method = method
         method.attach("image", self.visual.transformer)
+        if method.trains_pooling:  # e.g. the MaMOL release's DCP (dcp_variant="release")
+            self.visual.ln_post.requires_grad_(True)
+            self.visual.proj.requires_grad_(True)
         self.tokenizers = nn.ModuleDict({m: ModalityTokenizer(int(info.bands[m]), width, settings.tokenizer_dim)
                                          for m in self.modalities})
         self.head = linear_head(len(self.modalities) * self.embed_dim, int(info.num_classes), settings.head_init_std)

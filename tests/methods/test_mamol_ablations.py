@@ -94,7 +94,7 @@ def test_threshold_gate_is_the_releases_formula_on_hand_set_weights():
 
 
 def test_threshold_needs_a_coordinate_per_modality():
-    with pytest.raises(ConfigError, match="pattern_dim=2 must be >= the 3 modalities"):
+    with pytest.raises(ConfigError, match="pattern_dim=2 must be >= 3 for 3 modalities"):
         tiny_model(remote_info(("hsi", "lidar", "sar"), (12, 1, 2)), modality_gate="threshold", pattern_dim=2)
     with pytest.raises(ConfigError, match="modality_gate"):
         model(modality_gate="learned")
