@@ -22,10 +22,11 @@ U_m (D, r) per adapted block, and its rows use S_m above, the sum over the other
 coupling U_m (U_nᵀU_n) U_mᵀ. With two modalities this *is* the release's pair (the first modality's pass takes
 the "text-side" update A(BᵀB)Aᵀ with A = U_0, the second the "vision-side" one); with three, each modality is
 coupled to both others. Each modality also has its own LoRA and magnitudes, as each release tower has, and
-``Rows.modality`` picks a row's stream.
+``Rows.modality`` picks a row's stream: on the CPU each stream's weight runs on its rows only; elsewhere every
+stream's runs on every row and the row keeps its own (no host read, as :data:`mamol.models.adapter.SPARSE_DEVICES`).
 
 Start: B = 0 makes the specific term W exactly, but the release's shared term is not W: its random pair gives
-W + α S a direction of its own, rescaled to ‖W‖_c. The adapted weights start near W + ‖W‖_c ⊙ dir(W + αS), not
+W + α S a direction of its own, rescaled to ‖W‖_c. The adapted weights start at W + ‖W‖_c ⊙ dir(W + αS), not
 at the frozen W (tests pin this). Missing inputs: the release encodes a placeholder (an all-ones image, an empty
 text) and fuses its features; here, like every method, the host zeroes a missing modality's features and skips
 its pass (``skip_missing``). Nothing in the layers depends on the missing pattern. Defaults are the release's
@@ -44,6 +45,7 @@ from torch import Tensor, nn
 
 from mamol.errors import ConfigError
 from mamol.methods.options import BlockOptions, key
+from mamol.models import adapter
 from mamol.models.lora import PROJECTIONS, OpenAttention, open_attention
 from mamol.models.method import Method, Rows
 from mamol.models.prompting import stream_of, tower_streams
@@ -188,7 +190,12 @@ class MoRAProjection(nn.Module):
         if stream is None or stream.shape[0] != x.shape[0]:
             raise ValueError("MoRA on a multi-stream tower needs each row's stream: run the tower through "
                              "MoRA.run_blocks")
-        rows = [(s, (stream == s).nonzero().squeeze(1)) for s in range(len(self.streams))]
+        if x.device.type not in adapter.SPARSE_DEVICES:  # every stream on every row, masked: no host read
+            out = self.change(x, 0)
+            for s in range(1, len(self.streams)):
+                out = torch.where((stream == s)[:, None, None], self.change(x, s), out)
+            return out
+        rows = [(s, (stream == s).nonzero().squeeze(1)) for s in range(len(self.streams))]  # each stream's rows only
         parts = [(idx, self.change(x.index_select(0, idx), s)) for s, idx in rows if idx.numel()]
         out = parts[0][1].new_zeros(x.shape)  # the parts' dtype (autocast may lower it)
         for idx, part in parts:

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from mamol.errors import ConfigError
 from mamol.methods import METHODS
-from mamol.methods.mora import MoRA, MoRAOptions, MoRAProjection
+from mamol.methods.mora import RELEASE, MoRA, MoRAOptions, MoRAProjection
+from mamol.models import adapter
 from mamol.models.backbone import build_clip
 from mamol.models.method import Rows
 from mamol.settings import resolve_model
@@ -121,7 +122,7 @@ def test_the_release_start_is_not_the_frozen_backbone_but_the_specific_term_is(c
 
 
 @pytest.mark.parametrize("modalities", [("hsi", "lidar"), ("hsi", "lidar", "sar")])
-def test_remote_rows_take_their_modality_stream_and_the_pair_couples_the_modalities(clip, modalities):
+def test_remote_rows_take_their_modality_stream_and_the_pair_couples_the_modalities(clip, modalities, monkeypatch):
     method = MoRA(options(), "remote", modalities)
     adapted = copy.deepcopy(clip.visual.transformer)
     method.attach("image", adapted)
@@ -152,6 +153,8 @@ def test_remote_rows_take_their_modality_stream_and_the_pair_couples_the_modalit
             alone = method.run_blocks("image", adapted, x[idx], Rows(rows.codes[idx], rows.present[idx], modality[idx]))
             torch.testing.assert_close(together[idx], alone, rtol=1e-9, atol=1e-9)
         assert (together[0] - together[n]).abs().max() > 0  # the streams differ
+        monkeypatch.setattr(adapter, "SPARSE_DEVICES", frozenset())  # the GPU's masked path: the same rows
+        torch.testing.assert_close(method.run_blocks("image", adapted, x, rows), together, rtol=1e-9, atol=1e-9)
     with pytest.raises(ValueError, match="run_blocks"):
         adapted(x)
 
@@ -197,6 +200,10 @@ def test_defaults_are_the_release_model_config_for_both_kinds():
         o = resolve_model(tiny_config(method="mora"), kind, MoRAOptions)[2].options
         assert (o.mora_rank, o.shared_rank, o.mora_alpha, o.mora_targets, o.mora_dropout) == (8, 8, 0.1, ("k", "v"),
                                                                                               0.1)
+        assert {k: getattr(o, k) for k in RELEASE["hatememes"]} == RELEASE["hatememes"]  # the model config's
+    for values in RELEASE.values():  # the release's other experiments are valid settings, given as keys
+        o = resolve_model(tiny_config(method="mora", **values), "natural", MoRAOptions)[2].options
+        assert {k: getattr(o, k) for k in values} == values and o.shared_rank == values["mora_rank"]
     assert MoRAOptions.CAPACITY in tiny_config()  # a config key the budget can scale
 
 
