@@ -27,14 +27,15 @@ def test_plan_remote_main_dry_run_lists_30_runs_per_method_with_hours_and_needs_
     proc = cli("sweep", "with", "plan_remote_main", "dry_run=True", *cli_updates(updates), timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = _rows(proc.stdout)
-    assert len(rows) == len(METHODS) * 3 * 10
+    runs = len(METHODS) * 3 * 10  # every registered method x 3 scenes x 10 seeds
+    assert len(rows) == runs
     assert {name.split("-")[0] for name in rows} == set(METHODS)
     # 100 training pixels per class, batches of 128, 201 epochs (Houston 15 classes, Trento 6, Augsburg 7).
     for scene, classes in (("houston2013", 15), ("trento", 6), ("augsburg", 7)):
         steps = {s for name, (s, _, _) in rows.items() if f"-{scene}-" in name}
         assert steps == {math.ceil(100 * classes / 128) * 201}, scene
     hours = sum(h for _, _, h in rows.values())
-    total = float(re.search(rf"{len(rows)} runs; estimated ([\d.]+) wall-clock hours on 1 device", proc.stdout)[1])
+    total = float(re.search(rf"{runs} runs; estimated ([\d.]+) wall-clock hours on 1 device", proc.stdout)[1])
     assert total == pytest.approx(hours, abs=0.1) and total > sum(s for s, _, _ in rows.values()) * 2.0 / 3600
     assert "step costs: declared" in proc.stdout and "no data was read" in proc.stdout
     assert not (tmp_path / "runs").exists()  # nothing written, nothing trained

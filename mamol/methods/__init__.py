@@ -15,6 +15,7 @@ from torch import nn
 
 from mamol.errors import ConfigError
 from mamol.methods.dcp import DCP
+from mamol.methods.flex_moe import FlexMoE
 from mamol.methods.linear_probe import LinearProbe
 from mamol.methods.lora import LoRA
 from mamol.methods.mamol import MaMOL
@@ -35,6 +36,7 @@ METHODS: dict[str, type[Method]] = {
     MMP.name: MMP,
     DCP.name: DCP,
     MoRA.name: MoRA,
+    FlexMoE.name: FlexMoE,
 }
 """Method name (the ``method`` config key) -> class."""
 

@@ -61,6 +61,10 @@ class Method(nn.Module):
     Options: ClassVar[type] = NoOptions
     trains_pooling: bool = False
     """Remote host: also train CLIP's ``ln_post`` and visual ``proj`` (image–text hosts always train them)."""
+    encodes_missing: ClassVar[bool] = False
+    """True: the host encodes a missing modality too, from the tokens :meth:`fill_tokens` puts in its place, and
+    keeps its feature (Flex-MoE's missing-modality bank); False: its pass is skipped or its feature zeroed (SPEC
+    §5.4), and ``skip_missing`` applies."""
 
     def __init__(self, options: object, kind: str, modalities: tuple[str, ...]) -> None:
         super().__init__()
@@ -69,6 +73,12 @@ class Method(nn.Module):
     def attach(self, tower: str, transformer: nn.Module) -> None:
         """Called once per tower the host uses ("image", then "text" for image–text data), right after the
         frozen backbone is built: put modules into ``transformer.resblocks`` or create per-tower parameters."""
+
+    def fill_tokens(self, tower: str, tokens: Tensor, rows: Rows) -> Tensor:
+        """The tower's input tokens (N, L, D) before the class token and positions are added (remote: the
+        tokenizer's output; image: the patch embedding; text: the token embedding); a method that
+        ``encodes_missing`` replaces those of the rows whose modality is missing. Default: unchanged."""
+        return tokens
 
     def run_blocks(self, tower: str, transformer: nn.Module, x: Tensor, rows: Rows,
                    attn_mask: Tensor | None = None) -> Tensor:

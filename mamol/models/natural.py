@@ -6,7 +6,8 @@ what the method adds. Everything else is frozen, including ``text_projection``.
 
 Missing codes follow the image–text code order ``("text", "image")``: 0 complete, 1 text missing, 2 image
 missing; ``Rows.present`` columns follow it too. A missing tower's pass is skipped (``skip_missing=True``),
-which is exact because its features are zeroed.
+which is exact because its features are zeroed. A method that ``encodes_missing`` (``flex_moe``) fills a
+missing modality's tokens itself: both towers then run on every row and no half is zeroed.
 """
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ class NaturalModel(Host):
     def encode_image(self, image: Tensor, rows: Rows) -> Tensor:
         """(N, 3, H, W) -> (N, E): patch embedding, class token, positions, ln_pre, blocks, ln_post, proj."""
         v = self.clip.visual
-        x = v.conv1(image).flatten(2).transpose(1, 2)  # (N, g*g, D)
+        x = self.method.fill_tokens("image", v.conv1(image).flatten(2).transpose(1, 2), rows)  # (N, g*g, D)
         cls = v.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = v.ln_pre(torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype))  # (N, L, D)
         x = self.method.run_blocks("image", v.transformer, x, rows)
@@ -69,7 +70,8 @@ class NaturalModel(Host):
     def encode_text(self, text_ids: Tensor, rows: Rows) -> Tensor:
         """(N, 77) token ids -> (N, E): embeddings, causal blocks, ln_final at the end-of-text token, projection."""
         clip = self.clip
-        x = clip.token_embedding(text_ids) + clip.positional_embedding  # (N, 77, D)
+        x = self.method.fill_tokens("text", clip.token_embedding(text_ids), rows)  # (N, 77, D)
+        x = x + clip.positional_embedding
         x = self.method.run_blocks("text", clip.transformer, x, rows, attn_mask=clip.attn_mask)
         x = clip.ln_final(x[torch.arange(x.shape[0], device=x.device), text_ids.argmax(dim=-1)])  # (N, D)
         return x @ clip.text_projection
@@ -77,11 +79,13 @@ class NaturalModel(Host):
     def _tower(self, encode: Callable[[Tensor, Rows], Tensor], inputs: Tensor, column: int, codes: Tensor,
                present: Tensor, idx: Tensor | None) -> Tensor:
         """Features (B, E) of the tower of modality ``column``, zero where it is missing (rows not computed);
-        idx (n,): the rows where it is present (None when ``skip_missing`` is off)."""
+        idx (n,): the rows where it is present (None: every row is encoded)."""
         keep = present[:, column]  # (B,)
         modality = torch.full_like(codes, column)
-        if not self.skip_missing:
+        if idx is None:
             out = encode(inputs, Rows(codes, present, modality))  # (B, E)
+            if self.method.encodes_missing:  # the method filled the missing rows: their features count
+                return out
             return torch.where(keep.unsqueeze(-1), out, torch.zeros_like(out))
         if idx.numel() == 0:
             return present.new_zeros(keep.shape[0], self.embed_dim, dtype=self.clip.visual.proj.dtype)
@@ -97,7 +101,8 @@ class NaturalModel(Host):
             raise ValueError(f"batch sizes differ: image {tuple(image.shape)}, text_ids {tuple(text_ids.shape)}, "
                              f"missing_type {tuple(missing.shape)}")
         present = present_mask(missing, len(NATURAL_MODALITIES))  # (B, 2) bool, code order (text, image)
-        rows = present_rows(present) if self.skip_missing else [None] * len(NATURAL_MODALITIES)  # one host read
+        skip = self.skip_missing and not self.method.encodes_missing
+        rows = present_rows(present) if skip else [None] * len(NATURAL_MODALITIES)  # one host read
         img = self._tower(self.encode_image, image, self.image_col, missing, present, rows[self.image_col])
         txt = self._tower(self.encode_text, text_ids, self.text_col, missing, present, rows[self.text_col])
         return torch.cat([img, txt], dim=1)  # (B, 2E)

@@ -5,6 +5,8 @@ A missing modality's feature is zeroed and the encoder passes of different rows 
 encoder pass contributes nothing to the logits or gradients: with ``skip_missing=True`` (default) only the
 present (sample, modality) pairs of a batch are tokenized and encoded, all in one batched encoder call.
 ``skip_missing=False`` encodes everything and zeroes afterwards (the reference the tests compare to).
+A method that ``encodes_missing`` (``flex_moe``) fills a missing modality's tokens itself: every pair is then
+encoded and no slice is zeroed, whatever ``skip_missing`` says.
 An auxiliary term of the method (e.g. MaMOL's optional load balancing) is computed over the rows actually
 encoded, so it is the one quantity that differs between the two settings.
 """
@@ -80,6 +82,7 @@ class RemoteModel(Host):
         """Frozen CLIP image encoder, blocks run by the method, on tokenized patches (N, h*w, D) -> (N, embed)."""
         v = self.visual
         cls = v.class_embedding.to(tokens.dtype).expand(tokens.shape[0], 1, -1)  # (N, 1, D)
+        tokens = self.method.fill_tokens("image", tokens, rows)  # (N, h*w, D)
         x = torch.cat([cls, tokens], dim=1) + self.positional_embedding(grid).to(tokens.dtype)  # (N, L, D)
         x = self.method.run_blocks("image", v.transformer, v.ln_pre(x), rows)  # (N, L, D)
         return v.ln_post(x[:, 0]) @ v.proj  # (N, embed)
@@ -109,11 +112,13 @@ class RemoteModel(Host):
         n_mod = len(self.modalities)
         present = present_mask(missing, n_mod)  # (B, M) bool
         batch_size = missing.shape[0]
-        if not self.skip_missing:
+        if not self.skip_missing or self.method.encodes_missing:
             tokens = torch.cat([self.tokenizers[m](batch[m]) for m in self.modalities])  # (M*B, L, D)
             slots = torch.arange(n_mod, device=missing.device).repeat_interleave(batch_size)  # (M*B,)
             rows = Rows(missing.repeat(n_mod), present.repeat(n_mod, 1), slots)
             out = self.encode(tokens, grid, rows).reshape(n_mod, batch_size, -1).transpose(0, 1)  # (B, M, E)
+            if self.method.encodes_missing:  # the method filled the missing passes: their features count
+                return out
             return torch.where(present.unsqueeze(-1), out, torch.zeros_like(out))
         samples, slots, tokens = [], [], []
         for j, (m, idx) in enumerate(zip(self.modalities, present_rows(present))):  # idx (n_j,): j present
