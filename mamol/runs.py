@@ -34,6 +34,7 @@ from torch import nn
 
 from mamol import __version__
 from mamol.files import atomic_write, storage_errors, write_json
+from mamol.models.method import trainable_parameters
 from mamol.settings import RunSettings
 from mamol.tasks import TaskInfo
 
@@ -194,10 +195,6 @@ class RunClock(pl.Callback):
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._stop("test")
 
-
-def trainable_parameters(model: nn.Module) -> int:
-    """Number of trainable scalars of ``model``."""
-    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 
 def run_facts(model: nn.Module, infos: Sequence[TaskInfo], clock: RunClock) -> dict[str, Any]:

@@ -13,7 +13,7 @@ totals within 5 % too, and it is not satisfied merely because a large shared par
 tokenizers) dwarfs the methods.
 
 The count depends only on shapes, so each candidate is built on PyTorch's ``meta`` device (no memory, no
-initialisation, ~0.1 s for ViT-B/16) and counted exactly as :func:`mamol.runs.trainable_parameters` counts the
+initialisation, ~0.1 s for ViT-B/16) and counted exactly as :func:`mamol.models.method.trainable_parameters` counts the
 run's model. Counts grow with the capacity key (tested for every registered method), so the solver doubles the
 value until the count reaches the target, bisects, and keeps the closer of the two values around the target
 (the smaller on a tie); values are multiples of ``Options.capacity_step()`` (3 for DCP's prompt thirds).
@@ -36,7 +36,7 @@ from torch import nn
 
 from mamol.errors import ConfigError
 from mamol.methods import build_model, method_class
-from mamol.runs import trainable_parameters
+from mamol.models.method import trainable_parameters
 from mamol.settings import BackboneSettings, MethodSettings, ModelSettings, RunSettings, from_config, resolve_model
 from mamol.tasks import TaskInfo
 

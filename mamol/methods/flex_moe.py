@@ -113,9 +113,10 @@ def combination_table(n_modalities: int) -> Tensor:
     """
     combos = [c for r in range(n_modalities, 0, -1) for c in itertools.combinations(range(n_modalities), r)]
     index = {c: i for i, c in enumerate(combos)}
-    codes = torch.arange(2 ** n_modalities)
-    observed = ~missing_bits(codes, n_modalities).bool()  # (2^M, M)
-    return torch.tensor([index.get(tuple(torch.nonzero(o).flatten().tolist()), -1) for o in observed])
+    # Bit m of a missing-type code marks modality m missing (mamol.missing); plain Python, so that the table
+    # also builds under a meta-device context (parameter counting, mamol.methods.budget).
+    observed = [tuple(m for m in range(n_modalities) if not code >> m & 1) for code in range(2 ** n_modalities)]
+    return torch.tensor([index.get(o, -1) for o in observed], device="cpu")
 
 
 def cv_squared(x: Tensor) -> Tensor:
@@ -275,13 +276,14 @@ class FlexMoE(Method):
         self.layers += inject_adapters(transformer, o.blocks(tower, transformer, self.kind), make, context)
         self.contexts[tower] = context
         # Bank rows: every (code, modality) with that modality missing in the code and encoded by this tower.
-        codes = torch.arange(2 ** n)
-        missing = missing_bits(codes, n).bool() & (self.combination >= 0).unsqueeze(-1)  # (2^M, M)
-        own = torch.zeros(n, dtype=torch.bool)
+        # Index tables on the CPU, whatever device context the model is built under (the budget's meta device).
+        codes = torch.arange(2 ** n, device="cpu")
+        missing = missing_bits(codes, n).bool() & (self.combination.cpu() >= 0).unsqueeze(-1)  # (2^M, M)
+        own = torch.zeros(n, dtype=torch.bool, device="cpu")
         own[self.tower_modalities(tower)] = True
         used = missing & own  # (2^M, M)
-        index = torch.full((2 ** n, n), -1, dtype=torch.long)
-        index[used] = torch.arange(int(used.sum()))
+        index = torch.full((2 ** n, n), -1, dtype=torch.long, device="cpu")
+        index[used] = torch.arange(int(used.sum()), device="cpu")
         self.register_buffer(f"bank_index_{tower}", index, persistent=False)  # (2^M, M) row of bank, -1 unused
         self.bank[tower] = nn.Parameter(torch.randn(int(used.sum()), width) * 0.02)  # (K, D)
 

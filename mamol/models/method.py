@@ -18,6 +18,11 @@ from typing import ClassVar
 from torch import Tensor, nn
 
 
+def trainable_parameters(model: nn.Module) -> int:
+    """Number of trainable scalars of ``model`` (what run records, reports and budgets count)."""
+    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+
+
 @dataclass(frozen=True)
 class Rows:
     """Per-row conditioning of one tower call: row ``n`` of the token batch encodes modality ``modality[n]``
