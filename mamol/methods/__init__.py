@@ -20,6 +20,7 @@ from mamol.methods.lora import LoRA
 from mamol.methods.mamol import MaMOL
 from mamol.methods.mmp import MMP
 from mamol.methods.moe_lora import MoELoRA
+from mamol.methods.specialists import Specialists
 from mamol.models.method import Method
 from mamol.models.natural import NaturalModel
 from mamol.models.remote import RemoteModel
@@ -33,6 +34,7 @@ METHODS: dict[str, type[Method]] = {
     MoELoRA.name: MoELoRA,
     MMP.name: MMP,
     DCP.name: DCP,
+    Specialists.name: Specialists,
 }
 """Method name (the ``method`` config key) -> class."""
 
