@@ -25,16 +25,22 @@ What "trained only on its pattern's samples" means here (the decisions, docs/met
 * the **shared parts** — the modality tokenizers, the head, and on image–text data CLIP's ``ln_post``, ``proj``
   and ``ln_final`` — are shared by all patterns and trained on every sample, as in every method: the oracle
   isolates what separate *encoder adaptations* give, everything else held equal to the other methods;
-* a set whose pattern no row of a batch has gets **no gradient** (``None``, not zeros), so AdamW leaves it as
-  it is in that step (no weight decay, no momentum step), as a model that did not see the batch;
+* a set whose pattern no row of a batch has gets **no gradient** on the CPU (``None``, not zeros), so AdamW
+  leaves it as it is in that step (no weight decay, no momentum step), as a model that did not see the batch;
+  on a GPU it gets a zero gradient instead (the sync-free formula below), so AdamW's momentum and weight decay
+  still move it. At the paper's batch sizes (128, 256 per step) a pattern of the training table is in
+  practically every step, and both are the same. A pattern the training table never has (e.g. SAR missing under
+  ``missing_type=HS_Lidar``) keeps its set's initial B = 0: such samples see the frozen encoder;
 * batches mix patterns: a set's gradient is its rows' part of the batch-mean loss (n_t / B of what a run on its
   pattern alone would give, which Adam's normalisation largely undoes), and one gradient-norm clip and one
   learning-rate schedule serve the whole model. Fully separate models per pattern are ``lora`` runs on tables
   of one pattern each (e.g. ``missing_ratio=1.0 missing_type=text``, or ``missing_ratio=0`` for complete).
 
-Each set runs only on its rows (a gather, the set's update, a scatter back with ``index_copy``); the rows of the
-sets are split once per tower call, with one host read of their counts (on a GPU one synchronisation per
-tower call, as the remote host's skipping of missing rows).
+On the CPU each set runs only on its rows (a gather, the set's update, a scatter back with ``index_copy``), the
+rows split once per tower call with one host read of their counts. Counting on the host would wait for the GPU
+at every tower call, so elsewhere (as MaMOL's sparse experts, :data:`mamol.models.adapter.SPARSE_DEVICES`)
+every set runs on every row, times the 0/1 mask of its pattern: the same outputs and gradients, at P times
+LoRA's update work (q and v at r = 8: 2·2·D·r multiply-adds per token, 0.3 % of a ViT-B/16 block's, per set).
 """
 from __future__ import annotations
 
@@ -48,6 +54,7 @@ from torch import Tensor, nn
 
 from mamol.methods.lora import LoRAOptions, add_updates
 from mamol.missing import present_rows, valid_codes
+from mamol.models.adapter import dispatches_sparsely
 from mamol.models.lora import LowRank
 from mamol.models.method import Method, Rows
 from mamol.models.prompting import tower_streams
@@ -63,24 +70,38 @@ class SpecialistsOptions(LoRAOptions):
 
 class PatternRows:
     """The rows of each missing pattern in the current tower call, shared by the tower's :class:`PatternLowRank`
-    layers (open_clip's blocks pass only the tokens down). Not a module: it holds tensors of one call only."""
+    layers (open_clip's blocks pass only the tokens down). Not a module: it holds tensors of one call only.
+
+    On the CPU (:func:`mamol.models.adapter.dispatches_sparsely`) the rows are split by pattern; elsewhere only
+    the one-hot masks are kept, which needs no host read.
+    """
 
     def __init__(self) -> None:
         self.rows: list[Tensor] | None = None  # per pattern code t, the rows (n_t,) of that pattern
+        self.masks: Tensor | None = None  # (N, P) bool, row n has pattern t
 
     @contextlib.contextmanager
     def split(self, codes: Tensor, patterns: int) -> Iterator[None]:
-        """Group the rows by their code (N,) for the calls inside; one host read of the group sizes."""
-        self.rows = present_rows(codes.unsqueeze(-1) == torch.arange(patterns, device=codes.device))  # (N, P)
+        """Group the rows by their code (N,) for the calls inside."""
+        onehot = codes.unsqueeze(-1) == torch.arange(patterns, device=codes.device)  # (N, P)
+        if dispatches_sparsely(codes.device):
+            self.rows = present_rows(onehot)  # one host read of the group sizes
+        else:
+            self.masks = onehot
         try:
             yield
         finally:
-            self.rows = None
+            self.rows = self.masks = None
 
 
 class PatternLowRank(nn.Module):
     """One low-rank update per missing pattern (``sets[str(t)]``, a :class:`LowRank`); row n gets only the update
-    of its pattern t_n, zero where its pattern has no set."""
+    of its pattern t_n, zero where its pattern has no set.
+
+    Two exact ways (tests compare outputs and gradients): on the CPU each set runs on its rows only, and a set no
+    row needs takes no part (no gradient at all); elsewhere every set runs on every row, times the rows' 0/1
+    mask of its pattern (no host read; such a set gets a zero gradient).
+    """
 
     def __init__(self, sets: dict[int, nn.Module], groups: PatternRows) -> None:
         super().__init__()
@@ -89,12 +110,18 @@ class PatternLowRank(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(N, L, D_in) -> (N, L, D_out), each row through its pattern's update only."""
-        if self.groups.rows is None:
+        rows, masks = self.groups.rows, self.groups.masks
+        if rows is None and masks is None:
             raise RuntimeError("a specialists update ran outside Specialists.run_blocks, which tells it the rows' "
                                "missing patterns")
         out = None
         for t, update in self.sets.items():
-            idx = self.groups.rows[int(t)]  # (n_t,)
+            if masks is not None:
+                y = update(x)  # (N, L, D_out)
+                y = y * masks[:, int(t), None, None].to(y.dtype)  # other rows: exactly zero, and no gradient
+                out = y if out is None else out + y
+                continue
+            idx = rows[int(t)]  # (n_t,)
             if idx.numel() == 0:
                 continue  # no row of this pattern: the set takes no part, and gets no gradient
             y = update(x.index_select(0, idx))  # (n_t, L, D_out); under autocast in its dtype

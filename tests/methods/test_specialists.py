@@ -11,6 +11,7 @@ import torch
 from mamol.data.mmimdb import prepare_mmimdb
 from mamol.methods.specialists import PatternLowRank, SpecialistsOptions
 from mamol.missing import valid_codes
+from mamol.models import adapter
 from tests.fakes.natural import make_mmimdb_raw
 from tests.helpers import natural_info, remote_info, run_experiment, tiny_batch, tiny_model
 
@@ -53,9 +54,9 @@ def test_each_row_equals_lora_with_its_patterns_set(kind, codes):
     data = {k: v.double() if v.is_floating_point() else v for k, v in batch(kind, codes).items()}
     with torch.no_grad():
         out = spec(data)
+    lora = tiny_model(INFOS[kind], method="lora", lora_targets=TARGETS).double().eval()
     for t in sorted(set(codes)):
         # Plain LoRA holding pattern t's set and the same shared parts (tokenizers, head, ...).
-        lora = tiny_model(INFOS[kind], method="lora", lora_targets=TARGETS).double().eval()
         state = {k.replace(f".sets.{t}.", "."): v for k, v in spec.state_dict().items()
                  if ".sets." not in k or f".sets.{t}." in k}
         missing, unexpected = lora.load_state_dict(state, strict=False)
@@ -64,10 +65,10 @@ def test_each_row_equals_lora_with_its_patterns_set(kind, codes):
         assert not unexpected and all(absent and k.startswith(absent) for k in missing), missing
         rows = [n for n, c in enumerate(codes) if c == t]
         with torch.no_grad():
-            expected = lora(data)[rows]
-        torch.testing.assert_close(out[rows], expected, rtol=1e-6, atol=1e-6)
+            expected = lora(data)
+        torch.testing.assert_close(out[rows], expected[rows], rtol=1e-6, atol=1e-6)
         other = [n for n, c in enumerate(codes) if c != t]
-        assert (out[other] - lora(data)[other].detach()).abs().max() > 1e-3  # the other rows use other sets
+        assert (out[other] - expected[other]).abs().max() > 1e-3  # the other rows use other sets
 
 
 @pytest.mark.parametrize("kind,codes,reached", [("remote", [0, 2, 0, 2], {0, 2}), ("remote3", [5, 5, 1, 5], {1, 5}),
@@ -153,3 +154,24 @@ def test_image_text_run_trains_each_towers_sets(official_mmimdb, tmp_path):
     trained = _trained_sets(report["checkpoint"])
     assert sorted(trained) == ["image:0", "image:1", "text:0", "text:2"]  # a set where the tower's modality is
     assert min(trained.values()) > 0  # present, each reached by its pattern's rows
+
+
+@pytest.mark.parametrize("kind,codes", [("remote", [0, 2, 0, 2]), ("remote3", [5, 5, 1, 6]), ("natural", [0, 1, 0, 0])])
+def test_the_sync_free_formula_equals_the_split_rows(monkeypatch, kind, codes):
+    """Off the CPU every set runs on every row, masked (no host read): same outputs and gradients (a set no row
+    needs: zero gradient instead of none)."""
+    net = trained_like(tiny_model(INFOS[kind], method="specialists", lora_targets=TARGETS))
+    data = batch(kind, codes)
+    results = []
+    for devices in (frozenset({"cpu"}), frozenset()):
+        monkeypatch.setattr(adapter, "SPARSE_DEVICES", devices)
+        net.zero_grad(set_to_none=True)
+        out = net(data)
+        (out * torch.arange(out.shape[-1])).sum().backward()
+        results.append((out.detach(), {n: p.grad for n, p in net.named_parameters() if p.requires_grad}))
+    (split, split_grads), (dense, dense_grads) = results
+    torch.testing.assert_close(split, dense, rtol=1e-6, atol=1e-6)
+    for name, grad in dense_grads.items():
+        expected = split_grads[name] if split_grads[name] is not None else torch.zeros_like(grad)
+        torch.testing.assert_close(grad, expected, rtol=1e-5, atol=1e-6, msg=name)
+    assert any(g is None for g in split_grads.values()) and all(g is not None for g in dense_grads.values())
