@@ -2,7 +2,7 @@
 
 Plans are named configs (``python run.py sweep with plan_remote_main ...``), one per table:
 
-- ``plan_remote_main``: every registered method × Houston2013, Trento, Augsburg × 10 seeds (180 runs);
+- ``plan_remote_main``: every registered method × Houston2013, Trento, Augsburg × 10 seeds (30 runs per method);
 - ``plan_natural_main``: the same over MM-IMDb, Food-101, Hateful Memes (DCP's fine-tuning values);
 - ``plan_ablation``: MaMOL and its ablations (no dynamic / shared / modality experts, a router blind to the
   pattern) × the three scenes × 10 seeds;
