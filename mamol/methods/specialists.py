@@ -53,7 +53,7 @@ import torch
 from torch import Tensor, nn
 
 from mamol.methods.lora import LoRAOptions, add_updates
-from mamol.missing import present_rows, valid_codes
+from mamol.missing import is_missing, present_rows, valid_codes
 from mamol.models.adapter import dispatches_sparsely
 from mamol.models.lora import LowRank
 from mamol.models.method import Method, Rows
@@ -146,7 +146,7 @@ class Specialists(Method):
     def tower_patterns(self, tower: str) -> tuple[int, ...]:
         """The patterns with a set in ``tower``: those where one of the modalities it encodes is present."""
         streams = tower_streams(self.kind, tower, self.modalities)
-        return tuple(t for t in self.patterns if any(not t >> m & 1 for m in streams))
+        return tuple(t for t in self.patterns if any(not is_missing(t, m) for m in streams))
 
     def attach(self, tower: str, transformer: nn.Module) -> None:
         o: SpecialistsOptions = self.options
