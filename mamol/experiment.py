@@ -72,7 +72,7 @@ def config():
     clip_random_init = False  # random backbone weights; only for tests and the demo
 
     # ---------------------------------------------------------------- method and shared model parts
-    method = "mamol"  # what trains inside the frozen encoder: mamol, linear_probe, lora, moe_lora, mmp or dcp
+    method = "mamol"  # what trains in the frozen encoder: mamol, linear_probe, lora, moe_lora, mmp, dcp, specialists
     tokenizer_dim = 256  # remote tokenizers: width of the 3x3 conv before the 1x1 conv to D
     head_init_std = 0.02  # std of the classification head's weight init (bias 0)
     skip_missing = True  # skip the encoder pass of missing modalities (exact; 1.6x faster at 0.7 / both)

@@ -22,6 +22,7 @@ from mamol.methods.mamol import MaMOL
 from mamol.methods.mmp import MMP
 from mamol.methods.moe_lora import MoELoRA
 from mamol.methods.mora import MoRA
+from mamol.methods.specialists import Specialists
 from mamol.models.method import Method
 from mamol.models.natural import NaturalModel
 from mamol.models.remote import RemoteModel
@@ -37,6 +38,7 @@ METHODS: dict[str, type[Method]] = {
     DCP.name: DCP,
     MoRA.name: MoRA,
     FlexMoE.name: FlexMoE,
+    Specialists.name: Specialists,
 }
 """Method name (the ``method`` config key) -> class."""
 

@@ -11,10 +11,12 @@ D -> 4D, and ``c_proj``, 4D -> D). The default ``["q", "v"]`` is the paper's cho
 last two blocks of each tower for image–text data). One update serves every row, whatever its missing pattern
 or modality. ``drop`` is dropout of probability ``lora_dropout`` on the update's input in training mode (0, the
 default, leaves the update as above). ``budget`` scales ``lora_rank`` (``CAPACITY``). The layers are
-:mod:`mamol.models.lora`.
+:mod:`mamol.models.lora`; :func:`add_updates` places them (``specialists`` places its per-pattern updates with
+it, on the same weights).
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -63,17 +65,26 @@ class LoRA(Method):
 
     def attach(self, tower: str, transformer: nn.Module) -> None:
         o: LoRAOptions = self.options
-        layers = o.blocks(tower, transformer, self.kind)
-        width = transformer.width
-        for i in layers:
-            block = transformer.resblocks[i]
-            projections = [t for t in o.lora_targets if t in PROJECTIONS]
-            if projections or "o" in o.lora_targets:
-                attention = open_attention(block)
-                for name in projections:
-                    attention.deltas[name] = LowRank(width, width, o.lora_rank, o.lora_alpha, o.lora_dropout)
-                if "o" in o.lora_targets:
-                    attention.out_proj = LoRALinear(attention.out_proj, o.lora_rank, o.lora_alpha, o.lora_dropout)
-            if "mlp" in o.lora_targets:
-                block.mlp.c_fc = LoRALinear(block.mlp.c_fc, o.lora_rank, o.lora_alpha, o.lora_dropout)
-                block.mlp.c_proj = LoRALinear(block.mlp.c_proj, o.lora_rank, o.lora_alpha, o.lora_dropout)
+        add_updates(transformer, o.blocks(tower, transformer, self.kind), o.lora_targets,
+                    lambda d_in, d_out: LowRank(d_in, d_out, o.lora_rank, o.lora_alpha, o.lora_dropout))
+
+
+def add_updates(transformer: nn.Module, layers: Sequence[int], targets: Sequence[str],
+                make: Callable[[int, int], nn.Module]) -> None:
+    """Put an update ``make(D_in, D_out)`` beside each weight of ``targets`` (:data:`TARGETS`) in each block of
+    ``layers``: q/k/v as deltas of :class:`~mamol.models.lora.OpenAttention`, the attention's output and both MLP
+    layers as :class:`LoRALinear`."""
+    width = transformer.width
+    for i in layers:
+        block = transformer.resblocks[i]
+        projections = [t for t in targets if t in PROJECTIONS]
+        if projections or "o" in targets:
+            attention = open_attention(block)
+            for name in projections:
+                attention.deltas[name] = make(width, width)
+            if "o" in targets:
+                attention.out_proj = LoRALinear(attention.out_proj, make(width, width))
+        if "mlp" in targets:
+            c_fc, c_proj = block.mlp.c_fc, block.mlp.c_proj
+            block.mlp.c_fc = LoRALinear(c_fc, make(c_fc.in_features, c_fc.out_features))
+            block.mlp.c_proj = LoRALinear(c_proj, make(c_proj.in_features, c_proj.out_features))

@@ -155,11 +155,17 @@ same sum comes from :func:`dense_topk_lora`, which reads nothing on the host (ou
 rounding, tests/models/test_adapter.py)."""
 
 
+def dispatches_sparsely(device: torch.device) -> bool:
+    """Whether work split by routing (each expert or set on its own tokens or rows) runs on ``device``, whose host
+    reads of split sizes are cheap (:data:`SPARSE_DEVICES`); elsewhere the sync-free dense formula runs."""
+    return device.type in SPARSE_DEVICES
+
+
 def topk_lora(z: Tensor, a: Tensor, b: Tensor, gate_val: Tensor, gate_idx: Tensor, base: Tensor | None = None,
               sparse: bool = True) -> Tensor:
     """Σ over each token's top-k experts of gate · (z A_e) B_e, added to ``base`` (N, L, D) if given: sparse where
     ``sparse`` asks and the device allows it (:data:`SPARSE_DEVICES`), else the sync-free dense masked formula."""
-    if sparse and z.device.type in SPARSE_DEVICES:
+    if sparse and dispatches_sparsely(z.device):
         return sparse_topk_lora(z, a, b, gate_val, gate_idx, base)
     out = dense_topk_lora(z, a, b, gate_val, gate_idx)  # (N, L, D)
     return out if base is None else base + out

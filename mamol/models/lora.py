@@ -3,8 +3,9 @@
 * :class:`LowRank` is the LoRA update of Hu et al. (2021), ``ΔW x = (α / r) · B A drop(x)`` with ``A``
   (r, D_in), ``B`` (D_out, r); ``B`` starts at zero so the adapted layer starts as the frozen one. ``drop`` is
   dropout on the update's input in training mode (the official LoRA code's ``lora_dropout``; 0 = none).
-* :class:`LoRALinear` replaces a frozen ``nn.Linear``: ``W x + b + ΔW x``. The frozen ``weight`` and ``bias``
-  stay under their own names, so the backbone's state-dict keys are unchanged.
+* :class:`LoRALinear` replaces a frozen ``nn.Linear``: ``W x + b + ΔW x``, with ``ΔW`` any update module
+  (a :class:`LowRank`, or ``specialists``' one per missing pattern). The frozen ``weight`` and ``bias`` stay under
+  their own names, so the backbone's state-dict keys are unchanged.
 * :class:`OpenAttention` replaces a frozen ``nn.MultiheadAttention`` of an open_clip block. open_clip packs the
   query, key and value projections into one ``in_proj_weight`` (3D, D) that ``nn.MultiheadAttention`` uses
   internally, so a low-rank update of ``W_q`` cannot be added from outside. This module computes the same
@@ -62,13 +63,14 @@ class LowRank(nn.Module):
 
 
 class LoRALinear(nn.Module):
-    """``linear(x) + lora(x)`` for a frozen ``nn.Linear``, keeping its ``weight`` and ``bias`` names."""
+    """``linear(x) + lora(x)`` for a frozen ``nn.Linear``, keeping its ``weight`` and ``bias`` names; ``lora`` maps
+    (..., D_in) to (..., D_out) (a :class:`LowRank` built from the linear's sizes)."""
 
-    def __init__(self, linear: nn.Linear, rank: int, alpha: float, dropout: float = 0.0) -> None:
+    def __init__(self, linear: nn.Linear, lora: nn.Module) -> None:
         super().__init__()
         self.weight = linear.weight  # (D_out, D_in), frozen
         self.bias = linear.bias  # (D_out,) or None, frozen
-        self.lora = LowRank(linear.in_features, linear.out_features, rank, alpha, dropout)
+        self.lora = lora
 
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.weight, self.bias) + self.lora(x)
@@ -89,7 +91,7 @@ class OpenAttention(nn.Module):
         self.in_proj_weight = attention.in_proj_weight  # (3D, D), frozen
         self.in_proj_bias = attention.in_proj_bias  # (3D,), frozen
         self.out_proj = attention.out_proj  # frozen Linear (D, D), or a LoRALinear
-        self.deltas = nn.ModuleDict()  # "q" / "k" / "v" -> LowRank (D -> D)
+        self.deltas = nn.ModuleDict()  # "q" / "k" / "v" -> an update D -> D (a LowRank)
         self._prefix: tuple[Tensor, Tensor] | None = None
 
     def extra_repr(self) -> str:

@@ -6,7 +6,7 @@ import torch
 from mamol.errors import ConfigError
 from mamol.methods.moe_lora import MoELoRALayer
 from mamol.models.method import Rows
-from tests.helpers import remote_info, tiny_model
+from tests.helpers import remote_info, tiny_batch, tiny_model
 
 
 def layer(router="topk", top_k=2, experts=4, shared=0, sparse=True, scale=0.5, dim=16, rank=3) -> MoELoRALayer:
@@ -89,3 +89,33 @@ def test_sizes_are_mamols_and_the_soft_router_refuses_a_balance_loss():
         tiny_model(remote_info(), method="moe_lora", moe_router="soft", load_balance_weight=0.1)
     with pytest.raises(ConfigError, match="moe_router"):
         tiny_model(remote_info(), method="moe_lora", moe_router="dense")
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_sparse_dispatch_equals_the_dense_masked_formula_in_the_model(top_k):
+    """``moe_router="topk"`` with ``sparse_experts`` (each expert only on its routed tokens, on the CPU) against
+    ``sparse_experts=False`` (every expert on every token, gates zero outside the top-k): the whole tiny model's
+    logits and every trainable gradient, in 32-bit; with top-1, expert 3 is never picked."""
+    results = []
+    for sparse in (True, False):
+        torch.manual_seed(0)
+        net = tiny_model(remote_info(), method="moe_lora", num_dynamic_experts=4, top_k=top_k, num_shared_experts=1,
+                         sparse_experts=sparse)
+        with torch.no_grad():
+            for name, p in net.named_parameters():
+                if p.requires_grad and name.endswith((".A", ".B")):
+                    p.normal_(std=0.1)
+            for layer in net.method.layers:  # expert 3's logit lies between experts 0's and 1's: never the top-1
+                layer.router.weight[3] = (layer.router.weight[0] + layer.router.weight[1]) / 2
+        out = net(tiny_batch("remote"))
+        (out * torch.arange(out.shape[-1])).sum().backward()
+        results.append((out.detach(), {n: p.grad for n, p in net.named_parameters() if p.requires_grad}))
+    (sparse_out, sparse_grads), (dense_out, dense_grads) = results
+    torch.testing.assert_close(sparse_out, dense_out, rtol=1e-6, atol=1e-6)
+    assert sparse_grads.keys() == dense_grads.keys()
+    for name, grad in sparse_grads.items():
+        torch.testing.assert_close(grad, dense_grads[name], rtol=1e-5, atol=1e-6, msg=name)
+    experts = [g for n, g in sparse_grads.items() if n.endswith((".A", ".B")) and "shared" not in n]
+    assert len(experts) == 4 and all(g[:3].abs().max() > 0 for g in experts)
+    if top_k == 1:
+        assert all(g[3].abs().max() == 0 for g in experts)

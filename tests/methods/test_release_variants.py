@@ -124,7 +124,7 @@ def test_lora_dropout_acts_on_the_updates_input_in_training_only():
     torch.testing.assert_close(update(x), 2.0 * dropped @ update.A.T @ update.B.T)
     assert (update(x) - formula).abs().max() > 1e-6
     linear = torch.nn.Linear(16, 12).double()
-    layer = LoRALinear(linear, 4, 8.0, dropout=0.5).double().train()
+    layer = LoRALinear(linear, LowRank(16, 12, 4, 8.0, 0.5)).double().train()
     layer.lora.load_state_dict(update.state_dict())
     torch.manual_seed(7)  # the frozen path sees the token unchanged
     torch.testing.assert_close(layer(x), linear(x) + 2.0 * dropped @ update.A.T @ update.B.T)
