@@ -41,8 +41,10 @@ class MoELoRAOptions(ExpertOptions):
 
     CAPACITY: ClassVar[str | None] = "adapter_rank"
 
-    moe_router: Literal["topk", "soft"] = key(
-        "topk", 'moe_lora: "topk" (each token\'s top_k experts) or "soft" (softmax mixture of all)')
+    moe_router: Literal["topk", "soft", "sparse"] = key(
+        "topk", 'moe_lora: "topk" (each token\'s top_k experts; sparse dispatch on the CPU, the equal dense masked '
+                'formula elsewhere), "sparse" (top_k with real sparse dispatch on every device: each expert runs on '
+                'its routed tokens only, at a host read per block on a GPU) or "soft" (softmax mixture of all)')
 
     @staticmethod
     def paper_defaults(kind: str) -> dict:
@@ -54,7 +56,7 @@ class MoELoRAOptions(ExpertOptions):
         if self.num_dynamic_experts < 1 or self.adapter_rank < 1 or self.num_shared_experts < 0:
             raise ConfigError(f"moe_lora needs num_dynamic_experts >= 1, adapter_rank >= 1, num_shared_experts >= 0;"
                               f" found {self.num_dynamic_experts}, {self.adapter_rank}, {self.num_shared_experts}")
-        if self.moe_router == "topk" and not 1 <= self.top_k <= self.num_dynamic_experts:
+        if self.moe_router in ("topk", "sparse") and not 1 <= self.top_k <= self.num_dynamic_experts:
             raise ConfigError(f"top_k={self.top_k} must be between 1 and num_dynamic_experts="
                               f"{self.num_dynamic_experts}")
         if self.load_balance_weight < 0 or (self.moe_router == "soft" and self.load_balance_weight > 0):
@@ -79,7 +81,7 @@ class MoELoRALayer(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"dim={self.dim}, rank={self.A.shape[-1]}, experts={self.A.shape[0]}, router={self.router_kind}"
-                f"{f' top-{self.top_k}' if self.router_kind == 'topk' else ''}, shared={self.shared_A.shape[0]}, "
+                f"{f' top-{self.top_k}' if self.router_kind != 'soft' else ''}, shared={self.shared_A.shape[0]}, "
                 f"scale={self.scale}")
 
     def forward(self, z: Tensor) -> Tensor:
@@ -90,7 +92,8 @@ class MoELoRALayer(nn.Module):
             mix = gated_lora(z, self.A, self.B, probs)
         else:
             gate_val, gate_idx = probs.topk(self.top_k, dim=-1)  # (N, L, k)
-            mix = topk_lora(z, self.A, self.B, gate_val, gate_idx, sparse=self.sparse)
+            mix = topk_lora(z, self.A, self.B, gate_val, gate_idx, sparse=self.sparse or self.router_kind == "sparse",
+                            anywhere=self.router_kind == "sparse")
             if self.balance and self.training:
                 self.aux_loss = balance_loss(probs, gate_idx)
         if self.shared_A.shape[0]:

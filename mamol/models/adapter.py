@@ -162,10 +162,11 @@ def dispatches_sparsely(device: torch.device) -> bool:
 
 
 def topk_lora(z: Tensor, a: Tensor, b: Tensor, gate_val: Tensor, gate_idx: Tensor, base: Tensor | None = None,
-              sparse: bool = True) -> Tensor:
+              sparse: bool = True, anywhere: bool = False) -> Tensor:
     """Σ over each token's top-k experts of gate · (z A_e) B_e, added to ``base`` (N, L, D) if given: sparse where
-    ``sparse`` asks and the device allows it (:data:`SPARSE_DEVICES`), else the sync-free dense masked formula."""
-    if sparse and dispatches_sparsely(z.device):
+    ``sparse`` asks and the device allows it (:data:`SPARSE_DEVICES`, or any device with ``anywhere``: real
+    dispatch, paying a host read per call on a GPU), else the sync-free dense masked formula."""
+    if sparse and (anywhere or dispatches_sparsely(z.device)):
         return sparse_topk_lora(z, a, b, gate_val, gate_idx, base)
     out = dense_topk_lora(z, a, b, gate_val, gate_idx)  # (N, L, D)
     return out if base is None else base + out

@@ -119,3 +119,32 @@ def test_sparse_dispatch_equals_the_dense_masked_formula_in_the_model(top_k):
     assert len(experts) == 4 and all(g[:3].abs().max() > 0 for g in experts)
     if top_k == 1:
         assert all(g[3].abs().max() == 0 for g in experts)
+
+
+def test_moe_router_sparse_dispatches_on_every_device_and_equals_the_dense_formula(monkeypatch):
+    """``moe_router="sparse"``: token-choice top-k whose experts run only on their routed tokens on any device (here
+    the CPU is taken off the sparse devices, as a GPU is), equal to the dense masked formula of the same router."""
+    from mamol.models import adapter
+
+    calls = []
+    real = adapter.sparse_topk_lora
+    monkeypatch.setattr(adapter, "SPARSE_DEVICES", frozenset())  # "topk" now takes the dense formula
+    monkeypatch.setattr(adapter, "sparse_topk_lora", lambda *a, **k: calls.append(1) or real(*a, **k))
+    results = []
+    for router in ("sparse", "topk"):
+        torch.manual_seed(0)
+        net = tiny_model(remote_info(), method="moe_lora", moe_router=router, num_dynamic_experts=4, top_k=2)
+        with torch.no_grad():
+            for name, p in net.named_parameters():
+                if p.requires_grad and name.endswith((".A", ".B")):
+                    p.normal_(std=0.1)
+        before = len(calls)
+        out = net(tiny_batch("remote"))
+        (out * torch.arange(out.shape[-1])).sum().backward()
+        results.append((len(calls) - before, out.detach(),
+                        {n: p.grad for n, p in net.named_parameters() if p.requires_grad}))
+    (sparse_calls, sparse_out, sparse_grads), (dense_calls, dense_out, dense_grads) = results
+    assert sparse_calls == len(net.method.layers) > 0 and dense_calls == 0  # one call per adapted block
+    torch.testing.assert_close(sparse_out, dense_out, rtol=1e-6, atol=1e-6)
+    for name, grad in sparse_grads.items():
+        torch.testing.assert_close(grad, dense_grads[name], rtol=1e-5, atol=1e-6, msg=name)

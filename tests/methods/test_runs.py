@@ -53,3 +53,13 @@ def test_fit_then_test_only_round_trip(tmp_path, roots, method):
     if method == "dcp":  # a checkpoint of another method is refused (here: DCP's, loaded by the default, MaMOL)
         with pytest.raises(CheckpointError, match="method='dcp'.*pass method=dcp"):
             _run(tmp_path, "mmimdb", roots, exp_name="other", test_only=True, load_path=fitted["checkpoint"])
+
+
+@pytest.mark.parametrize("data", ("remote", "mmimdb"))
+def test_moe_lora_with_the_sparse_router_trains_and_tests(tmp_path, roots, data):
+    """``moe_lora moe_router=sparse``: a whole run, fit then test_only, on a scene and an official-layout dataset."""
+    fitted = _run(tmp_path, data, roots, method="moe_lora", moe_router="sparse", exp_name="fit")
+    evaluated = _run(tmp_path, data, roots, method="moe_lora", moe_router="sparse", exp_name="eval", test_only=True,
+                     load_path=fitted["checkpoint"])
+    assert evaluated["metrics"] == pytest.approx(fitted["metrics"], abs=1e-6)
+    assert fitted["config"]["moe_router"] == "sparse"
