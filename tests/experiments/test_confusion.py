@@ -98,3 +98,12 @@ def test_a_tested_run_writes_its_confusion_and_recall_equals_class_accuracy(trai
     assert list(read_csv(f"{folder}/confusion.csv")[0])[1:] == names
     with Image.open(f"{folder}/confusion.png") as image:
         assert min(image.size) > 300
+
+
+def test_class_columns_are_named_by_class_and_other_names_kept():
+    from mamol.metrics import class_metric_label
+    one = {"houston2013": ["Healthy grass", "Trees"]}
+    assert class_metric_label("acc_1", one) == "acc_Trees" and class_metric_label("OA", one) == "OA"
+    assert class_metric_label("acc_7", one) == "acc_7"  # no such class: the index stays
+    two = {"a": ["x"], "b": ["y", "z"]}
+    assert class_metric_label("b/acc_1", two) == "b/acc_z" and class_metric_label("acc_0", two) == "acc_0"
