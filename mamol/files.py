@@ -98,3 +98,14 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     with atomic_write(path, "w") as handle:
         json.dump(obj, handle, indent=2, default=str)
     return Path(path)
+
+
+FIGURE_DPI = 100
+"""Every figure is saved at this resolution (a figure's pixel size is its size in inches × 100)."""
+
+
+def write_png(figure: Any, path: str | os.PathLike, dpi: int = FIGURE_DPI) -> Path:
+    """Save a matplotlib ``Figure`` as PNG atomically (no tight bounding box: the size is the figure's own)."""
+    with atomic_write(path, "wb") as handle:
+        figure.savefig(handle, format="png", dpi=dpi)
+    return Path(path)

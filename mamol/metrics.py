@@ -8,7 +8,7 @@ multiply by 100.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -171,6 +171,21 @@ CLASS_PREFIX = "acc_"
 def is_class_metric(name: str) -> bool:
     """True for a per-class accuracy (``acc_3``, ``mmimdb/acc_3``), which summaries list apart or leave out."""
     return name.rsplit("/", 1)[-1].startswith(CLASS_PREFIX)
+
+
+def class_metric_label(name: str, class_names: Mapping[str, Sequence[str]]) -> str:
+    """The column name tables and CSV files give a per-class accuracy: ``acc_3`` -> ``acc_Healthy grass``
+    (``<task>/acc_3`` -> ``<task>/acc_<name>``; without a task, the run's only one). Other metrics, and an index
+    without a name, stay as they are. The logged keys (``metrics.csv``, ``test_results.json``, ``grid.json``) keep
+    the index: a resumed run's history and every reader of those files rely on them."""
+    if not is_class_metric(name):
+        return name
+    task, _, short = name.rpartition("/")
+    index = short.removeprefix(CLASS_PREFIX)
+    names = class_names.get(task) if task else next(iter(class_names.values())) if len(class_names) == 1 else None
+    if not index.isdigit() or not names or int(index) >= len(names):
+        return name
+    return f"{task + '/' if task else ''}{CLASS_PREFIX}{names[int(index)]}"
 
 
 def summary_metrics(names: Sequence[str], headline: str) -> list[str]:

@@ -4,7 +4,8 @@
 ``config.json`` (resolved config and library versions), ``metrics.csv`` (Lightning's CSV logger; a resumed run
 keeps the history of the state it resumes from and appends to it),
 ``checkpoints/{best-*.ckpt,last.ckpt}`` and, after testing, ``test_results.json`` with ``test_predictions.npz``
-(each test sample's index, label, decision and missing code: :mod:`mamol.predictions`).
+(each test sample's index, label, decision and missing code: :mod:`mamol.predictions`) and the confusion matrices
+``confusion.{json,csv,png}`` (:mod:`mamol.confusion`).
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from mamol import checkpoint, runs, settings
+from mamol import checkpoint, confusion, runs, settings
 from mamol.data import catalogue
 from mamol.data.datamodule import MaMOLDataModule
 from mamol.errors import CommandInterrupted, MamolError, StorageError, TrainingInterrupted
@@ -357,6 +358,7 @@ def run(config: Mapping[str, Any]) -> dict:
         if trainer.is_global_zero:
             # The predictions first: a test_results.json (what marks a run finished) names a file that exists.
             write_predictions(run_dir / PREDICTIONS_FILE, module.test_predictions)
+            report["confusion"] = confusion.write_run_confusion(run_dir, module.test_predictions, report["class_names"])
             write_json(run_dir / "test_results.json", {k: v for k, v in report.items() if k != "run_dir"})
             where = f"written to {run_dir / 'test_results.json'}"
         else:
@@ -403,6 +405,9 @@ def _fit_and_test(s: RunSettings, trainer: pl.Trainer, best: ModelCheckpoint, la
         "option_changes": module.option_changes,
         "class_names": {i.name: list(i.class_names) for i in datamodule.infos},
         "predictions": PREDICTIONS_FILE,  # each test sample's decision, written beside this file
+        # per task: class names, support and precision / recall / F1 x 100 from those decisions
+        "per_class": confusion.per_class_scores(module.test_predictions,
+                                                {i.name: i.class_names for i in datamodule.infos}),
         "dataset": {i.name: i.metadata for i in datamodule.infos},
         **runs.run_record(s),  # config, settings, versions
         **runs.run_facts(module.model, datamodule.infos, clock),  # parameters, wall time, modalities

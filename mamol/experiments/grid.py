@@ -13,7 +13,8 @@ model here has batch statistics at evaluation), so the test split is predicted o
 any table (3 codes for two modalities, at most 7 for three) and every point is scored from those logits:
 33 settings cost 3 passes. Scores equal ``test_only``'s (a test checks it).
 
-Outputs in the run folder: ``grid.csv`` (one row per point: type, ratio, every metric × 100), ``grid.json``,
+Outputs in the run folder: ``grid.csv`` (one row per point: type, ratio, every metric × 100; per-class accuracies
+headed by class name, ``acc_<class name>``), ``grid.json`` (keys ``acc_<class index>`` as ``test_results.json``),
 ``grid.md`` (tables of the summary metrics, types × ratios) and ``robustness.png``.
 """
 from __future__ import annotations
@@ -39,7 +40,7 @@ from mamol.experiments import plots, tables
 from mamol.experiments.predict import Predictor, task_infos
 from mamol.files import write_json
 from mamol.methods.budget import settle_run
-from mamol.metrics import TaskMetrics, summary_metrics
+from mamol.metrics import TaskMetrics, class_metric_label, summary_metrics
 from mamol.missing import parse_missing_type
 from mamol.runs import new_run_folder, write_run_record
 from mamol.settings import RunSettings, from_config
@@ -220,6 +221,7 @@ def evaluate(s: RunSettings, config: Mapping[str, Any], options: GridOptions, pr
     meta = {"checkpoint": str(s.run.load_path), "method": s.method.name,
             "missing": {"both_ratio": first.test.both_ratio, "missing_seed": first.test.seed,
                         "missing_fill": first.fill, "pairs": "missing_ratio_2 = ratio"},
+            "class_names": {i.name: list(i.class_names) for i in infos},
             "samples": {ds.name: len(ds) for ds in datasets}, "passes": {ds.name: n for ds, n in zip(datasets, needed)}}
     return GridResult(points, rows, headline, summary_metrics(list(rows[0]["metrics"]), headline),
                       list(s.data.datasets), list(modalities), meta)
@@ -238,7 +240,8 @@ def pivot(result: GridResult, metric: str) -> tuple[list[str], list[list[str]]]:
 def write(result: GridResult, folder: Path, title: str) -> dict[str, Path]:
     """Write grid.csv, grid.json, grid.md and robustness.png into ``folder``."""
     names = list(result.rows[0]["metrics"])
-    paths = {"csv": tables.write_csv(folder / "grid.csv", ["type", "ratio", *names],
+    columns = [class_metric_label(n, result.meta.get("class_names", {})) for n in names]  # acc_<class name>
+    paths = {"csv": tables.write_csv(folder / "grid.csv", ["type", "ratio", *columns],
                                      [[r["type"], r["ratio"], *[r["metrics"][n] for n in names]]
                                       for r in result.rows]),
              "json": write_json(folder / "grid.json", result.to_dict())}

@@ -25,9 +25,9 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from mamol.files import atomic_write
+from mamol.files import FIGURE_DPI, write_png
 
-DPI = 100
+DPI = FIGURE_DPI
 MODALITY_LABELS = {"hsi": "HSI", "lidar": "LiDAR", "sar": "SAR", "msi": "MSI", "text": "text", "image": "image"}
 NO_LABEL = (0.88, 0.88, 0.88)  # pixels without a label (ground truth) or without a prediction
 CORRECT, WRONG = (0.30, 0.69, 0.31), (0.86, 0.15, 0.15)
@@ -44,9 +44,7 @@ def type_label(kind: str) -> str:
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> Path:
-    with atomic_write(path, "wb") as handle:
-        fig.savefig(handle, format="png", dpi=DPI)
-    return Path(path)
+    return write_png(fig, path, DPI)
 
 
 # ------------------------------------------------------------------------------------------- robustness

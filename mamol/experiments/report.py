@@ -44,6 +44,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,12 +53,14 @@ from typing import Any
 
 import numpy as np
 
+from mamol import confusion
 from mamol.data import catalogue
 from mamol.errors import ConfigError, DataError, MissingFileError
 from mamol.experiments import plots, significance, tables
 from mamol.experiments.significance import Comparison, SeedRun
 from mamol.metrics import CLASS_PREFIX, TaskMetrics, is_class_metric, summary_metrics
 from mamol.missing import parse_missing_type
+from mamol.predictions import read_predictions
 from mamol.runs import identity, new_run_folder
 from mamol.settings import from_config
 from mamol.tasks import REMOTE
@@ -129,6 +133,9 @@ class RunRecord:
     curves: dict[str, dict[float, dict[str, float]]] = field(default_factory=dict)  # grid type -> ratio -> metrics
     predictions: Path | None = None  # test_predictions.npz of the tested setting (None: saved before there were)
     class_names: dict[str, list[str]] = field(default_factory=dict)  # task -> class names
+    # task -> class, support, precision, recall, f1 (x 100) at the tested setting (test_results.json's per_class)
+    per_class: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    figures: dict[str, Path] = field(default_factory=dict)  # task -> the run's confusion figure
 
     @property
     def group(self) -> tuple[str, str]:
@@ -179,6 +186,12 @@ def read_run(folder: Path) -> RunRecord:
             record.predictions = predictions
         else:
             log.warning("report: %s names %s, which is absent: no McNemar test for this run", path, predictions)
+    record.per_class = tested.get("per_class") or {}
+    if not record.per_class and record.predictions is not None and record.class_names:  # tested before it was saved
+        record.per_class = confusion.per_class_scores(read_predictions(record.predictions), record.class_names)
+    for task, files in ((tested.get("confusion") or {}).get("tasks") or {}).items():
+        if (folder / files["figure"]).is_file():
+            record.figures[task] = folder / files["figure"]
     grid_path = folder / "grid.json"
     if grid_path.is_file():
         try:
@@ -260,6 +273,30 @@ class Group:
         text = "" if not params else f"{params[0]:,}" if len(params) == 1 else f"{params[0]:,}–{params[-1]:,}"
         times = [(r.fit_s, r.seed) for r in runs if r.fit_s is not None]
         return text, Stat.of(*zip(*times)) if times else None
+
+    def class_scores(self, label: str, setting: str) -> list[tuple[str, int, str, dict[str, Stat]]]:
+        """(task, class index, class name, {support, precision, recall, f1: Stat over seeds}) of a method's runs
+        tested at ``setting``; empty when none recorded per-class scores."""
+        runs = [r for r in self.methods[label] if r.tested == setting and r.per_class]
+        out = []
+        for task in dict.fromkeys(t for r in runs for t in r.per_class):
+            have = [r for r in runs if task in r.per_class]
+            for k, name in enumerate(have[0].per_class[task]["class"]):
+                out.append((task, k, name, {score: Stat.of([float(r.per_class[task][score][k]) for r in have],
+                                                           [r.seed for r in have])
+                                            for score in ("support", *confusion.SCORES)}))
+        return out
+
+    def summed_confusion(self, label: str, setting: str) -> dict[str, confusion.Confusion]:
+        """Per task, the confusion counts of a method's runs tested at ``setting`` summed over seeds (from their
+        saved predictions; runs without them are left out)."""
+        total: dict[str, confusion.Confusion] = {}
+        for r in self.methods[label]:
+            if r.tested != setting or r.predictions is None or not r.class_names:
+                continue
+            for task, c in confusion.confusions(read_predictions(r.predictions), r.class_names).items():
+                total[task] = total[task] + c if task in total else c
+        return total
 
     @property
     def tested(self) -> list[str]:
@@ -426,6 +463,80 @@ def _class_table(group: Group, setting: str, latex: bool = False) -> tuple[list[
     return ["class", *group.methods], rows
 
 
+SCORE_TITLES = {"precision": "precision", "recall": "recall (= accuracy)", "f1": "F1", "support": "support"}
+
+
+def _scores_table(group: Group, label: str, setting: str, latex: bool = False
+                  ) -> tuple[list[str], list[list[str]]] | None:
+    """Per-class precision, recall and F1 (mean ± std over seeds, × 100) and mean support of one method at a
+    tested setting; None when its runs recorded no per-class scores."""
+    scores = group.class_scores(label, setting)
+    if not scores:
+        return None
+    several = len({task for task, *_ in scores}) > 1
+    rows = []
+    for task, k, name, stats in scores:
+        cells = [stats[s].latex() if latex else stats[s].text() for s in confusion.SCORES]
+        rows.append([f"{task}: {k + 1} {name}" if several else f"{k + 1} {name}", *cells,
+                     f"{stats['support'].mean:g}"])
+    n = scores[0][3]["f1"].n
+    return [f"class (n={n})", *[SCORE_TITLES[s] for s in confusion.SCORES], "support"], rows
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", text).strip("_")
+
+
+def _confusion_figures(groups: Sequence[Group], folder: Path) -> dict[tuple[int, str, str, str], Path]:
+    """``confusion_<method>.png`` per method of each group's tested setting, counts summed over seeds (the group,
+    setting and task are added to the name when the report holds several); key (group index, setting, method,
+    task)."""
+    several_groups = len(groups) > 1
+    out = {}
+    for i, g in enumerate(groups):
+        for setting in g.tested:
+            for label in g.methods:
+                summed = g.summed_confusion(label, setting)
+                for task, c in summed.items():
+                    parts = [label] + [f"{g.datasets}_{g.train}"] * several_groups
+                    parts += [setting] * (len(g.tested) > 1) + [task] * (len(summed) > 1)
+                    seeds = sum(1 for r in g.methods[label] if r.tested == setting and r.predictions is not None)
+                    title = (f"{label} · {g.title} · test {setting} · {task}: summed over {seeds} seed(s); "
+                             f"shading: share of the true class")
+                    path = folder / f"confusion_{'_'.join(_slug(p) for p in parts)}.png"
+                    out[(i, setting, label, task)] = confusion.confusion_figure(c, title, path)
+    return out
+
+
+def _run_links(group: Group, label: str, setting: str, folder: Path) -> str:
+    """Markdown links from the report's folder to each run's confusion figure, by seed."""
+    links = [f"[seed {r.seed}{'' if len(r.figures) == 1 else f' {task}'}]({os.path.relpath(path, folder)})"
+             for r in group.methods[label] if r.tested == setting for task, path in r.figures.items()]
+    return ("Each run's confusion matrix: " + ", ".join(links) + ".\n") if links else ""
+
+
+def _classes_csv(groups: Sequence[Group]) -> tuple[list[str], list[list[Any]]]:
+    """``report_classes.csv``: one row per group, method, tested setting and class (its name in ``class``):
+    mean and std over seeds of the per-class accuracy, precision, recall and F1, and the mean support."""
+    header = ["datasets", "train", "method", "setting", "task", "class_index", "class", "n", "seeds", "support",
+              *[f"{m}_{part}" for m in ("accuracy", *confusion.SCORES) for part in ("mean", "std")]]
+    rows = []
+    for g in groups:
+        for setting in g.tested:
+            for label in g.methods:
+                for task, k, name, stats in g.class_scores(label, setting):
+                    several = any("/" in m for r in g.methods[label] for m in r.settings.get(setting, {}))
+                    acc = g.stat(label, setting, f"{task + '/' if several else ''}{CLASS_PREFIX}{k}")
+                    row: list[Any] = [g.datasets, g.train, label, setting, task, k, name, stats["f1"].n,
+                                      " ".join(map(str, stats["f1"].seeds)), f"{stats['support'].mean:g}"]
+                    for s in (acc, *(stats[m] for m in confusion.SCORES)):
+                        row += ["", ""] if s is None else [
+                            "" if math.isnan(s.mean) else round(s.mean, 6),
+                            "" if s.std is None or math.isnan(s.std) else round(s.std, 6)]
+                    rows.append(row)
+    return header, rows
+
+
 def _cross_tables(groups: Sequence[Group], latex: bool = False) -> list[tuple[str, str, list[str], list[list[str]]]]:
     """(datasets, method, header, rows) per method trained under several training settings on the same datasets:
     rows = training setting, columns = test settings, cells = the headline metric (mean ± std over seeds)."""
@@ -553,6 +664,7 @@ def write_report(dirs: Sequence[Path], folder: Path, reference: str | None = Non
     separated = [w for g in groups for w in g.warnings]
     if separated:
         md.append("\n## Warnings\n\n" + "".join(f"- {w}\n" for w in separated))
+    confusions = _confusion_figures(groups, folder)
     for i, g in enumerate(groups):
         comparisons = g.comparisons(reference)
         marks = _marks(comparisons)
@@ -590,6 +702,19 @@ def write_report(dirs: Sequence[Path], folder: Path, reference: str | None = Non
             tex.append(tables.latex_booktabs(
                 *_class_table(g, setting, latex=True), caption=f"Per-class accuracy at test setting {setting}, mean "
                 f"and standard deviation over seeds, {g.plain_title}.", label=f"tab:classes{i + 1}-{j + 1}"))
+        for j, setting in enumerate(g.tested):
+            for m, label in enumerate(g.methods):
+                scores = _scores_table(g, label, setting)
+                if scores is None:
+                    continue
+                md += [f"\n### {g.title}: {label}, per-class precision, recall and F1 (test {setting})\n\n",
+                       tables.markdown(*scores), "\n" + _run_links(g, label, setting, folder)]
+                figures = [p for (gi, s, lab, _), p in confusions.items() if (gi, s, lab) == (i, setting, label)]
+                md += [f"\n![summed confusion matrix of {label}]({p.name})\n" for p in figures]
+                tex.append(tables.latex_booktabs(
+                    *_scores_table(g, label, setting, latex=True), caption=f"{label}: per-class precision, recall "
+                    f"and F1 at test setting {setting}, mean and standard deviation over seeds, {g.plain_title}; "
+                    f"support: test samples of the class.", label=f"tab:prf{i + 1}-{j + 1}-{m + 1}"))
         plain_header, plain_rows = _pivot(g, g.headline, marks=marks)
         widths = [max(len(str(c)) for c in col) for col in zip(plain_header, *plain_rows)]
         text += [f"{g.title}: {g.headline} (x100, mean ± std over seeds)"]
@@ -616,10 +741,14 @@ def write_report(dirs: Sequence[Path], folder: Path, reference: str | None = Non
     tables.write_csv(folder / "report.csv", *_csv_rows(groups))
     tables.write_text(folder / "report.tex", "\n".join(tex))
     written = ["report.md", "report.csv", "report.tex"]
+    class_header, class_rows = _classes_csv(groups)
+    if class_rows:
+        tables.write_csv(folder / "report_classes.csv", class_header, class_rows)
+        written.append("report_classes.csv")
     if csv_rows:
         tables.write_csv(folder / "significance.csv", significance.CSV_HEADER, csv_rows)
         written.append("significance.csv")
-    written += [f.name for f in (figure, bars) if f is not None]
+    written += [f.name for f in (figure, bars, *confusions.values()) if f is not None]
     return "\n".join(text) + f"\nreport written to {folder} ({', '.join(written)})"
 
 

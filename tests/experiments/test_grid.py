@@ -21,7 +21,9 @@ def test_grid_equals_test_only_and_writes_its_files(trained):
                                                                       grid_ratios=RATIOS))
     rows = read_csv(folder / "grid.csv")
     assert [(r["type"], float(r["ratio"])) for r in rows] == [(t, r) for t in ("hsi", "lidar", "both") for r in RATIOS]
-    assert {"OA", "AA", "kappa", "acc_0", "acc_3", "the_metric"} <= set(rows[0])
+    names = trained.report["class_names"]["synthetic"]
+    assert {"OA", "AA", "kappa", f"acc_{names[0]}", f"acc_{names[3]}", "the_metric"} <= set(rows[0])
+    assert not any(k.startswith("acc_") and k[4:].isdigit() for k in rows[0])  # class names, not indices
     grid = read_json(folder / "grid.json")
     by_point = {(r["type"], r["ratio"]): r["metrics"] for r in grid["rows"]}
     # Ratio 0 is complete data whatever the type: identical rows.

@@ -168,6 +168,16 @@ def test_report_tables_of_significance_cost_classes_and_training_settings(tmp_pa
     assert tex.count(r"\begin{table}") == tex.count(r"\end{table}") == tex.count(r"\bottomrule")
     # Per-class accuracy at the tested setting, by class name (columns: lora, mamol, mmp).
     assert "| 1 water | 50.00 ± 0.00 (n=2) | 90.50 ± 0.71 (n=2) |" in md
+    # Per-class precision / recall / F1 from the saved predictions (lora: 12 of 20 wrong, the same in both seeds):
+    # water (label 0): 4 of 10 right, predicted 4 + 6 times -> P 40, R 40; the run's confusion figure is linked.
+    assert "### synthetic · train both 0.7: lora, per-class precision, recall and F1 (test both 0.7)" in md
+    assert "| 1 water | 40.00 ± 0.00 | 40.00 ± 0.00 | 40.00 ± 0.00 | 10 |" in md
+    assert "![summed confusion matrix of lora](confusion_lora_synthetic_both_0.7.png)" in md
+    assert (out / "confusion_lora_synthetic_both_0.7.png").stat().st_size > 0
+    classes = {(r["train"], r["method"], r["class"]): r for r in read_csv(out / "report_classes.csv")}
+    water = classes[("both 0.7", "mamol", "water")]
+    assert (water["accuracy_mean"], water["recall_mean"], water["precision_mean"], water["n"]) == (
+        "90.5", "100.0", "100.0", "2")  # made-up acc_0 beside the scores counted from the predictions
     # Training x test settings of mamol, the only method trained under both.
     assert "### synthetic: mamol" in md and "| both 0.3 | 66.50 ± 0.71 (n=2) |" in md
     assert "| both 0.7 | 82.00 ± 2.83 (n=2) |" in md
