@@ -231,3 +231,15 @@ def read_csv(path: str | Path) -> list[dict]:
     """The rows of a CSV file with a header (``metrics.csv``, ``grid.csv``, ``report.csv``) as dicts of strings."""
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def set_pattern_embedding(method: nn.Module, rows: dict[int, list[float]], tower: str = "image") -> nn.Module:
+    """MaMOL's pattern embedding of ``tower`` with hand-set weights: zero but ``rows`` (embedding coordinate ->
+    its weight per missing-type code; the input is the code's one-hot), no bias. Returns the embedding."""
+    embedding = method.patterns[tower]
+    with torch.no_grad():
+        embedding.proj.weight.zero_()
+        embedding.proj.bias.zero_()
+        for row, weights in rows.items():
+            embedding.proj.weight[row] = torch.tensor(weights)
+    return embedding

@@ -8,7 +8,7 @@ from mamol.errors import ConfigError
 from mamol.methods.mamol import MaMOL
 from mamol.models.adapter import AdapterContext, MaMOLAdapter
 from mamol.models.method import Rows
-from tests.helpers import remote_info, tiny_model
+from tests.helpers import remote_info, set_pattern_embedding, tiny_model
 
 ROWS = Rows(codes=torch.tensor([0, 1, 2, 0]), present=torch.tensor([[1, 1], [0, 1], [1, 0], [1, 1]]).bool(),
             modality=torch.tensor([0, 1, 0, 1]))
@@ -70,12 +70,10 @@ def test_router_without_pattern_reads_the_token_only():
 def test_threshold_gate_is_the_releases_formula_on_hand_set_weights():
     net = model(modality_gate="threshold")
     method: MaMOL = net.method
-    embedding = method.patterns["image"]
-    with torch.no_grad():  # one-hot of the code -> e; columns = codes 0, 1, 2; rows = embedding coordinates
-        embedding.proj.weight.zero_()
-        embedding.proj.bias.zero_()
-        embedding.proj.weight[:2] = torch.tensor([[0.9, 0.2, 0.6],   # e_0 (HSI expert): on for codes 0 and 2
-                                                  [0.7, 0.8, 0.5]])  # e_1 (LiDAR expert): on for codes 0 and 1 only
+    embedding = set_pattern_embedding(method, {  # embedding coordinate: its weight for codes 0, 1, 2
+        0: [0.9, 0.2, 0.6],  # e_0 (HSI expert): on for codes 0 and 2
+        1: [0.7, 0.8, 0.5],  # e_1 (LiDAR expert): on for codes 0 and 1 only
+    })
     e = embedding(ROWS.codes)
     expected = torch.tensor([[1.0, 1.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])  # [e_m > 0.5], 0.5 itself is off
     torch.testing.assert_close(method.gates(e, ROWS, torch.float32), expected)

@@ -12,7 +12,7 @@ from mamol.methods.mamol import MaMOL
 from mamol.models.lora import LoRALinear, LowRank
 from mamol.models.method import Rows
 from mamol.runs import trainable_parameters
-from tests.helpers import natural_info, remote_info, tiny_model
+from tests.helpers import natural_info, remote_info, set_pattern_embedding, tiny_model
 
 ROWS = Rows(codes=torch.tensor([0, 1, 2, 0]), present=torch.tensor([[1, 1], [0, 1], [1, 0], [1, 1]]).bool(),
             modality=torch.tensor([0, 1, 0, 1]))
@@ -27,13 +27,11 @@ def remote(**updates):
 def test_release_gate_reads_coordinate_m_plus_1_of_the_pattern_embedding():
     net = remote(modality_gate="release")
     method: MaMOL = net.method
-    embedding = method.patterns["image"]
-    with torch.no_grad():  # one-hot of the code -> e; columns = codes 0, 1, 2; rows = embedding coordinates
-        embedding.proj.weight.zero_()
-        embedding.proj.bias.zero_()
-        embedding.proj.weight[0] = torch.tensor([0.9, 0.9, 0.9])  # e_0: read by "threshold", never by "release"
-        embedding.proj.weight[1] = torch.tensor([0.6, 0.2, 0.7])  # e_1 -> HSI expert: on for codes 0 and 2
-        embedding.proj.weight[2] = torch.tensor([0.8, 0.9, 0.5])  # e_2 -> LiDAR expert: on for codes 0 and 1
+    embedding = set_pattern_embedding(method, {  # embedding coordinate: its weight for codes 0, 1, 2
+        0: [0.9, 0.9, 0.9],  # e_0: read by "threshold", never by "release"
+        1: [0.6, 0.2, 0.7],  # e_1 -> HSI expert: on for codes 0 and 2
+        2: [0.8, 0.9, 0.5],  # e_2 -> LiDAR expert: on for codes 0 and 1
+    })
     e = embedding(ROWS.codes)
     expected = torch.tensor([[1.0, 1.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]], dtype=torch.float64)
     torch.testing.assert_close(method.gates(e, ROWS, torch.float64), (e[:, 1:3] > 0.5).double())
