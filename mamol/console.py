@@ -39,13 +39,13 @@ _pending: dict[str, str] = {}  # per stream, the line being printed (not yet end
 
 
 def final_state(line: str) -> str:
-    """What a terminal shows of ``line`` once printed: the last part after a carriage return that is not
-    blank, without control sequences (a progress bar's last redraw)."""
-    line = _ESCAPE.sub("", line)
-    if "\r" not in line:
-        return line
-    parts = [p for p in line.split("\r") if p.strip()]
-    return parts[-1] if parts else ""
+    """What a terminal shows of ``line`` once printed: each part after a carriage return overwrites the start
+    of what was there (a progress bar's redraws: its last state; a bar that blanked itself: nothing), without
+    control sequences."""
+    shown = ""
+    for part in _ESCAPE.sub("", line).split("\r"):
+        shown = part + shown[len(part):]
+    return shown.rstrip()
 
 
 class _File:
@@ -109,12 +109,12 @@ def _feed(key: str, text: str) -> None:
         text = _pending.get(key, "") + text
         *lines, rest = text.split("\n")
         if "\r" in rest:  # a bar still redrawing: keep its latest state only
-            rest = "\r" + final_state(rest)
+            rest = final_state(rest)
         _pending[key] = rest
         for raw in lines:
             line = final_state(raw)
             if line or "\r" not in raw:  # a bar that cleared itself leaves no empty line
-                _add(line.rstrip())
+                _add(line)
 
 
 def _flush_pending() -> None:
