@@ -11,12 +11,12 @@ NOISE = ("Tip:", "litlogger", "srun", "LeafSpec", "GPU available", "TPU availabl
 
 def test_console_log_keeps_the_final_state_of_each_bar_line(tmp_path):
     with console.recording():
-        print("before the folder exists")
+        sys.stdout.write("before the folder exists\n")
         console.save_to(tmp_path)
         sys.stdout.write("\rEpoch 0:  50%|#    | 1/2")
         sys.stdout.write("\rEpoch 0: 100%|#####| 2/2\n")
         sys.stderr.write("\r\x1b[Avalidating\r           \r\n")  # a bar that clears itself leaves nothing
-        print("after")
+        sys.stdout.write("after\n")
     text = (tmp_path / console.LOG_FILE).read_text()
     assert text == "before the folder exists\nEpoch 0: 100%|#####| 2/2\nafter\n"
 
@@ -26,13 +26,13 @@ def test_nested_recordings_share_lines_once(tmp_path):
     outer.mkdir()
     inner.mkdir()
     with console.recording():
-        print("sweep starts")
+        sys.stdout.write("sweep starts\n")
         console.save_to(outer)
         with console.recording():  # a run inside the sweep: its own folder, and the sweep's
-            print("run output")
+            sys.stdout.write("run output\n")
             console.save_to(inner)
-            print("run result")
-        print("sweep report")
+            sys.stdout.write("run result\n")
+        sys.stdout.write("sweep report\n")
     assert (outer / console.LOG_FILE).read_text() == "sweep starts\nrun output\nrun result\nsweep report\n"
     assert (inner / console.LOG_FILE).read_text() == "run output\nrun result\n"
 
@@ -41,8 +41,8 @@ def test_nested_recordings_share_lines_once(tmp_path):
     with console.recording():  # a command whose folder is made by the run it calls: its summary is kept too
         with console.recording():
             console.save_to(command)
-            print("training")
-        print("summary")
+            sys.stdout.write("training\n")
+        sys.stdout.write("summary\n")
     assert (command / console.LOG_FILE).read_text() == "training\nsummary\n"
 
 
