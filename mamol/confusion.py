@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,7 +146,7 @@ def confusion_figure(confusion: Confusion, title: str, path: str | os.PathLike) 
         ax.set_xlim(0, 100)
         ax.set_xlabel("F1 (%)")
         ax.grid(axis="x", alpha=0.3)
-        ax.set_title(title, fontsize=9)
+        ax.set_title(textwrap.fill(title, width=70), fontsize=9)
         fig.tight_layout()
         return write_png(fig, path)
     matrix = confusion.matrix
@@ -167,7 +168,7 @@ def confusion_figure(confusion: Confusion, title: str, path: str | os.PathLike) 
     ax.set_yticks(ticks, confusion.class_names, fontsize=small)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, width=int((side + 1.2) * 11)), fontsize=9)  # never wider than the figure
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
     fig.tight_layout()
     return write_png(fig, path)
