@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 
-from mamol import cli, plans
+from mamol import cli, console, plans
 from mamol.errors import MamolError
 from mamol.experiment import ex, parse_command_line, root_config
 from mamol.experiments import grid, maps
@@ -41,11 +41,13 @@ def _sacred_logger() -> logging.Logger:
             handler.addFilter(cli.DropLine(prefix))
         logger.addHandler(handler)
         logger.setLevel(logging.WARNING)
+        logger.propagate = False  # the root logger's console handler would print them twice
     return logger
 
 
 @ex.main
 @cli.one_line_errors(_one_line)
+@console.recorded  # the summary printed below goes into the folder's console.log too
 def main(_config: dict) -> None:
     """Train (then test the best checkpoint), or with test_only=True evaluate load_path."""
     report = run(copy.deepcopy(dict(_config)))
@@ -54,6 +56,7 @@ def main(_config: dict) -> None:
 
 @ex.command
 @cli.one_line_errors(_one_line)
+@console.recorded
 def evaluate_grid(_config: dict) -> None:
     """Evaluate load_path under every missing type x ratio (grid_types, grid_ratios)."""
     print(grid.command(copy.deepcopy(dict(_config))), flush=True)
@@ -61,6 +64,7 @@ def evaluate_grid(_config: dict) -> None:
 
 @ex.command
 @cli.one_line_errors(_one_line)
+@console.recorded
 def sweep(_config: dict) -> None:
     """Train seeds x methods (x sweep_datasets x sweep_train_missing) into one sweep folder, then report."""
     if _config["dry_run"]:  # the runs and their device hours; no data, no training
@@ -82,6 +86,7 @@ def sweep_status(_config: dict) -> None:
 
 @ex.command
 @cli.one_line_errors(_one_line)
+@console.recorded
 def report(_config: dict) -> None:
     """Aggregate the runs of report_dirs: mean ± std over seeds per method and setting."""
     print(reports.command(copy.deepcopy(dict(_config))), flush=True)
@@ -89,6 +94,7 @@ def report(_config: dict) -> None:
 
 @ex.command
 @cli.one_line_errors(_one_line)
+@console.recorded
 def predict_map(_config: dict) -> None:
     """Classification maps of the run's remote scene with load_path, complete and with modalities missing."""
     print(maps.command(copy.deepcopy(dict(_config))), flush=True)
@@ -99,6 +105,7 @@ def command_line(argv: list[str]) -> int:
     global _ONE_LINE
     updates, named, debug = parse_command_line(argv)
     _ONE_LINE = not debug
+    console.setup()  # one-line warnings; what is printed from now on goes into the run folder's console.log
     ex.logger = _sacred_logger()
     try:
         cli.check_names(updates, named, set(root_config()), set(ex.named_configs))

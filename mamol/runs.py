@@ -9,6 +9,9 @@
   ``tensorboard --logdir <log_dir>`` shows the curves while a run trains.
 * Commands that evaluate rather than train (``evaluate_grid``, ``predict_map``, ``report``) get a run folder
   numbered like a training run's: ``<log_dir>/<exp_name>/version_<n>/`` (:func:`new_run_folder`).
+* ``train/loss`` and the learning rate are written from the first optimiser step (:class:`LogFromFirstStep`);
+  a run whose output is not a terminal prints one plain line per epoch instead of a progress bar
+  (:class:`EpochLines`).
 * :class:`RunClock` and :func:`run_facts` give what ``test_results.json`` records for reports: trainable
   parameters, wall time of fitting and testing, each task's modalities.
 * A run's identity is its whole config except :data:`RESULT_NEUTRAL_KEYS` (:func:`identity`): a sweep refuses to
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import platform
 import time
@@ -30,6 +34,7 @@ import pytorch_lightning as pl
 from lightning_fabric.loggers.logger import rank_zero_experiment
 from pytorch_lightning.loggers import CSVLogger, Logger, TensorBoardLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.utilities.rank_zero import rank_zero_info
 from torch import nn
 
 from mamol import __version__
@@ -195,6 +200,55 @@ class RunClock(pl.Callback):
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._stop("test")
 
+
+class LogFromFirstStep(pl.Callback):
+    """Writes the training metrics (``train/loss``, the learning rate) at the first optimiser step, then every
+    ``every`` steps, or at every step when an epoch has fewer than ``every``.
+
+    Lightning alone writes every ``log_every_n_steps``-th step only, counted from step 1: a short run had no
+    ``train/loss`` row at all and a long one had none before step 9. Listed before ``LearningRateMonitor``,
+    which asks the same question at the same hook.
+    """
+
+    def __init__(self, every: int = 10) -> None:
+        self.every = every
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        accumulate = trainer.accumulate_grad_batches
+        batches = trainer.num_training_batches
+        steps = self.every if math.isinf(batches) else batches // accumulate
+        first = trainer.global_step == 0 and (batch_idx + 1) % accumulate == 0  # the batch that makes step 0
+        trainer.log_every_n_steps = 1 if first or steps < self.every else self.every
+
+
+class EpochLines(pl.Callback):
+    """One plain line per training epoch, in place of a progress bar when the output is not a terminal (a log
+    file, a SLURM job): ``epoch 3/20  step 60  train/loss 0.812  val/the_metric 74.31  lr 9.0e-04  12.4 s``
+    (``val/the_metric`` only after an epoch that validated)."""
+
+    def __init__(self) -> None:
+        self._started = 0.0
+        self._validated = False
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._started = time.perf_counter()
+        self._validated = False
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._validated = not trainer.sanity_checking
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        metrics = trainer.callback_metrics
+        parts = [f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}", f"step {trainer.global_step}"]
+        if "train/loss" in metrics:
+            parts.append(f"train/loss {float(metrics['train/loss']):.4f}")
+        if self._validated and "val/the_metric" in metrics:
+            parts.append(f"val/the_metric {float(metrics['val/the_metric']):.2f}")
+        if trainer.optimizers:
+            parts.append(f"lr {trainer.optimizers[0].param_groups[0]['lr']:.1e}")
+        parts.append(f"{time.perf_counter() - self._started:.1f} s")
+        rank_zero_info("  ".join(parts))  # Lightning's console logger, where its bar would have been
 
 
 def run_facts(model: nn.Module, infos: Sequence[TaskInfo], clock: RunClock) -> dict[str, Any]:

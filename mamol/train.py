@@ -4,8 +4,10 @@
 ``config.json`` (resolved config and library versions), ``metrics.csv`` (Lightning's CSV logger; a resumed run
 keeps the history of the state it resumes from and appends to it),
 ``checkpoints/{best-*.ckpt,last.ckpt}`` and, after testing, ``test_results.json`` with ``test_predictions.npz``
-(each test sample's index, label, decision and missing code: :mod:`mamol.predictions`) and the confusion matrices
-``confusion.{json,csv,png}`` (:mod:`mamol.confusion`).
+(each test sample's index, label, decision and missing code: :mod:`mamol.predictions`), the confusion matrices
+``confusion.{json,csv,png}`` (:mod:`mamol.confusion`) and ``console.log``: what the run printed
+(:mod:`mamol.console`). Without a terminal (a log file, a SLURM job) the progress bar gives way to one line per
+epoch.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -29,7 +32,7 @@ from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from mamol import checkpoint, confusion, runs, settings
+from mamol import checkpoint, confusion, console, runs, settings
 from mamol.data import catalogue
 from mamol.data.datamodule import MaMOLDataModule
 from mamol.errors import CommandInterrupted, MamolError, StorageError, TrainingInterrupted
@@ -45,13 +48,34 @@ from mamol.settings import RunSettings
 log = logging.getLogger(__name__)
 
 # The frozen backbone stays in eval mode on purpose (it has no dropout, and nothing of it trains); small
-# scenes have fewer batches per epoch than the logging interval, which only means one log line per epoch.
+# scenes have fewer batches per epoch than the logging interval, and runs.LogFromFirstStep then logs every step.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", category=UserWarning)
 warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging",
                         category=UserWarning)
 # Evaluation metrics are torchmetrics objects, synchronised across processes when computed: the logged values are
 # the same on every rank, so Lightning's advice to reduce them again does not apply.
 warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('(val|test)/", category=UserWarning)
+# Lightning suggests `srun` whenever the command exists; SLURM runs are launched by the sweep (submitit), which
+# sets up the environment itself, and a run on a login node is deliberate.
+warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")
+# Lightning's own use of torch's pytree (pytorch_lightning/utilities/_pytree.py), not ours: nothing to change here.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+
+
+class _DropInfo(logging.Filter):
+    """Lightning's INFO lines that say nothing about this run: advertising tips, the accelerators it did not
+    use (config.json records the devices), and the notes on settings the config states."""
+
+    PREFIXES = ("💡 Tip", "GPU available", "TPU available", "HPU available", "`Trainer(limit_",
+                "`Trainer(val_check_interval", "Loading `train_dataloader` to estimate", "`weights_only` was not set")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.PREFIXES)
+
+
+for _name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
+              "pytorch_lightning.trainer.connectors.checkpoint_connector"):
+    logging.getLogger(_name).addFilter(_DropInfo())
 
 
 class LastCheckpoint(Checkpoint):
@@ -198,9 +222,12 @@ def build_trainer(s: RunSettings, run_dir: Path, logger: Logger | list[Logger] |
         dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:03d}-step{step}", monitor="val/the_metric",
         mode="max", save_top_k=1, auto_insert_metric_name=False)
     last = LastCheckpoint(run_dir / "checkpoints")
-    callbacks: list[pl.Callback] = [best, last]
+    callbacks: list[pl.Callback] = [best, last, runs.LogFromFirstStep(every=10)]
     if logger:
-        callbacks.append(LearningRateMonitor(logging_interval="step"))
+        callbacks.append(LearningRateMonitor(logging_interval="step"))  # after LogFromFirstStep: same hook
+    bar = sys.stdout.isatty()  # a bar redrawn with "\r" is unreadable in a file: lines per epoch there
+    if not bar:
+        callbacks.append(runs.EpochLines())
     val_check = optim.val_check_interval if optim.val_check_interval <= 1.0 else int(optim.val_check_interval)
     strategy: str | DDPStrategy = hw.strategy
     if strategy == "ddp":
@@ -216,7 +243,7 @@ def build_trainer(s: RunSettings, run_dir: Path, logger: Logger | list[Logger] |
         limit_test_batches=limit_test, fast_dev_run=s.run.fast_dev_run, logger=logger, callbacks=callbacks,
         log_every_n_steps=10, num_sanity_val_steps=0, default_root_dir=str(run_dir),
         use_distributed_sampler=False,  # the datamodule splits data across ranks (exact evaluation)
-        enable_model_summary=True, enable_progress_bar=True,
+        enable_model_summary=True, enable_progress_bar=bar,
     )
     return trainer, best, last
 
@@ -300,6 +327,20 @@ def resolve_settings(config: Mapping[str, Any], evaluation: bool = False, elsewh
                             evaluation=evaluation, cuda_devices=gpus)
 
 
+def warn_never_validates(s: RunSettings) -> None:
+    """One warning line when training ends before its first validation (the ``remote`` config validates every
+    20 epochs): no best checkpoint is chosen and the final weights are tested. Left as asked, not changed:
+    ``config.json`` records what was run, and the test is the same (one validation, at the end, would pick the
+    final weights)."""
+    optim = s.optim
+    if s.run.test_only or s.run.fast_dev_run or optim.max_epoch >= optim.check_val_every_n_epoch:
+        return
+    log.warning("max_epoch=%d < check_val_every_n_epoch=%d: this run never validates (no val/the_metric, no best "
+                "checkpoint; the final weights are tested); set check_val_every_n_epoch=%d to validate at the end",
+                optim.max_epoch, optim.check_val_every_n_epoch, optim.max_epoch)
+
+
+@console.recorded
 def run(config: Mapping[str, Any]) -> dict:
     """Fit (then test the best checkpoint) or, with ``test_only``, test ``load_path``.
 
@@ -307,6 +348,7 @@ def run(config: Mapping[str, Any]) -> dict:
     ``run_dir``. Only rank 0 writes the run's files; every rank returns the same report.
     """
     s = resolve_settings(config)
+    warn_never_validates(s)
     # Quietly: config.json records the seed, and an input error found while building (e.g. no CLIP weights)
     # stays the only line on stderr.
     pl.seed_everything(s.run.seed, workers=True, verbose=False)
@@ -326,6 +368,8 @@ def run(config: Mapping[str, Any]) -> dict:
         keep_before = checkpoint.logged_steps(module.check_resumable(s.run.resume_from))
 
     run_dir, resumed = run_folder(s)
+    if rank_zero_only.rank == 0:  # appended to when resumed
+        console.save_to(run_dir)
     # One process at a time continues a run folder (new folders are claimed atomically by run_folder).
     lock = (held_or_refused(run_dir / ".run.lock", f"run folder {run_dir}") if resumed and rank_zero_only.rank == 0
             else contextlib.nullcontext())

@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from mamol import distributed, settings, train
+from mamol.console import recorded, save_to
 from mamol.data import catalogue
 from mamol.data.base import BaseArrowDataset
 from mamol.errors import ConfigError
@@ -287,15 +288,18 @@ def title_of(s: RunSettings) -> str:
     return f"{'+'.join(s.data.datasets)}, method {s.method.name}: {Path(str(s.run.load_path)).name}"
 
 
+@recorded
 def command(config: Mapping[str, Any]) -> str:
     """``python run.py evaluate_grid with ... load_path=...``: evaluate, write into a new run folder."""
     s, result = evaluate_checkpoint(config)
     folder = new_run_folder(s.run.log_dir, s.run.exp_name)
+    save_to(folder)
     write_run_record(folder, s)
     write(result, folder, title_of(s))
     return f"{describe(result)}\nwritten to {folder} (grid.csv, grid.json, grid.md, robustness.png)"
 
 
+@recorded
 def evaluate_into(run_cfg: Mapping[str, Any], version: Path, checkpoint: str | None) -> None:
     """Evaluate a trained run's tested ``checkpoint`` over the grid into its run folder ``version`` (``grid.*``).
 
@@ -304,6 +308,7 @@ def evaluate_into(run_cfg: Mapping[str, Any], version: Path, checkpoint: str | N
     with distributed.rank_zero_then_all() as mine:
         if not mine:
             return
+        save_to(version)  # appended to the run's console.log
         if not checkpoint:
             log.warning("%s: no checkpoint was tested, so no grid", version)
             return

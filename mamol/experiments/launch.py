@@ -36,7 +36,7 @@ from typing import Any
 
 import torch
 
-from mamol import distributed, train
+from mamol import console, distributed, train
 from mamol.errors import ConfigError, MamolError, TrainingInterrupted
 from mamol.files import write_json
 from mamol.locks import held_or_refused
@@ -200,6 +200,7 @@ class RunJob:
     def name(self) -> str:
         return self.folder.name
 
+    @console.recorded
     def __call__(self) -> str:
         from mamol.experiments import grid  # the grid imports training: keep this module light to pickle
 
@@ -219,6 +220,8 @@ class RunJob:
         try:
             with lock:
                 record(self.folder, "running", job_id=job_id, attempt=attempt)
+                if rank0:  # the run's own folder: every attempt's output, appended
+                    console.save_to(self.folder)
                 what = execute(self.cfg, self.folder, self.with_grid, grid.evaluate_into,
                                note=lambda text: log.info("%s: %s", self.name, text))
         except TrainingInterrupted as err:

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from mamol import train
+from mamol.console import recorded, save_to
 from mamol.data import catalogue
 from mamol.data.remote import SceneWindows
 from mamol.errors import CommandInterrupted, ConfigError
@@ -214,6 +215,7 @@ def _signals_raise(what: Callable[[], str]) -> Iterator[None]:
             signal.signal(n, handler)
 
 
+@recorded
 def command(config: Mapping[str, Any]) -> str:
     """``python run.py predict_map with ... load_path=...``: predict the maps, write into a new run folder."""
     s = train.resolve_settings(config, evaluation=True)
@@ -229,6 +231,7 @@ def command(config: Mapping[str, Any]) -> str:
     meta = {"scene": s.data.datasets[0], "checkpoint": str(s.run.load_path), "method": s.method.name,
             "pixels": options.map_pixels}
     folder = new_run_folder(s.run.log_dir, s.run.exp_name)
+    save_to(folder)
     finished: list[SceneMap] = []
 
     def done(m: SceneMap, truth: np.ndarray) -> None:  # each map on disk as soon as it is predicted

@@ -54,6 +54,7 @@ from typing import Any
 import numpy as np
 
 from mamol import confusion
+from mamol.console import recorded, save_to
 from mamol.data import catalogue
 from mamol.errors import ConfigError, DataError, MissingFileError
 from mamol.experiments import plots, significance, tables
@@ -752,9 +753,11 @@ def write_report(dirs: Sequence[Path], folder: Path, reference: str | None = Non
     return "\n".join(text) + f"\nreport written to {folder} ({', '.join(written)})"
 
 
+@recorded
 def command(config: Mapping[str, Any]) -> str:
     """``python run.py report with 'report_dirs=[...]'``: the report in a new run folder."""
     options = from_config(ReportOptions, config)
     collect(options.report_dirs)  # refuse bad folders before creating the output folder
     folder = new_run_folder(options.log_dir, options.exp_name)
+    save_to(folder)
     return write_report(options.report_dirs, folder, options.report_reference)

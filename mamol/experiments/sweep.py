@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mamol import distributed, train
+from mamol import console, distributed, train
 from mamol.data import catalogue
 from mamol.errors import ConfigError, MamolError, MissingFileError
 from mamol.experiments import launch as launch_
@@ -250,6 +250,8 @@ def prepare(config: Mapping[str, Any], options: SweepOptions, s: RunSettings, fo
         set_aside(folder)
     check_same_sweep(folder, shared, runs)
     folder.mkdir(parents=True, exist_ok=True)
+    if distributed.global_rank() == 0:
+        console.save_to(folder)  # the sweep's console.log: everything it printed, each run's part included
     return runs, shared
 
 
@@ -373,6 +375,7 @@ STATUS_ORDER = ("done", "running", "queued", "failed", "left")
 WAITING = ("queued", "running", "already queued", "already running")  # what a run submitted without waiting says
 
 
+@console.recorded
 def command(config: Mapping[str, Any]) -> str:
     """``python run.py sweep with ...``: run the sweep into ``<log_dir>/<exp_name>/``, then write its report."""
     options = from_config(SweepOptions, config)
