@@ -105,8 +105,14 @@ def command_line(argv: list[str]) -> int:
     global _ONE_LINE
     updates, named, debug = parse_command_line(argv)
     _ONE_LINE = not debug
-    console.setup()  # one-line warnings; what is printed from now on goes into the run folder's console.log
     ex.logger = _sacred_logger()
+    # One-line warnings; what is printed from now on goes into the run folder's console.log (undone at the end).
+    with console.session():
+        return _run_command_line(argv, updates, named, debug)
+
+
+def _run_command_line(argv: list[str], updates: dict, named: list[str], debug: bool) -> int:
+    global _ONE_LINE
     try:
         cli.check_names(updates, named, set(root_config()), set(ex.named_configs))
         if "seed" in updates:  # Sacred seeds its own generators from it before any command runs

@@ -278,3 +278,30 @@ def setup() -> None:
         root.addHandler(console)
         root.addHandler(to_file)
         logging.getLogger("mamol").setLevel(logging.INFO)
+
+
+@contextlib.contextmanager
+def session() -> Iterator[None]:
+    """:func:`setup` for one command line, undone at its end: the streams, the log handlers (and the streams of
+    those made before), the ``mamol`` logger's level, the warning format and the early lines are put back, so
+    a caller that runs commands in its own process (tests, a notebook) keeps its own console."""
+    global _early
+    loggers = [logging.getLogger(), *(lg for lg in logging.root.manager.loggerDict.values()
+                                      if isinstance(lg, logging.Logger))]
+    streams = [(h, h.stream) for lg in loggers for h in lg.handlers if isinstance(h, logging.StreamHandler)]
+    root, package = logging.getLogger(), logging.getLogger("mamol")
+    saved = (warnings.formatwarning, sys.stdout, sys.stderr, list(root.handlers), package.level, _early)
+    setup()
+    try:
+        yield
+    finally:
+        with _lock:
+            _flush_pending()
+            formatwarning, stdout, stderr, handlers, level, early = saved
+            warnings.formatwarning = formatwarning
+            for handler, stream in streams:
+                handler.setStream(stream)
+            root.handlers[:] = handlers
+            package.setLevel(level)
+            sys.stdout, sys.stderr = stdout, stderr
+            _early = early

@@ -109,8 +109,9 @@ def test_an_interrupted_predict_map_keeps_the_finished_maps(trained, small_scene
         signal.signal(signal.SIGTERM, previous)
     assert stopped.value.exit_code == 128 + signal.SIGTERM
     folder = tmp_path / "runs" / "cut" / "version_0"
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "ground_truth.npy", "map_complete.npy",
-                                                        "map_complete.png", "maps.json"]  # no temporary file
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "console.log", "ground_truth.npy",
+                                                        "map_complete.npy", "map_complete.png",
+                                                        "maps.json"]  # no temporary file
     record = read_json(folder / "maps.json")
     assert [m["setting"] for m in record["maps"]] == ["complete"]
     assert record["pending"] == ["no_hsi", "no_lidar"] and record["complete"] is False

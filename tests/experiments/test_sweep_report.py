@@ -66,7 +66,7 @@ def test_sweep_continues_after_an_interruption_and_reports(small_scene_root, tmp
     monkeypatch.setattr(train, "run", recorded)
     run_command("sweep", "remote", **_sweep_updates(small_scene_root, tmp_path))
     assert resumed == [(name, "") for name in names[1:]]  # the first run is not repeated
-    assert sorted(p.name for p in (folder / names[0]).iterdir()) == ["job.json", "version_0"]
+    assert sorted(p.name for p in (folder / names[0]).iterdir()) == ["console.log", "job.json", "version_0"]
     assert read_json(folder / names[0] / "job.json")["state"] == "complete"
     assert [r["state"] for r in read_json(folder / "sweep.json")["runs"]] == ["complete"] * 4
 

@@ -48,6 +48,7 @@ def _leftovers(folder: Path) -> list[str]:
 
 def _args(root: Path, tmp_path: Path, log_dir: Path) -> list[str]:
     words = {**TINY, "data_root": str(root), "datasets": ["synthetic"], "log_dir": str(log_dir), "max_epoch": 1,
+             "check_val_every_n_epoch": 1,
              "missing_table_root": str(tmp_path / "tables"), "batch_size": 32, "per_gpu_batchsize": 32}
     return [f"{k}={v!r}" if isinstance(v, (list, str)) else f"{k}={v}" for k, v in words.items()]
 
