@@ -91,6 +91,13 @@ def run_record(s: RunSettings) -> dict[str, Any]:
     return {"config": s.config, "settings": s.to_dict(), "versions": versions()}
 
 
+def write_command_record(folder: Path, command: str, config: Mapping[str, Any]) -> Path:
+    """``folder/config.json`` of a command's own folder (a report's, a sweep's): the command, its config as given
+    and the library versions, like a run folder's record (which also has the resolved settings)."""
+    return write_json(Path(folder) / "config.json", {"command": command, "config": dict(config),
+                                                     "versions": versions()})
+
+
 def write_run_record(folder: Path, s: RunSettings, name: str = "config.json") -> Path:
     """Write :func:`run_record` atomically as ``folder/name``; returns its path."""
     path = Path(folder) / name

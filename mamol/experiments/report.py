@@ -62,7 +62,7 @@ from mamol.experiments.significance import Comparison, SeedRun
 from mamol.metrics import CLASS_PREFIX, TaskMetrics, is_class_metric, summary_metrics
 from mamol.missing import parse_missing_type
 from mamol.predictions import read_predictions
-from mamol.runs import identity, new_run_folder
+from mamol.runs import identity, new_run_folder, write_command_record
 from mamol.settings import from_config
 from mamol.tasks import REMOTE
 
@@ -760,4 +760,5 @@ def command(config: Mapping[str, Any]) -> str:
     collect(options.report_dirs)  # refuse bad folders before creating the output folder
     folder = new_run_folder(options.log_dir, options.exp_name)
     save_to(folder)
+    write_command_record(folder, "report", config)
     return write_report(options.report_dirs, folder, options.report_reference)

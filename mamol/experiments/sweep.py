@@ -48,7 +48,7 @@ from mamol.experiments.report import PLAN_FILE
 from mamol.files import storage_errors, write_json
 from mamol.locks import held_or_refused
 from mamol.methods import METHODS, method_class
-from mamol.runs import identity, identity_changes
+from mamol.runs import identity, identity_changes, write_command_record
 from mamol.settings import RunSettings, coerce, from_config
 from mamol.tasks import SPLITS
 
@@ -252,6 +252,7 @@ def prepare(config: Mapping[str, Any], options: SweepOptions, s: RunSettings, fo
     folder.mkdir(parents=True, exist_ok=True)
     if distributed.global_rank() == 0:
         console.save_to(folder)  # the sweep's console.log: everything it printed, each run's part included
+        write_command_record(folder, "sweep", config)  # the latest command that worked on the sweep, as given
     return runs, shared
 
 

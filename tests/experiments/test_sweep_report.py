@@ -93,6 +93,8 @@ def test_sweep_continues_after_an_interruption_and_reports(small_scene_root, tmp
     assert parameters["mamol"] == first["trainable_parameters"] > parameters["mamol_r4"]
     assert first["wall_time_s"]["fit"] > 0 and first["wall_time_s"]["test"] > 0
     assert float(rows[("mamol", "complete")]["fit_s_mean"]) > 0
+    assert read_json(folder / "config.json")["command"] == "sweep"
+    assert read_json(folder / "config.json")["config"]["seeds"] == [0, 1]
     md, tex = (folder / "report.md").read_text(), (folder / "report.tex").read_text()
     assert "| mamol_r4 |" in md and "comparison.png" in md
     assert r"\toprule" in tex and r"\bottomrule" in tex and r"mamol\_r4" in tex and r"\pm" in tex
@@ -112,6 +114,9 @@ def test_report_of_single_runs_and_its_refusals(trained, tmp_path):
     assert (row["method"], row["setting"], row["n"], row["OA_std"]) == ("mamol", "both 0.7", "1", "")
     assert float(row["OA_mean"]) == pytest.approx(trained.report["metrics"]["OA"])
     assert "no comparison plot" in (folder / "report.md").read_text()
+    record = read_json(folder / "config.json")  # every output folder says how it was made
+    assert record["command"] == "report" and record["config"]["report_dirs"] == [str(run_dir)]
+    assert record["versions"]["mamol"]
     with pytest.raises(ConfigError, match=r"report_dirs=\[\]"):
         run_command("report", report_dirs=[], log_dir=str(tmp_path), exp_name="report")
     (tmp_path / "empty").mkdir()
