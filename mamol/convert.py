@@ -1,7 +1,7 @@
 """Convert raw datasets to Arrow files: ``python -m mamol.convert`` (``datasets/make_arrow.py`` calls it).
 
-The work is in :mod:`mamol.data`: this module parses the options and runs the converter of each dataset's
-catalogue entry. Remote scenes (SPEC §3.1)::
+The work is in :mod:`mamol.conversion`: this module parses the options and runs each dataset's registered
+converter (:mod:`mamol.conversion.converters`). Remote scenes (SPEC §3.1)::
 
     python datasets/make_arrow.py --dataset houston2013 --root data_2013 --target ARROW_ROOT
     cd datasets && python make_arrow.py      # converts each of data_2013/, data_trento/, data_augsburg/ here
@@ -21,19 +21,21 @@ import sys
 from pathlib import Path
 
 from mamol.cli import print_error
+from mamol.conversion.converters import NATURAL_CONVERTERS, converter
+from mamol.conversion.layout import default_scene_jobs
+from mamol.conversion.remote import human_bytes
 from mamol.data import catalogue
-from mamol.data.convert_remote import human_bytes
 from mamol.data.formats import NAN_POLICIES, NORMALIZATIONS
-from mamol.data.scenes import KNOWN_SCENES, default_scene_jobs
+from mamol.data.scenes import KNOWN_SCENES
 from mamol.errors import ConfigError, MamolError, MissingFileError
 from mamol.files import storage_errors
 
-NATURAL = tuple(entry.name for entry in catalogue.natural_entries())
-# Image-text option (argparse dest = keyword of the converters) -> the datasets it applies to, from their entries.
+NATURAL = tuple(NATURAL_CONVERTERS)
+# Image-text option (argparse dest = keyword of the converters) -> the datasets it applies to, from the registry.
 NATURAL_OPTIONS: dict[str, tuple[str, ...]] = {}
-for _entry in catalogue.natural_entries():
-    for _option in _entry.convert_options:
-        NATURAL_OPTIONS[_option] = (*NATURAL_OPTIONS.get(_option, ()), _entry.name)
+for _conv in NATURAL_CONVERTERS.values():
+    for _option in _conv.options:
+        NATURAL_OPTIONS[_option] = (*NATURAL_OPTIONS.get(_option, ()), _conv.name)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -79,15 +81,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def convert(args: argparse.Namespace, dataset: str, root: Path) -> dict[str, Path]:
-    """Run the converter of ``dataset``'s catalogue entry with the CLI options; {split or "scene": file}."""
-    entry = catalogue.converter_entry(dataset)
+    """Run the registered converter of ``dataset`` with the CLI options; {split or "scene": file}."""
+    entry = converter(dataset)
     if entry.kind == "remote":
         return entry.convert(
             root, args.target, modalities=args.modalities, patch_size=args.patch_size, normalize=args.normalize,
             split=args.split, train_per_class=args.train_per_class, val_per_class=args.val_per_class,
             test_per_class=args.test_per_class, seed=args.seed, nan=args.nan, write_scene=not args.no_scene,
             progress=not args.quiet, strict_counts=args.strict_counts)
-    options = {dest: getattr(args, dest) for dest, names in NATURAL_OPTIONS.items() if entry.name in names}
+    options = {dest: getattr(args, dest) for dest in entry.options}
     written = entry.convert(root, args.target, progress=not args.quiet, **options)
     return {path.stem.rsplit("_", 1)[1]: path for path in written}  # mmimdb_dev.arrow -> "dev"
 

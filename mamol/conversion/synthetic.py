@@ -60,7 +60,7 @@ NAMINGS: dict[str, dict[str, tuple[str, str]]] = {
     },
 }
 
-_V73_HEADER = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, written by mamol.data.synthetic, HDF5 schema 1.00 ."
+_V73_HEADER = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, written by mamol.conversion.synthetic, HDF5 schema 1.00 ."
 _MATLAB_CLASS = {"float32": "single", "float64": "double", "uint8": "uint8", "uint16": "uint16",
                  "int16": "int16", "int32": "int32", "int64": "int64", "uint32": "uint32"}
 

@@ -1,4 +1,4 @@
-"""The split protocol (mamol.data.splits): disjoint seeded per-class draws and TR/TS rasters."""
+"""The split protocol (mamol.conversion.splits): disjoint seeded per-class draws and TR/TS rasters."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import re
 import numpy as np
 import pytest
 
+from mamol.conversion.remote import prepare_remote
+from mamol.conversion.splits import draw_split, warn_about_sizes
+from mamol.conversion.synthetic import add_split_rasters, generate_scene, write_scene
 from mamol.data.arrow import open_arrow, read_metadata
-from mamol.data.convert_remote import prepare_remote
-from mamol.data.splits import draw_split, warn_about_sizes
-from mamol.data.synthetic import add_split_rasters, generate_scene, write_scene
 from tests.fakes.remote import SMALL_COUNTS, small_scene_dir
 
 
@@ -99,7 +99,7 @@ def test_fixed_split_keeps_half_of_each_class_for_training_and_says_so(tmp_path,
     tr = scene.split_rasters["train"]
     per_class = np.bincount(tr.ravel(), minlength=5)[1:]
     ask = int(per_class.max())  # more than half of every class
-    with caplog.at_level(logging.INFO, logger="mamol.data.splits"):
+    with caplog.at_level(logging.INFO, logger="mamol.conversion.splits"):
         out = prepare_remote("synthetic", root, tmp_path / "arrow", split="fixed", val_per_class=ask, progress=False)
     val = np.bincount(open_arrow(out["val"]).column("label").to_numpy(), minlength=4)
     train = np.bincount(open_arrow(out["train"]).column("label").to_numpy(), minlength=4)

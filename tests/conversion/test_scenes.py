@@ -1,4 +1,4 @@
-"""The scene catalogue (mamol.data.scenes): known scenes' class names, finding a folder's files by role."""
+"""Known scenes (mamol.data.scenes) and finding a scene folder's files by role (mamol.conversion.layout)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import logging
 
 import pytest
 
+from mamol.conversion.layout import find_scene_files
+from mamol.conversion.remote import prepare_remote
+from mamol.conversion.synthetic import write_mat
 from mamol.data.arrow import read_metadata
-from mamol.data.convert_remote import prepare_remote
-from mamol.data.scenes import KNOWN_SCENES, find_scene_files
-from mamol.data.synthetic import write_mat
+from mamol.data.scenes import KNOWN_SCENES
 from tests.fakes.remote import SMALL_COUNTS, small_scene_dir
 
 
