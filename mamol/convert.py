@@ -59,6 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--nan", choices=NAN_POLICIES, default="refuse",
                    help="NaN/Inf in a cube: refuse (default) or fill with the band mean (warns)")
     g.add_argument("--modalities", nargs="+", help="store only these (default: every modality found)")
+    g.add_argument("--resample", action="store_true",
+                   help="GeoTIFF / ENVI rasters on another grid (CRS, transform, size) than the first modality: "
+                        "reproject them onto its grid (bilinear for data, nearest for labels) instead of failing")
     g.add_argument("--no-scene", action="store_true", help="skip <scene>_scene.arrow (needed for full-scene maps)")
     n = p.add_argument_group("natural image-text data")
     n.add_argument("--split-file", type=Path,
@@ -88,7 +91,7 @@ def convert(args: argparse.Namespace, dataset: str, root: Path) -> dict[str, Pat
             root, args.target, modalities=args.modalities, patch_size=args.patch_size, normalize=args.normalize,
             split=args.split, train_per_class=args.train_per_class, val_per_class=args.val_per_class,
             test_per_class=args.test_per_class, seed=args.seed, nan=args.nan, write_scene=not args.no_scene,
-            progress=not args.quiet, strict_counts=args.strict_counts)
+            progress=not args.quiet, strict_counts=args.strict_counts, resample=args.resample)
     options = {dest: getattr(args, dest) for dest in entry.options}
     written = entry.convert(root, args.target, progress=not args.quiet, **options)
     return {path.stem.rsplit("_", 1)[1]: path for path in written}  # mmimdb_dev.arrow -> "dev"

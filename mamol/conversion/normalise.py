@@ -7,7 +7,7 @@ import logging
 
 import numpy as np
 
-from mamol.conversion.matfile import MatVariable
+from mamol.conversion.readers import Variable
 from mamol.data.formats import NAN_POLICIES, NORMALIZATIONS
 from mamol.errors import DataError
 
@@ -25,7 +25,7 @@ class BandNormaliser:
     ``none`` unchanged. Band by band, so no full-cube temporaries.
     """
 
-    def __init__(self, var: MatVariable, method: str, nan: str) -> None:
+    def __init__(self, var: Variable, method: str, nan: str) -> None:
         if method not in NORMALIZATIONS:
             raise DataError(f"normalize must be one of {NORMALIZATIONS}, got {method!r}")
         if nan not in NAN_POLICIES:
@@ -84,14 +84,14 @@ class BandNormaliser:
         bands = self.bad_bands
         if self.non_finite and self.nan == "refuse":
             raise DataError(
-                f"{self.var.path}: variable {self.var.key!r} holds {self.non_finite} non-finite values "
+                f"{self.var.where} holds {self.non_finite} non-finite values "
                 f"({self.nan_count} NaN, {self.non_finite - self.nan_count} Inf) in bands {bands[:10]}"
                 f"{'...' if len(bands) > 10 else ''}; fix the file or convert with --nan fill (replaces them "
                 f"with the band mean)"
             )
         if self.non_finite:
-            logger.warning("%s: filled %d NaN/Inf values of variable %r (bands %s) with the band mean",
-                           self.var.path, self.non_finite, self.var.key, bands[:10])
+            logger.warning("%s: filled %d NaN/Inf values (bands %s) with the band mean", self.var.where,
+                           self.non_finite, bands[:10])
         if self.method == "none":
             return {}, self.non_finite
         if self.method == "minmax":

@@ -29,10 +29,11 @@ import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from mamol.conversion.layout import _EXAMPLE_FILES, ROLE_KEYS, find_scene_files
-from mamol.conversion.matfile import MatVariable, iter_bands, read_variable, resolve_variable
+from mamol.conversion.layout import _EXAMPLE_FILES, find_scene_files
 from mamol.conversion.normalise import BandNormaliser
 from mamol.conversion.patches import extract_patches, pad_index
+from mamol.conversion.rasters import RasterVariable, align
+from mamol.conversion.readers import Variable, bands, describe, read_array, resolve
 from mamol.conversion.splits import draw_split, fixed_split, warn_about_sizes
 from mamol.conversion.writing import conversion_id, staged
 from mamol.data.arrow import fixed_list_array, write_arrow
@@ -55,14 +56,14 @@ __all__ = ["BATCH_BYTES", "check_labels", "check_sizes", "human_bytes", "prepare
 BATCH_BYTES = 32 * 2**20  # target size of one written record batch
 
 
-def _hw(var: MatVariable) -> tuple[int, int]:
+def _hw(var: Variable) -> tuple[int, int]:
     if len(var.shape) not in (2, 3):
         raise DataError(f"{var.label}: expected an H×W or H×W×C array, found shape {var.shape}")
     return var.shape[0], var.shape[1]
 
 
-def check_sizes(modalities: dict[str, MatVariable], label: MatVariable,
-                extra: Sequence[MatVariable] = ()) -> tuple[int, int]:
+def check_sizes(modalities: dict[str, Variable], label: Variable,
+                extra: Sequence[Variable] = ()) -> tuple[int, int]:
     """Common H×W of all modalities, the label raster and split rasters; ValueError naming the odd one out."""
     shapes = {m: _hw(v) for m, v in modalities.items()}
     first = next(iter(modalities))
@@ -84,7 +85,7 @@ def check_sizes(modalities: dict[str, MatVariable], label: MatVariable,
     return h, w
 
 
-def check_labels(raster: np.ndarray, var: MatVariable, num_classes: int | None) -> np.ndarray:
+def check_labels(raster: np.ndarray, var: Variable, num_classes: int | None) -> np.ndarray:
     """Validate a label raster (integers 0..K, 0 = unlabelled) and return it as int16 (H, W)."""
     raster = np.asarray(raster)
     if raster.ndim == 3 and raster.shape[2] == 1:
@@ -110,25 +111,25 @@ def check_labels(raster: np.ndarray, var: MatVariable, num_classes: int | None) 
     return raster.astype(np.int16, order="C")  # C order: its rows ravel without a copy
 
 
-def read_padded(var: MatVariable, patch_size: int, normalize: str, nan: str) -> tuple[np.ndarray, dict, int]:
+def read_padded(var: Variable, patch_size: int, normalize: str, nan: str) -> tuple[np.ndarray, dict, int]:
     """Read ``var`` band by band, normalised, into its padded scene; (padded (Hp, Wp, C), statistics, filled).
 
     The padded float32 scene is the only full-size array: each band is read, checked, normalised and copied
     into it before the next is read (:class:`~mamol.conversion.normalise.BandNormaliser`,
-    :func:`~mamol.conversion.matfile.iter_bands`).
+    :func:`~mamol.conversion.readers.bands`).
     """
     height, width = _hw(var)
     rows, cols = pad_index(height, patch_size), pad_index(width, patch_size)
     n_bands = var.shape[2] if len(var.shape) == 3 else 1
     padded = np.empty((len(rows), len(cols), n_bands), dtype=np.float32)  # (Hp, Wp, C)
     normaliser = BandNormaliser(var, normalize, nan)
-    for c, band in enumerate(iter_bands(var)):  # (H, W) each
+    for c, band in enumerate(bands(var)):  # (H, W) each
         padded[..., c] = normaliser(_as_float32(band, var))[np.ix_(rows, cols)]
     stats, filled = normaliser.finish()
     return padded, stats, filled
 
 
-def _as_float32(band: np.ndarray, var: MatVariable) -> np.ndarray:
+def _as_float32(band: np.ndarray, var: Variable) -> np.ndarray:
     """A freshly read numeric band -> float32, ours to normalise in place (no copy if already float32)."""
     if band.dtype.kind not in "biuf":
         raise DataError(f"{var.label}: expected a numeric array, found dtype {band.dtype}")
@@ -161,6 +162,7 @@ def prepare_remote(
     write_scene: bool = True,
     progress: bool = True,
     strict_counts: bool = False,
+    resample: bool = False,
 ) -> dict[str, Path]:
     """Convert the scene folder ``root`` into Arrow files in ``target``; returns {split or 'scene': path}.
 
@@ -168,6 +170,9 @@ def prepare_remote(
     counts, -1 = all remaining) or ``fixed`` (TR/TS rasters; val carved from TR). ``nan`` is ``refuse`` or
     ``fill`` (band mean, with a warning). A class with fewer pixels than train + val + test asks for gives
     its test split what remains (with a warning) unless ``strict_counts``; metadata ``counts`` are exact.
+    GeoTIFF / ENVI rasters must lie on the first modality's grid unless ``resample`` (then they are reprojected
+    onto it, :func:`mamol.conversion.rasters.align`); the first modality's CRS and transform are kept in the
+    metadata (``georeference``).
     """
     name = _scene_stem(dataset)
     if normalize not in NORMALIZATIONS:
@@ -192,23 +197,24 @@ def prepare_remote(
             f"{_EXAMPLE_FILES['test']}); found {sorted(p.name for p in files.values())}"
         )
 
-    # Cheap pass: resolve every variable and check sizes before reading any cube.
-    mods = {m: resolve_variable(files[m], ROLE_KEYS[m], m) for m in present}
-    label_var = resolve_variable(files["label"], ROLE_KEYS["label"], "label raster")
-    split_vars = {r: resolve_variable(files[r], ROLE_KEYS[r], f"{r} split raster")
-                  for r in ("train", "test") if split == "fixed"}
+    # Cheap pass: resolve every variable and check grids and sizes before reading any cube.
+    roles = [*present, "label", *(("train", "test") if split == "fixed" else ())]
+    variables = align({role: resolve(files[role], role) for role in roles}, resample)
+    mods = {m: variables[m] for m in present}
+    label_var = variables["label"]
+    split_vars = {r: variables[r] for r in ("train", "test") if r in variables}
     height, width = check_sizes(mods, label_var, tuple(split_vars.values()))
 
     known_k = len(KNOWN_SCENES[name].class_names) if name in KNOWN_SCENES else None
-    labels = check_labels(read_variable(label_var), label_var, known_k)
+    labels = check_labels(read_array(label_var), label_var, known_k)
     num_classes = known_k if known_k is not None else int(labels.max())
     if num_classes < 1:
         raise DataError(f"{label_var.label}: holds no labelled pixels (all 0)")
     class_names = class_names_for(name, num_classes)
     per_class = {"train": train_per_class, "val": val_per_class, "test": test_per_class}
     if split == "fixed":
-        tr = check_labels(read_variable(split_vars["train"]), split_vars["train"], num_classes)
-        ts = check_labels(read_variable(split_vars["test"]), split_vars["test"], num_classes)
+        tr = check_labels(read_array(split_vars["train"]), split_vars["train"], num_classes)
+        ts = check_labels(read_array(split_vars["test"]), split_vars["test"], num_classes)
         pixels = fixed_split(tr, ts, class_names, val_per_class, seed)  # labels from the TR/TS rasters
         split_labels = {"train": tr.ravel(), "val": tr.ravel(), "test": ts.ravel()}  # views
         per_class = {"val": val_per_class}  # train and test come from the rasters: only this count was used
@@ -220,29 +226,28 @@ def prepare_remote(
     warn_about_sizes(counts, class_names)
 
     padded: dict[str, np.ndarray] = {}
-    bands: dict[str, int] = {}
+    n_bands: dict[str, int] = {}
     stats: dict[str, dict] = {}
     filled: dict[str, int] = {}
     for m in tqdm(present, desc=f"{name}: reading", disable=not progress, unit="modality"):
         padded[m], stats[m], filled[m] = read_padded(mods[m], patch_size, normalize, nan)  # (Hp, Wp, C)
-        bands[m] = int(padded[m].shape[2])
+        n_bands[m] = int(padded[m].shape[2])
 
-    source = {
-        role: {"file": v.path.name, "key": v.key, "bytes": v.path.stat().st_size,
-               "shape": list(v.shape), "mat_version": v.version}
-        for role, v in [*mods.items(), ("label", label_var), *split_vars.items()]
-    }
+    source = {role: describe(v) for role, v in [*mods.items(), ("label", label_var), *split_vars.items()]}
     before = patch_size // 2
     meta = {
         "format": REMOTE_FORMAT, "format_version": REMOTE_FORMAT_VERSION, "kind": "remote", "dataset": name,
-        "modalities": present, "bands": bands, "class_names": list(class_names), "num_classes": num_classes,
+        "modalities": present, "bands": n_bands, "class_names": list(class_names), "num_classes": num_classes,
         "patch_size": patch_size, "pad": [before, patch_size - 1 - before], "pad_mode": "symmetric",
         "scene_shape": [height, width], "normalize": normalize, "norm_stats": stats,
         "split_method": split, "split_seed": seed, "per_class": per_class,
         "counts": counts,
         "nan_policy": nan, "nan_filled": filled, "source": source,
-        "columns": {m: [bands[m], patch_size, patch_size] for m in present},
+        "columns": {m: [n_bands[m], patch_size, patch_size] for m in present},
     }
+    first = mods[present[0]]
+    if isinstance(first, RasterVariable) and first.grid.crs is not None:
+        meta["georeference"] = first.grid.as_metadata()  # of the unpadded scene: pixel (0, 0) is its top left
     meta[CONVERSION_KEY] = conversion_id(meta, *(np.ascontiguousarray(pixels[s]).tobytes() for s in SPLITS))
     target = Path(target)
     out: dict[str, Path] = {}

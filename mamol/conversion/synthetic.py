@@ -8,7 +8,8 @@ the spectrum group's parity) and MSI (HSI averaged into a few broad bands) add p
 
 Values look like raw sensor data (HSI in digital numbers ~0..4000, heights in metres), so normalisation
 matters. Files are written as MATLAB v5 (scipy) or v7.3 (HDF5 with MATLAB's 512-byte header, h5py) in one
-of the naming conventions the converter accepts (:data:`NAMINGS`).
+of the naming conventions the converter accepts (:data:`NAMINGS`), or as georeferenced GeoTIFF / ENVI rasters
+of the same stems (:func:`write_raster`, ``write_scene(..., fmt="tif" | "envi")``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import rasterio
 import scipy.io
+from rasterio.transform import Affine
 from scipy.spatial import cKDTree
 
 logger = logging.getLogger(__name__)
@@ -90,6 +93,32 @@ def write_mat(path: str | os.PathLike, key: str, array: np.ndarray, version: str
             fh.write(_V73_HEADER.ljust(116, b" ")[:116] + b"\x00" * 8 + b"\x00\x02" + b"IM")
     else:
         raise ValueError(f"mat version must be '5' or '7.3', got {version!r}")
+    return path
+
+
+RASTER_FORMATS: dict[str, tuple[str, str]] = {"tif": ("GTiff", ".tif"), "envi": ("ENVI", ".img")}
+"""``write_scene`` format -> (GDAL driver, file suffix); ``mat`` is the MATLAB default."""
+SCENE_CRS = "EPSG:32615"
+"""CRS of synthetic rasters (UTM zone 15N, where Houston lies)."""
+SCENE_ORIGIN = (271000.0, 3290000.0)
+"""Top-left corner (x, y) of synthetic rasters in :data:`SCENE_CRS`, metres."""
+
+
+def raster_transform(pixel: float = 1.0, origin: tuple[float, float] = SCENE_ORIGIN) -> Affine:
+    """North-up transform of square ``pixel``-metre pixels from ``origin`` (the top-left corner)."""
+    return Affine(pixel, 0.0, origin[0], 0.0, -pixel, origin[1])
+
+
+def write_raster(path: str | os.PathLike, array: np.ndarray, driver: str = "GTiff", crs: str | None = SCENE_CRS,
+                 transform: Affine | None = None, nodata: float | None = None) -> Path:
+    """Write an H×W or H×W×C array as a raster (rasterio's bands are (C, H, W)); ENVI also writes ``.hdr``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cube = array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)  # (C, H, W)
+    profile = {"driver": driver, "height": cube.shape[1], "width": cube.shape[2], "count": cube.shape[0],
+               "dtype": cube.dtype.name, "crs": crs, "transform": transform or raster_transform(), "nodata": nodata}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(cube)
     return path
 
 
@@ -196,18 +225,29 @@ def add_split_rasters(scene: SyntheticScene, train_fraction: float = 0.4, seed: 
 
 
 def write_scene(
-    scene: SyntheticScene, out_dir: str | os.PathLike, naming: str = "official", mat_version: str = "5"
+    scene: SyntheticScene, out_dir: str | os.PathLike, naming: str = "official", mat_version: str = "5",
+    fmt: str = "mat", pixels: dict[str, float] | None = None,
 ) -> dict[str, Path]:
-    """Write ``scene`` as one .mat file per modality + labels (+ TR/TS rasters) under ``out_dir``."""
+    """Write ``scene`` as one file per modality + labels (+ TR/TS rasters) under ``out_dir``: .mat (``fmt="mat"``)
+    or GeoTIFF / ENVI rasters of the same stems (``fmt="tif"`` / ``"envi"``, :data:`RASTER_FORMATS`), whose pixel
+    size is 1 m unless ``pixels[role]`` says otherwise (the array is written as it is: a finer grid covers less)."""
     if naming not in NAMINGS:
         raise ValueError(f"naming must be one of {sorted(NAMINGS)}, got {naming!r}")
+    if fmt != "mat" and fmt not in RASTER_FORMATS:
+        raise ValueError(f"fmt must be 'mat' or one of {sorted(RASTER_FORMATS)}, got {fmt!r}")
     names = NAMINGS[naming]
     out = Path(out_dir)
     written: dict[str, Path] = {}
     for role, array in [*scene.data.items(), ("label", scene.labels), *scene.split_rasters.items()]:
         file_name, key = names[role]
-        written[role] = write_mat(out / file_name, key, array, mat_version)
-    logger.info("synthetic scene (%s, v%s) written to %s: %s", naming, mat_version, out, sorted(written))
+        if fmt == "mat":
+            written[role] = write_mat(out / file_name, key, array, mat_version)
+        else:
+            driver, suffix = RASTER_FORMATS[fmt]
+            transform = raster_transform((pixels or {}).get(role, 1.0))
+            written[role] = write_raster((out / file_name).with_suffix(suffix), array, driver, transform=transform)
+    logger.info("synthetic scene (%s, %s) written to %s: %s", naming, fmt if fmt != "mat" else f"v{mat_version}",
+                out, sorted(written))
     return written
 
 

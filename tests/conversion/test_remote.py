@@ -284,7 +284,7 @@ def test_nan_refused_or_filled(tmp_path, caplog) -> None:
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.arrow"))
     with caplog.at_level(logging.WARNING, logger="mamol.conversion.normalise"):
         out = prepare_remote("synthetic", root, tmp_path / "out", nan="fill", **SMALL_COUNTS)
-    assert "filled 3 NaN/Inf values of variable 'HSI'" in caplog.text
+    assert "variable 'HSI': filled 3 NaN/Inf values" in caplog.text
     meta = read_metadata(out["scene"])
     assert meta["nan_filled"] == {"hsi": 0, "lidar": 0} | {"hsi": 3}
     (padded,) = column_views(open_arrow(out["scene"]), "hsi", (37, 5))
