@@ -24,6 +24,7 @@ from mamol.cli import print_error
 from mamol.conversion.converters import NATURAL_CONVERTERS, converter
 from mamol.conversion.layout import default_scene_jobs
 from mamol.conversion.remote import human_bytes
+from mamol.conversion.splits import SPLIT_METHODS
 from mamol.data import catalogue
 from mamol.data.formats import NAN_POLICIES, NORMALIZATIONS
 from mamol.data.scenes import KNOWN_SCENES
@@ -46,8 +47,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--target", type=Path, default=Path("."), help="output folder for the .arrow files (default .)")
     g = p.add_argument_group("remote scenes")
     g.add_argument("--normalize", choices=NORMALIZATIONS, default="minmax", help="per-band normalisation")
-    g.add_argument("--split", choices=("random", "fixed"), default="random",
-                   help="random: disjoint seeded per-class draws; fixed: TRLabel/TSLabel rasters (val from TR)")
+    g.add_argument("--split", choices=SPLIT_METHODS, default="random",
+                   help="random: disjoint seeded per-class draws; fixed: TRLabel/TSLabel rasters (val from TR); "
+                        "release: the release's independent train and test draws (test overlaps train; the overlap "
+                        "is printed and recorded)")
     g.add_argument("--train-per-class", type=int, default=100, help="-1 = all remaining")
     g.add_argument("--val-per-class", type=int, default=50, help="-1 = all remaining")
     g.add_argument("--test-per-class", type=int, default=300, help="-1 = all remaining")

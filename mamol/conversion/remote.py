@@ -34,7 +34,7 @@ from mamol.conversion.normalise import BandNormaliser
 from mamol.conversion.patches import extract_patches, pad_index
 from mamol.conversion.rasters import RasterVariable, align
 from mamol.conversion.readers import Variable, bands, describe, read_array, resolve
-from mamol.conversion.splits import draw_split, fixed_split, warn_about_sizes
+from mamol.conversion.splits import SPLIT_METHODS, draw_split, fixed_split, release_split, warn_about_sizes
 from mamol.conversion.writing import conversion_id, staged
 from mamol.data.arrow import fixed_list_array, write_arrow
 from mamol.data.formats import (
@@ -167,7 +167,8 @@ def prepare_remote(
     """Convert the scene folder ``root`` into Arrow files in ``target``; returns {split or 'scene': path}.
 
     ``modalities`` None stores every modality found. ``split`` is ``random`` (disjoint seeded per-class
-    counts, -1 = all remaining) or ``fixed`` (TR/TS rasters; val carved from TR). ``nan`` is ``refuse`` or
+    counts, -1 = all remaining), ``fixed`` (TR/TS rasters; val carved from TR) or ``release`` (the release's
+    independent train and test draws; the overlap is recorded as ``overlap`` in the metadata). ``nan`` is ``refuse`` or
     ``fill`` (band mean, with a warning). A class with fewer pixels than train + val + test asks for gives
     its test split what remains (with a warning) unless ``strict_counts``; metadata ``counts`` are exact.
     GeoTIFF / ENVI rasters must lie on the first modality's grid unless ``resample`` (then they are reprojected
@@ -179,8 +180,8 @@ def prepare_remote(
         raise DataError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
     if nan not in NAN_POLICIES:
         raise DataError(f"nan must be one of {NAN_POLICIES}, got {nan!r}")
-    if split not in ("random", "fixed"):
-        raise DataError(f"split must be 'random' or 'fixed', got {split!r}")
+    if split not in SPLIT_METHODS:
+        raise DataError(f"split must be one of {SPLIT_METHODS}, got {split!r}")
     if patch_size < 1:
         raise DataError(f"patch_size must be >= 1, got {patch_size}")
     files = find_scene_files(root)
@@ -218,6 +219,9 @@ def prepare_remote(
         pixels = fixed_split(tr, ts, class_names, val_per_class, seed)  # labels from the TR/TS rasters
         split_labels = {"train": tr.ravel(), "val": tr.ravel(), "test": ts.ravel()}  # views
         per_class = {"val": val_per_class}  # train and test come from the rasters: only this count was used
+    elif split == "release":
+        pixels, overlap = release_split(labels, class_names, per_class, seed)
+        split_labels = {s: labels.ravel() for s in SPLITS}  # views
     else:
         pixels = draw_split(labels, class_names, per_class, seed, strict=strict_counts)
         split_labels = {s: labels.ravel() for s in SPLITS}  # views
@@ -246,6 +250,8 @@ def prepare_remote(
         "columns": {m: [n_bands[m], patch_size, patch_size] for m in present},
     }
     first = mods[present[0]]
+    if split == "release":  # test pixels that are also training pixels (mamol.tasks.data_notes reports them)
+        meta["overlap"], meta["overlap_per_class"] = sum(overlap), overlap
     if isinstance(first, RasterVariable) and first.grid.crs is not None:
         meta["georeference"] = first.grid.as_metadata()  # of the unpadded scene: pixel (0, 0) is its top left
     meta[CONVERSION_KEY] = conversion_id(meta, *(np.ascontiguousarray(pixels[s]).tobytes() for s in SPLITS))
