@@ -4,7 +4,7 @@ The work is in :mod:`mamol.conversion`: this module parses the options and runs 
 converter (:mod:`mamol.conversion.converters`). Remote scenes (SPEC §3.1)::
 
     python datasets/make_arrow.py --dataset houston2013 --root data_2013 --target ARROW_ROOT
-    cd datasets && python make_arrow.py      # converts each of data_2013/, data_trento/, data_augsburg/ here
+    cd datasets && python make_arrow.py      # converts each known scene folder here (data_2013/, data_trento/, ...)
 
 Any other ``--dataset NAME`` converts a custom scene folder (classes named class_1..K).
 Natural image-text data (SPEC §3.2): ``--dataset {mmimdb,food101,hateful_memes} --root RAW``, e.g.::
@@ -27,7 +27,7 @@ from mamol.conversion.remote import human_bytes
 from mamol.conversion.splits import SPLIT_METHODS
 from mamol.data import catalogue
 from mamol.data.formats import NAN_POLICIES, NORMALIZATIONS
-from mamol.data.scenes import KNOWN_SCENES
+from mamol.data.scenes import KNOWN_SCENES, default_split
 from mamol.errors import ConfigError, MamolError, MissingFileError
 from mamol.files import storage_errors
 
@@ -47,8 +47,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--target", type=Path, default=Path("."), help="output folder for the .arrow files (default .)")
     g = p.add_argument_group("remote scenes")
     g.add_argument("--normalize", choices=NORMALIZATIONS, default="minmax", help="per-band normalisation")
-    g.add_argument("--split", choices=SPLIT_METHODS, default="random",
-                   help="random: disjoint seeded per-class draws; fixed: TRLabel/TSLabel rasters (val from TR); "
+    g.add_argument("--split", choices=SPLIT_METHODS,
+                   help="default: the known scene's default split (random for all), else random. "
+                        "random: disjoint seeded per-class draws; fixed: TRLabel/TSLabel rasters (val from TR); "
                         "release: the release's independent train and test draws (test overlaps train; the overlap "
                         "is printed and recorded)")
     g.add_argument("--train-per-class", type=int, default=100, help="-1 = all remaining")
@@ -92,7 +93,8 @@ def convert(args: argparse.Namespace, dataset: str, root: Path) -> dict[str, Pat
     if entry.kind == "remote":
         return entry.convert(
             root, args.target, modalities=args.modalities, patch_size=args.patch_size, normalize=args.normalize,
-            split=args.split, train_per_class=args.train_per_class, val_per_class=args.val_per_class,
+            split=args.split or default_split(entry.name), train_per_class=args.train_per_class,
+            val_per_class=args.val_per_class,
             test_per_class=args.test_per_class, seed=args.seed, nan=args.nan, write_scene=not args.no_scene,
             progress=not args.quiet, strict_counts=args.strict_counts, resample=args.resample)
     options = {dest: getattr(args, dest) for dest in entry.options}

@@ -138,6 +138,16 @@ def _as_float32(band: np.ndarray, var: Variable) -> np.ndarray:
     return band.astype(np.float32)
 
 
+def _check_known_bands(name: str, mods: dict[str, Variable]) -> None:
+    """Warn when a known scene's modality has another band count than published (a subset, another release?)."""
+    expected = KNOWN_SCENES[name].bands if name in KNOWN_SCENES else {}
+    for m, var in mods.items():
+        found = var.shape[2] if len(var.shape) == 3 else 1
+        if m in expected and found != expected[m]:
+            logger.warning("%s: %d bands, but %s's %s has %d as published; converting what the file holds",
+                           var.label, found, name, m, expected[m])
+
+
 def _scene_stem(dataset: str) -> str:
     name = dataset.strip().lower()
     if not re.fullmatch(r"[a-z0-9][a-z0-9_]*", name):
@@ -205,6 +215,7 @@ def prepare_remote(
     label_var = variables["label"]
     split_vars = {r: variables[r] for r in ("train", "test") if r in variables}
     height, width = check_sizes(mods, label_var, tuple(split_vars.values()))
+    _check_known_bands(name, mods)
 
     known_k = len(KNOWN_SCENES[name].class_names) if name in KNOWN_SCENES else None
     labels = check_labels(read_array(label_var), label_var, known_k)

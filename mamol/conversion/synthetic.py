@@ -28,6 +28,9 @@ import scipy.io
 from rasterio.transform import Affine
 from scipy.spatial import cKDTree
 
+from mamol.data.formats import MODALITY_ORDER
+from mamol.data.scenes import KNOWN_SCENES
+
 logger = logging.getLogger(__name__)
 
 # role -> (file name, variable key) for each naming convention of SPEC §3.1.
@@ -148,6 +151,7 @@ def generate_scene(
     modalities: Sequence[str] = ("hsi", "lidar"),
     sar_bands: int = 4,
     msi_bands: int = 4,
+    lidar_bands: int = 1,
     n_heights: int = 2,
     regions_per_class: int = 3,
     unlabelled_fraction: float = 0.15,
@@ -193,7 +197,10 @@ def generate_scene(
     levels = np.linspace(0.0, 24.0, n_heights).astype(np.float32)  # metres above ground
     if "lidar" in modalities:
         lidar = levels[height_level[cls_map]] + 1.5 + 1.2 * rng.standard_normal((height, width), dtype=np.float32)
-        data["lidar"] = lidar.astype(dtype, copy=False)  # (H, W)
+        if lidar_bands > 1:  # more returns (MUUFL: first and last): each a little lower than the one before
+            lidar = np.stack([lidar - 0.5 * b + 0.2 * rng.standard_normal((height, width), dtype=np.float32)
+                              for b in range(lidar_bands)], axis=-1)  # (H, W, L)
+        data["lidar"] = lidar.astype(dtype, copy=False)  # (H, W), or (H, W, L) with lidar_bands > 1
     if "sar" in modalities:
         rough = (height_level[cls_map] + 0.5 * (spectrum_group[cls_map] % 2)).astype(np.float32)
         sar = np.stack(
@@ -226,11 +233,12 @@ def add_split_rasters(scene: SyntheticScene, train_fraction: float = 0.4, seed: 
 
 def write_scene(
     scene: SyntheticScene, out_dir: str | os.PathLike, naming: str = "official", mat_version: str = "5",
-    fmt: str = "mat", pixels: dict[str, float] | None = None,
+    fmt: str = "mat", finer: dict[str, int] | None = None,
 ) -> dict[str, Path]:
     """Write ``scene`` as one file per modality + labels (+ TR/TS rasters) under ``out_dir``: .mat (``fmt="mat"``)
-    or GeoTIFF / ENVI rasters of the same stems (``fmt="tif"`` / ``"envi"``, :data:`RASTER_FORMATS`), whose pixel
-    size is 1 m unless ``pixels[role]`` says otherwise (the array is written as it is: a finer grid covers less)."""
+    or GeoTIFF / ENVI rasters of the same stems (``fmt="tif"`` / ``"envi"``, :data:`RASTER_FORMATS`) of 1 m pixels;
+    ``finer[role] = n`` writes that role's raster at 1/n m over the same extent (each pixel as n × n pixels), as a
+    sensor delivered at a finer resolution (Houston2018's LiDAR)."""
     if naming not in NAMINGS:
         raise ValueError(f"naming must be one of {sorted(NAMINGS)}, got {naming!r}")
     if fmt != "mat" and fmt not in RASTER_FORMATS:
@@ -244,8 +252,10 @@ def write_scene(
             written[role] = write_mat(out / file_name, key, array, mat_version)
         else:
             driver, suffix = RASTER_FORMATS[fmt]
-            transform = raster_transform((pixels or {}).get(role, 1.0))
-            written[role] = write_raster((out / file_name).with_suffix(suffix), array, driver, transform=transform)
+            n = (finer or {}).get(role, 1)
+            fine = np.repeat(np.repeat(array, n, axis=0), n, axis=1) if n > 1 else array
+            written[role] = write_raster((out / file_name).with_suffix(suffix), fine, driver,
+                                         transform=raster_transform(1.0 / n))
     logger.info("synthetic scene (%s, %s) written to %s: %s", naming, fmt if fmt != "mat" else f"v{mat_version}",
                 out, sorted(written))
     return written
@@ -263,6 +273,20 @@ def make_synthetic_scene(
     if split_rasters:
         add_split_rasters(scene, seed=kwargs.get("seed", 0))
     write_scene(scene, out_dir, naming, mat_version)
+    return scene
+
+
+def make_known_scene(name: str, out_dir: str | os.PathLike, fmt: str = "mat", height: int = 40, width: int = 48,
+                     seed: int = 0, finer: dict[str, int] | None = None) -> SyntheticScene:
+    """A small scene shaped like the known scene ``name``: its modalities, published band counts and class count
+    (:data:`mamol.data.scenes.KNOWN_SCENES`), ``height`` × ``width`` pixels, written to ``out_dir``."""
+    spec = KNOWN_SCENES[name]
+    modalities = tuple(m for m in MODALITY_ORDER if m in spec.bands)
+    scene = generate_scene(height, width, hsi_bands=spec.bands["hsi"], n_classes=len(spec.class_names),
+                           modalities=modalities, sar_bands=spec.bands.get("sar", 4),
+                           msi_bands=spec.bands.get("msi", 4), lidar_bands=spec.bands.get("lidar", 1),
+                           regions_per_class=2, seed=seed)
+    write_scene(scene, out_dir, fmt=fmt, finer=finer)
     return scene
 
 

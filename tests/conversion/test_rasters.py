@@ -152,17 +152,6 @@ def test_bad_rasters_end_in_one_error_line_and_write_nothing(tmp_path: Path, cap
     assert not target.exists()
 
 
-def _finer_lidar(root: Path, lidar: np.ndarray, labels: np.ndarray | None = None) -> None:
-    """LiDAR (and optionally the labels) at 0.5 m over the same extent: each 1 m pixel as 2×2 pixels."""
-    (root / "LiDAR.tif").unlink()
-    fine = np.repeat(np.repeat(lidar, 2, axis=0), 2, axis=1)
-    write_raster(root / "LiDAR.tif", fine, transform=raster_transform(0.5))
-    if labels is not None:
-        (root / "All_label.tif").unlink()
-        write_raster(root / "All_label.tif", np.repeat(np.repeat(labels, 2, axis=0), 2, axis=1),
-                     transform=raster_transform(0.5))
-
-
 def test_resample_puts_a_finer_raster_onto_the_first_modality_grid(tmp_path: Path, capsys) -> None:
     """Houston2018's case: LiDAR at 0.5 m, HSI at 1 m. Without --resample it is refused; with it, a linear ramp
     comes back exactly in the interior (bilinear), labels exactly (nearest), and the scene converts."""
@@ -180,7 +169,7 @@ def test_resample_puts_a_finer_raster_onto_the_first_modality_grid(tmp_path: Pat
     expected = 0.25 * (2 * r1 + 1) + 0.5 * (2 * c1 + 1)  # the ramp at each 1 m pixel centre
     np.testing.assert_allclose(coarse[2:-2, 2:-2], expected[2:-2, 2:-2], atol=1e-4)
 
-    _finer_lidar(root, scene.data["lidar"], scene.labels)
+    write_scene(scene, root, fmt="tif", finer={"lidar": 2, "label": 2})  # each 1 m pixel as 2×2 pixels of 0.5 m
     args = ["--dataset", "synthetic", "--root", str(root), "-q", "--train-per-class", "5", "--val-per-class", "3",
             "--test-per-class", "10"]
     main = make_arrow_script().main

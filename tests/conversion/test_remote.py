@@ -320,7 +320,8 @@ def test_cli_converts_known_folders_and_reports_errors(tmp_path, monkeypatch, ca
 def test_cli_without_scene_folders(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     assert make_arrow_script().main(["-q"]) == 2
-    assert "none of data_2013/, data_trento/, data_augsburg/ found" in capsys.readouterr().err
+    assert "none of data_2013/, data_trento/, data_augsburg/, data_muufl/, data_houston2018/, data_berlin/ found" \
+        in capsys.readouterr().err
 
 
 @pytest.mark.heavy
