@@ -34,7 +34,7 @@ _HWM = textwrap.dedent("""
 
 GENERATE = _HWM + textwrap.dedent("""
     import json, sys, time
-    from mamol.data.synthetic import make_houston_sized
+    from mamol.conversion.synthetic import make_houston_sized
     t = time.perf_counter()
     scene = make_houston_sized(sys.argv[1], seed=0, mat_version=sys.argv[2])
     print(json.dumps({"seconds": time.perf_counter() - t, "hsi_bytes": scene.data["hsi"].nbytes,
@@ -43,13 +43,13 @@ GENERATE = _HWM + textwrap.dedent("""
 
 IMPORT_ONLY = _HWM + textwrap.dedent("""
     import json
-    import mamol.data.convert_remote  # noqa: F401
+    import mamol.conversion.remote  # noqa: F401
     print(json.dumps({"peak_rss": _hwm()}))
 """)
 
 CONVERT = _HWM + textwrap.dedent("""
     import json, sys, time
-    from mamol.data.convert_remote import prepare_remote
+    from mamol.conversion.remote import prepare_remote
     t = time.perf_counter()
     out = prepare_remote("houston2013", sys.argv[1], sys.argv[2], progress=False)
     print(json.dumps({"seconds": time.perf_counter() - t, "peak_rss": _hwm(),

@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from mamol.data.synthetic import make_synthetic_scene
+from mamol.conversion.synthetic import make_synthetic_scene
 
 REPO = Path(__file__).resolve().parents[1]
 

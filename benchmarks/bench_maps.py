@@ -31,10 +31,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from config import defaults  # noqa: E402
+from mamol.conversion.remote import prepare_remote  # noqa: E402
+from mamol.conversion.synthetic import make_houston_sized  # noqa: E402
 from mamol.data.base import collate_samples  # noqa: E402
-from mamol.data.convert_remote import prepare_remote  # noqa: E402
 from mamol.data.remote import SceneWindows  # noqa: E402
-from mamol.data.synthetic import make_houston_sized  # noqa: E402
 from mamol.methods import build_model, method_class  # noqa: E402
 from mamol.settings import resolve_model  # noqa: E402
 from mamol.tasks import REMOTE, TaskInfo  # noqa: E402

@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     small, houston = out / "small", out / "houston"
     per_class = ("8", "4", "8") if args.smoke else ("40", "20", "40")
     ok, seconds, last = run([py, "-c", "import sys; sys.path.insert(0, sys.argv[2]); "
-                             "from mamol.data.synthetic import make_synthetic_scene as m; "
+                             "from mamol.conversion.synthetic import make_synthetic_scene as m; "
                              "m(sys.argv[1], height=60, width=80, hsi_bands=16, n_classes=5, seed=0)",
                              str(small / "scene"), str(REPO)], logs / "small_scene.log", env, timeout=left(300))
     if ok:
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         run_args = ["num_gpus=0", "precision=bf16", "per_gpu_batchsize=16", "batch_size=16", "max_epoch=1"]
     else:
         ok, seconds, last = run([py, "-c", "import sys; sys.path.insert(0, sys.argv[2]); "
-                                 "from mamol.data.synthetic import make_houston_sized; "
+                                 "from mamol.conversion.synthetic import make_houston_sized; "
                                  "make_houston_sized(sys.argv[1], seed=0)", str(houston / "scene"), str(REPO)],
                                 logs / "houston_scene.log", env, timeout=left())
         record("houston scene", ok, seconds, "349 x 1905, 144 HSI bands + LiDAR, 15 classes")

@@ -1,10 +1,10 @@
 """Convert raw datasets to Arrow files: ``python -m mamol.convert`` (``datasets/make_arrow.py`` calls it).
 
-The work is in :mod:`mamol.data`: this module parses the options and runs the converter of each dataset's
-catalogue entry. Remote scenes (SPEC §3.1)::
+The work is in :mod:`mamol.conversion`: this module parses the options and runs each dataset's registered
+converter (:mod:`mamol.conversion.converters`). Remote scenes (SPEC §3.1)::
 
     python datasets/make_arrow.py --dataset houston2013 --root data_2013 --target ARROW_ROOT
-    cd datasets && python make_arrow.py      # converts each of data_2013/, data_trento/, data_augsburg/ here
+    cd datasets && python make_arrow.py      # converts each known scene folder here (data_2013/, data_trento/, ...)
 
 Any other ``--dataset NAME`` converts a custom scene folder (classes named class_1..K).
 Natural image-text data (SPEC §3.2): ``--dataset {mmimdb,food101,hateful_memes} --root RAW``, e.g.::
@@ -21,19 +21,22 @@ import sys
 from pathlib import Path
 
 from mamol.cli import print_error
+from mamol.conversion.converters import NATURAL_CONVERTERS, converter
+from mamol.conversion.layout import default_scene_jobs
+from mamol.conversion.remote import human_bytes
+from mamol.conversion.splits import SPLIT_METHODS
 from mamol.data import catalogue
-from mamol.data.convert_remote import human_bytes
 from mamol.data.formats import NAN_POLICIES, NORMALIZATIONS
-from mamol.data.scenes import KNOWN_SCENES, default_scene_jobs
+from mamol.data.scenes import KNOWN_SCENES, default_split
 from mamol.errors import ConfigError, MamolError, MissingFileError
 from mamol.files import storage_errors
 
-NATURAL = tuple(entry.name for entry in catalogue.natural_entries())
-# Image-text option (argparse dest = keyword of the converters) -> the datasets it applies to, from their entries.
+NATURAL = tuple(NATURAL_CONVERTERS)
+# Image-text option (argparse dest = keyword of the converters) -> the datasets it applies to, from the registry.
 NATURAL_OPTIONS: dict[str, tuple[str, ...]] = {}
-for _entry in catalogue.natural_entries():
-    for _option in _entry.convert_options:
-        NATURAL_OPTIONS[_option] = (*NATURAL_OPTIONS.get(_option, ()), _entry.name)
+for _conv in NATURAL_CONVERTERS.values():
+    for _option in _conv.options:
+        NATURAL_OPTIONS[_option] = (*NATURAL_OPTIONS.get(_option, ()), _conv.name)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -44,8 +47,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--target", type=Path, default=Path("."), help="output folder for the .arrow files (default .)")
     g = p.add_argument_group("remote scenes")
     g.add_argument("--normalize", choices=NORMALIZATIONS, default="minmax", help="per-band normalisation")
-    g.add_argument("--split", choices=("random", "fixed"), default="random",
-                   help="random: disjoint seeded per-class draws; fixed: TRLabel/TSLabel rasters (val from TR)")
+    g.add_argument("--split", choices=SPLIT_METHODS,
+                   help="default: the known scene's default split (random for all), else random. "
+                        "random: disjoint seeded per-class draws; fixed: TRLabel/TSLabel rasters (val from TR); "
+                        "release: the release's independent train and test draws (test overlaps train; the overlap "
+                        "is printed and recorded)")
     g.add_argument("--train-per-class", type=int, default=100, help="-1 = all remaining")
     g.add_argument("--val-per-class", type=int, default=50, help="-1 = all remaining")
     g.add_argument("--test-per-class", type=int, default=300, help="-1 = all remaining")
@@ -57,6 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--nan", choices=NAN_POLICIES, default="refuse",
                    help="NaN/Inf in a cube: refuse (default) or fill with the band mean (warns)")
     g.add_argument("--modalities", nargs="+", help="store only these (default: every modality found)")
+    g.add_argument("--resample", action="store_true",
+                   help="GeoTIFF / ENVI rasters on another grid (CRS, transform, size) than the first modality: "
+                        "reproject them onto its grid (bilinear for data, nearest for labels) instead of failing")
     g.add_argument("--no-scene", action="store_true", help="skip <scene>_scene.arrow (needed for full-scene maps)")
     n = p.add_argument_group("natural image-text data")
     n.add_argument("--split-file", type=Path,
@@ -79,15 +88,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def convert(args: argparse.Namespace, dataset: str, root: Path) -> dict[str, Path]:
-    """Run the converter of ``dataset``'s catalogue entry with the CLI options; {split or "scene": file}."""
-    entry = catalogue.converter_entry(dataset)
+    """Run the registered converter of ``dataset`` with the CLI options; {split or "scene": file}."""
+    entry = converter(dataset)
     if entry.kind == "remote":
         return entry.convert(
             root, args.target, modalities=args.modalities, patch_size=args.patch_size, normalize=args.normalize,
-            split=args.split, train_per_class=args.train_per_class, val_per_class=args.val_per_class,
+            split=args.split or default_split(entry.name), train_per_class=args.train_per_class,
+            val_per_class=args.val_per_class,
             test_per_class=args.test_per_class, seed=args.seed, nan=args.nan, write_scene=not args.no_scene,
-            progress=not args.quiet, strict_counts=args.strict_counts)
-    options = {dest: getattr(args, dest) for dest, names in NATURAL_OPTIONS.items() if entry.name in names}
+            progress=not args.quiet, strict_counts=args.strict_counts, resample=args.resample)
+    options = {dest: getattr(args, dest) for dest in entry.options}
     written = entry.convert(root, args.target, progress=not args.quiet, **options)
     return {path.stem.rsplit("_", 1)[1]: path for path in written}  # mmimdb_dev.arrow -> "dev"
 

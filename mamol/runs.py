@@ -41,7 +41,7 @@ from mamol import __version__
 from mamol.files import atomic_write, storage_errors, write_json
 from mamol.models.method import trainable_parameters
 from mamol.settings import RunSettings
-from mamol.tasks import TaskInfo
+from mamol.tasks import TaskInfo, data_notes
 
 
 def versions() -> dict[str, str]:
@@ -261,4 +261,5 @@ class EpochLines(pl.Callback):
 def run_facts(model: nn.Module, infos: Sequence[TaskInfo], clock: RunClock) -> dict[str, Any]:
     """What ``test_results.json`` records for reports beyond the metrics."""
     return {"trainable_parameters": trainable_parameters(model), "wall_time_s": dict(clock.seconds),
-            "modalities": {info.name: list(info.modalities) for info in infos}}
+            "modalities": {info.name: list(info.modalities) for info in infos},
+            "notes": data_notes(infos)}  # caveats of the data, e.g. a release split's overlapping test pixels

@@ -6,6 +6,7 @@ build it from their Arrow metadata. The *task type* decides the loss and the met
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 SPLITS = ("train", "val", "test")
@@ -49,3 +50,19 @@ class TaskInfo:
     def describe(self) -> str:
         """One line naming what a checkpoint made for this task must fit."""
         return f"{self.name}: modalities {list(self.modalities)}, bands {self.bands}, {self.num_classes} classes"
+
+
+RELEASE_OVERLAP_NOTE = "test pixels overlap training pixels (release split)"
+"""What every record of a run on data converted with ``--split release`` says (test_results.json, grid.json, report)."""
+
+
+def data_notes(infos: Sequence[TaskInfo]) -> list[str]:
+    """Caveats the data's metadata asks every result to carry: today, a ``--split release`` conversion's overlap."""
+    notes = []
+    for info in infos:
+        meta = info.metadata
+        if meta.get("split_method") == "release":
+            tested = sum((meta.get("counts") or {}).get("test", []))
+            notes.append(f"{info.name}: {RELEASE_OVERLAP_NOTE}: {meta.get('overlap', '?')} of {tested} test pixels "
+                         f"are also training pixels")
+    return notes

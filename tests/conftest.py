@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from mamol.data.food101 import prepare_food101
-from mamol.data.hateful_memes import prepare_hateful_memes
-from mamol.data.mmimdb import prepare_mmimdb
+from mamol.conversion.food101 import prepare_food101
+from mamol.conversion.hateful_memes import prepare_hateful_memes
+from mamol.conversion.mmimdb import prepare_mmimdb
 from tests.fakes.natural import make_food101_raw, make_hateful_memes_raw, make_mmimdb_raw
 from tests.helpers import convert_scene
 

@@ -21,10 +21,10 @@ import torch
 from torch import nn
 
 from config import defaults
+from mamol.conversion.remote import prepare_remote
+from mamol.conversion.synthetic import generate_scene, write_scene
 from mamol.data import catalogue
 from mamol.data.base import BaseArrowDataset
-from mamol.data.convert_remote import prepare_remote
-from mamol.data.synthetic import generate_scene, write_scene
 from mamol.methods.budget import model_for
 from mamol.missing import COMPLETE, FIRST_MISSING, IMAGE_MISSING, SECOND_MISSING, TEXT_MISSING
 from mamol.models.adapter import MaMOLAdapter

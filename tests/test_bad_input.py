@@ -22,9 +22,9 @@ import torch
 
 import config
 from mamol import cli
+from mamol.conversion.remote import prepare_remote
+from mamol.conversion.synthetic import write_mat
 from mamol.data.arrow import open_arrow, read_metadata, write_table
-from mamol.data.convert_remote import prepare_remote
-from mamol.data.synthetic import write_mat
 from mamol.errors import MamolError
 from mamol.experiments.grid import GridOptions
 from mamol.experiments.launch import LaunchOptions

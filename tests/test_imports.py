@@ -46,6 +46,7 @@ LAYERS = (
     ("mamol", "mamol.distributed", "mamol.errors", "mamol.files", "mamol.locks", "mamol.tasks"),
     ("mamol.missing", "mamol.settings", "mamol.metrics", "mamol.confusion", "mamol.cli"),
     ("mamol.data",),
+    ("mamol.conversion",),  # the writing side: imports the catalogue; the training side never imports it
     ("mamol.models",),
     ("mamol.methods",),
     ("mamol.optim", "mamol.checkpoint", "mamol.module"),
@@ -91,3 +92,17 @@ def test_an_upward_import_is_found(tmp_path):
     found = imported_modules(source, {"mamol.experiments", "mamol.experiments.tracking", "mamol.runs"})
     assert found == {"mamol.experiments", "mamol.experiments.tracking", "mamol.runs"}
     assert layer_of("mamol.experiments.tracking") > layer_of("mamol.train") > layer_of("mamol.runs")
+
+
+def test_the_training_side_never_imports_conversion():
+    """Writing data and reading it are two rooms (STYLE 14): nothing but the entry points imports mamol.conversion."""
+    names = set(module_names())
+    entry_points = set(LAYERS[-1])
+    importers = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        if module.startswith("mamol.conversion") or module in entry_points:
+            continue
+        importers += [f"{module} -> {t}" for t in imported_modules(path, names) if t.startswith("mamol.conversion")]
+    assert importers == []

@@ -71,7 +71,7 @@ def test_entry_points_run_outside_the_checkout(installed, tmp_path):
 
 
 def test_installed_converter_writes_a_scene(installed, tmp_path):
-    scene = _run(installed, tmp_path, "-c", "from mamol.data.synthetic import make_synthetic_scene; "
+    scene = _run(installed, tmp_path, "-c", "from mamol.conversion.synthetic import make_synthetic_scene; "
                  "make_synthetic_scene('raw', height=32, width=40, hsi_bands=4, n_classes=4, seed=0)")
     assert scene.returncode == 0, scene.stderr[-2000:]
     proc = _run(installed, tmp_path, "-m", "mamol.convert", "--dataset", "synthetic", "--root", "raw",

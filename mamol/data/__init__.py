@@ -1,5 +1,6 @@
-"""Data: .mat reading, Arrow conversion, the dataset catalogue, datasets and the LightningDataModule.
+"""Data, the reading side: the dataset catalogue, Arrow reading, the datasets and the LightningDataModule.
 
-The remote converter (``mamol.data.convert_remote`` with ``scenes`` and ``splits``) stays free of torch; each
-image–text dataset's file holds its converter and its Dataset class.
+Writing the Arrow files (readers of raw data, normalisation, splits, patch cutting) is :mod:`mamol.conversion`,
+which imports from here, never the reverse; what both read (the known scenes, file-format constants, Arrow
+file helpers) lives here in light modules.
 """

@@ -4,7 +4,8 @@ Every file this project writes carries a JSON object under the schema-metadata k
 :data:`mamol.data.formats.METADATA_KEY` (dataset, modalities, band counts, class names, ...), so a reader
 learns what a file holds without reading its data. Writes go through :func:`mamol.files.atomic_write` (a
 temporary file in the target folder, renamed into place only when complete), so an interrupted run never
-leaves a file that looks valid.
+leaves a file that looks valid. :func:`check_one_conversion` refuses a dataset's split files that come from
+different conversions (their ``conversion_id``, see :mod:`mamol.conversion.writing`).
 """
 
 from __future__ import annotations
@@ -12,17 +13,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
-from mamol.data.formats import METADATA_KEY
+from mamol.data.formats import CONVERSION_KEY, METADATA_KEY
 from mamol.errors import DataError, MissingFileError
 from mamol.files import atomic_write
 
 logger = logging.getLogger(__name__)
+_warned: set[tuple[str, ...]] = set()  # file sets already warned about (no conversion ids)
 
 
 class ArrowFileError(DataError):
@@ -137,3 +139,27 @@ def fixed_list_array(values: np.ndarray) -> pa.FixedSizeListArray:
     flat = np.ascontiguousarray(values).reshape(-1)
     width = flat.size // n if n else int(np.prod(values.shape[1:]))
     return pa.FixedSizeListArray.from_arrays(pa.array(flat), width)
+
+
+def check_one_conversion(paths: Sequence[Path]) -> None:
+    """Refuse split files of one dataset that come from different conversions (DataError naming them)."""
+    ids = {}
+    for path in map(Path, paths):
+        try:
+            ids[path] = read_metadata(path).get(CONVERSION_KEY)
+        except ArrowFileError:  # a broken file is refused by name when its split is opened
+            continue
+    distinct = set(ids.values())
+    if not ids:
+        return
+    if len(distinct) <= 1:
+        key = tuple(sorted(str(p) for p in ids))
+        if None in distinct and key not in _warned:
+            _warned.add(key)
+            logger.warning("%s: no conversion id (converted before ids were recorded), so nothing shows these "
+                           "files come from one conversion; re-run datasets/make_arrow.py to be sure",
+                           ", ".join(p.name for p in ids))
+        return
+    listed = ", ".join(f"{p.name} ({i or 'no id'})" for p, i in ids.items())
+    raise DataError(f"{Path(next(iter(ids))).parent}: split files of different conversions: {listed} (an "
+                    f"interrupted or concurrent datasets/make_arrow.py?); re-run the conversion into this folder")

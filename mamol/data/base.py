@@ -29,8 +29,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from mamol.data.arrow import num_rows, open_arrow, read_metadata
-from mamol.data.conversion import check_one_conversion
+from mamol.data.arrow import check_one_conversion, num_rows, open_arrow, read_metadata
 from mamol.errors import DataError, MissingFileError
 from mamol.missing import data_key, load_or_make_missing_table, simulate_missing
 from mamol.settings import DataSettings, MissingSettings
@@ -47,17 +46,15 @@ class DatasetEntry:
     kind: str  # "remote" | "natural"
     task_type: str  # decides loss and metrics (mamol.tasks)
     dataset: type[BaseArrowDataset]  # the Dataset class serving its splits
-    convert: Any  # raw data -> Arrow files: ``convert(root, target, **options)`` (datasets/make_arrow.py)
     split_files: dict[str, str]  # split -> file tag: <name>_<tag>.arrow
     modalities: tuple[str, ...] | None = None  # code order; None = read from the files (remote scenes)
     aliases: tuple[str, ...] = ()  # other spellings accepted for the name ("hateful_memes")
     # Image-text datasets: the config key <name>_class_num and the task_finetune_<name> named config come from
-    # these (mamol.experiment), and make_arrow's dataset options from convert_options.
+    # these (mamol.experiment). Its converter is registered in mamol.conversion.converters.
     title: str = ""  # the name in prose ("Hateful Memes")
     class_num: int = 0  # default head size (DCP's <name>_class_num key)
     class_doc: str = ""  # what the head's outputs are, for the key's meaning
     val_check_interval: float = 0.2  # DCP's validation cadence when fine-tuning on this dataset (epochs)
-    convert_options: tuple[str, ...] = ()  # keyword options of ``convert`` beyond (root, target)
 
     def arrow_stem(self, split: str) -> str:
         """File stem of a split, e.g. ``houston2013_train`` or ``mmimdb_dev``."""

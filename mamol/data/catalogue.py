@@ -1,22 +1,24 @@
 """The dataset catalogue: one :class:`~mamol.data.base.DatasetEntry` per dataset, and name lookups.
 
-Adding an image–text dataset is one file (``mamol/data/<name>.py`` with its converter, its Dataset class and
-its ``ENTRY``, which also declares its head size and fine-tuning cadence) plus its ``ENTRY`` in
-:data:`NATURAL`: the config key ``<name>_class_num``, the named config ``task_finetune_<name>`` and the
-converter's options (``datasets/make_arrow.py``) follow from the entry; adding a known remote scene is one entry in
-:data:`mamol.data.scenes.KNOWN_SCENES` (its entry here is derived). Any other name is a custom remote scene,
-recognised by the metadata of its ``<name>_train.arrow``.
+Adding an image–text dataset is one file here (``mamol/data/<name>.py`` with its Dataset class and its
+``ENTRY``, which also declares its head size and fine-tuning cadence) plus its ``ENTRY`` in :data:`NATURAL`
+(the config key ``<name>_class_num`` and the named config ``task_finetune_<name>`` follow from the entry), and
+its converter on the writing side (``mamol/conversion/<name>.py``, registered in
+:mod:`mamol.conversion.converters`, which also declares its ``datasets/make_arrow.py`` options); adding a known
+remote scene is one entry in :data:`mamol.data.scenes.KNOWN_SCENES` (its entry here is derived). Any other name
+is a custom remote scene, recognised by the metadata of its ``<name>_train.arrow``.
+
+The training side never imports the conversion package (STYLE 12, 14): converters import this catalogue, not the
+reverse.
 """
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from pathlib import Path
 
 from mamol.data import food101, hateful_memes, mmimdb
 from mamol.data.arrow import read_metadata
 from mamol.data.base import DatasetEntry, missing_arrow_error
-from mamol.data.convert_remote import prepare_remote
 from mamol.data.remote import RemoteDataset
 from mamol.data.scenes import KNOWN_SCENES
 from mamol.errors import ConfigError, DataError
@@ -26,10 +28,9 @@ REMOTE_SPLIT_FILES = {split: split for split in SPLITS}
 
 
 def remote_entry(name: str) -> DatasetEntry:
-    """The entry of remote scene ``name`` (known or custom): converted by ``prepare_remote``."""
+    """The entry of remote scene ``name`` (known or custom)."""
     return DatasetEntry(name=name, kind="remote", task_type=REMOTE, dataset=RemoteDataset,
-                        convert=functools.partial(prepare_remote, name), split_files=REMOTE_SPLIT_FILES,
-                        aliases=("houston",) if name == "houston2013" else ())
+                        split_files=REMOTE_SPLIT_FILES, aliases=("houston",) if name == "houston2013" else ())
 
 
 NATURAL: tuple[DatasetEntry, ...] = (mmimdb.ENTRY, food101.ENTRY, hateful_memes.ENTRY)
@@ -89,9 +90,3 @@ def kind_of(names: Sequence[str], data_root: str | Path | None) -> str:
     if len(kinds) != 1:
         raise ConfigError(f"datasets={list(names)} mixes remote scenes and image-text tasks; train them separately")
     return kinds.pop()
-
-
-def converter_entry(name: str) -> DatasetEntry:
-    """The entry whose converter ``datasets/make_arrow.py --dataset name`` runs (unknown names: a remote scene)."""
-    name = canonical_name(name)
-    return CATALOGUE.get(name) or remote_entry(name)

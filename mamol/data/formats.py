@@ -6,6 +6,9 @@ from pathlib import Path
 METADATA_KEY = b"mamol"
 """Arrow schema-metadata key holding each file's JSON metadata."""
 
+CONVERSION_KEY = "conversion_id"
+"""The metadata key holding a file's conversion id (:mod:`mamol.conversion.writing`)."""
+
 REMOTE_FORMAT = "mamol-remote"
 """``format`` recorded in the metadata of every remote-scene Arrow file."""
 REMOTE_FORMAT_VERSION = 1

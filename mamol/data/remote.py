@@ -1,6 +1,6 @@
 """Remote-sensing datasets: sampled pixels (RemoteDataset) and every pixel of a scene (SceneWindows).
 
-Both read memory-mapped Arrow files written by :mod:`mamol.data.convert_remote` through zero-copy numpy
+Both read memory-mapped Arrow files written by :mod:`mamol.conversion.remote` through zero-copy numpy
 views; a sample copies only its own patch. SceneWindows also cuts whole batches at once (one gather per
 modality, :meth:`SceneWindows.batch`), which a DataLoader uses by itself through ``__getitems__``. Sample dict
 (one pixel)::

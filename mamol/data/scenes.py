@@ -1,73 +1,57 @@
-"""The catalogue of remote-sensing scenes: known scenes, and how a scene folder's .mat files are found.
+"""The known remote-sensing scenes: one :class:`SceneSpec` each (folder name, class names, bands, default split).
 
-A scene folder holds one .mat file per *role*: a modality (``hsi``, ``lidar``, ``sar``, ``msi``), the label
-raster (``label``) and, optionally, the TR/TS split rasters (``train``, ``test``). Each role is recognised
-by its file stem in any of the accepted naming conventions (SPEC §3.1: ``HSI.mat``, ``HSI_data.mat``,
-``data_HS_LR.mat``, ...; :data:`ROLE_FILES`) and read under the first known variable key the file holds
-(:data:`ROLE_KEYS`).
-
-A new known scene is one entry in :data:`KNOWN_SCENES`: its folder name in ``datasets/`` and its class names.
-Any other scene converts too, with classes named ``class_1 .. class_K``.
+A light description both sides read: the catalogue (:mod:`mamol.data.catalogue`) derives a dataset entry from
+each known scene, and the converter (:mod:`mamol.conversion`) names a known scene's classes and finds its
+folder. A new known scene is one entry in :data:`KNOWN_SCENES`; any other scene converts too, with classes
+named ``class_1 .. class_K``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
-from pathlib import Path
-
-from mamol.data.formats import MODALITY_ORDER
-from mamol.errors import DataError, MissingFileError
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "KNOWN_SCENES", "ROLE_FILES", "ROLE_KEYS", "SceneSpec", "class_names_for", "default_scene_jobs",
-    "find_scene_files",
-]
+__all__ = ["KNOWN_SCENES", "SceneSpec", "class_names_for", "default_split"]
 
 
 @dataclass(frozen=True)
 class SceneSpec:
-    """A known scene: its folder name in ``datasets/`` and its class names (label 1..K on disk)."""
+    """A known scene: its folder name in ``datasets/``, its class names (label 1..K on disk), the band count of
+    each modality as published (a modality not listed: taken from the file) and its default ``--split``."""
 
     folder: str
     class_names: tuple[str, ...]
+    bands: dict[str, int]
+    split: str = "random"
 
 
 KNOWN_SCENES: dict[str, SceneSpec] = {
     "houston2013": SceneSpec("data_2013", (
         "Healthy grass", "Stressed grass", "Synthetic grass", "Trees", "Soil", "Water", "Residential",
         "Commercial", "Road", "Highway", "Railway", "Parking Lot 1", "Parking Lot 2", "Tennis Court",
-        "Running Track")),
-    "trento": SceneSpec("data_trento", ("Apple trees", "Buildings", "Ground", "Woods", "Vineyard", "Roads")),
+        "Running Track"), {"hsi": 144, "lidar": 1}),
+    "trento": SceneSpec("data_trento", ("Apple trees", "Buildings", "Ground", "Woods", "Vineyard", "Roads"),
+                        {"hsi": 63, "lidar": 1}),
     "augsburg": SceneSpec("data_augsburg", (
         "Forest", "Residential area", "Industrial area", "Low plants", "Allotment", "Commercial area",
-        "Water")),
+        "Water"), {"hsi": 180, "lidar": 1, "sar": 4}),
+    # MUUFL Gulfport: HSI 64 bands, LiDAR as 2 rasters (first and last return elevation) in one 2-band file.
+    "muufl": SceneSpec("data_muufl", (
+        "Trees", "Mostly grass", "Mixed ground surface", "Dirt and sand", "Road", "Water", "Building shadow",
+        "Building", "Sidewalk", "Yellow curb", "Cloth panels"), {"hsi": 64, "lidar": 2}),
+    # GRSS Data Fusion Contest 2018 (Houston University): HSI 48 bands at 1 m, LiDAR DSM at 0.5 m (convert with
+    # --resample to put it on the HSI's grid).
+    "houston2018": SceneSpec("data_houston2018", (
+        "Healthy grass", "Stressed grass", "Artificial turf", "Evergreen trees", "Deciduous trees", "Bare earth",
+        "Water", "Residential buildings", "Non-residential buildings", "Roads", "Sidewalks", "Crosswalks",
+        "Major thoroughfares", "Highways", "Railways", "Paved parking lots", "Unpaved parking lots", "Cars",
+        "Trains", "Stadium seats"), {"hsi": 48, "lidar": 1}),
+    "berlin": SceneSpec("data_berlin", (
+        "Forest", "Residential area", "Industrial area", "Low plants", "Soil", "Allotment", "Commercial area",
+        "Water"), {"hsi": 244, "sar": 4}),
 }
-
-# role -> accepted file stems (compared lower-case) and known variable keys (first match wins).
-ROLE_FILES: dict[str, tuple[str, ...]] = {
-    "hsi": ("hsi", "hsi_data", "data_hs_lr", "hs"),
-    "lidar": ("lidar", "lidar_data", "data_dsm", "dsm"),
-    "sar": ("sar", "sar_data", "data_sar_hr"),
-    "msi": ("msi", "msi_data", "data_ms_hr", "ms"),
-    "label": ("all_label",),
-    "train": ("trlabel", "trainimage"),
-    "test": ("tslabel", "testimage"),
-}
-ROLE_KEYS: dict[str, tuple[str, ...]] = {
-    "hsi": ("HSI", "HSI_data", "data_HS_LR", "HS"),
-    "lidar": ("LiDAR", "LiDAR_data", "data_DSM", "DSM"),
-    "sar": ("SAR", "SAR_data", "data_SAR_HR"),
-    "msi": ("MSI", "MSI_data", "data_MS_HR", "MS"),
-    "label": ("All_label", "All_Label"),
-    "train": ("TRLabel", "TrainImage"),
-    "test": ("TSLabel", "TestImage"),
-}
-# role -> "HSI.mat, HSI_data.mat, data_HS_LR.mat": the file names error messages suggest.
-_EXAMPLE_FILES = {role: ", ".join(f"{k}.mat" for k in keys[:3]) for role, keys in ROLE_KEYS.items()}
 
 
 def class_names_for(dataset: str, num_classes: int) -> tuple[str, ...]:
@@ -79,44 +63,6 @@ def class_names_for(dataset: str, num_classes: int) -> tuple[str, ...]:
     return tuple(f"class_{k}" for k in range(1, num_classes + 1))
 
 
-def find_scene_files(root: str | os.PathLike) -> dict[str, Path]:
-    """Role ('hsi', 'lidar', 'sar', 'msi', 'label', 'train', 'test') -> .mat file found in ``root``.
-
-    Needs HSI, the label raster and at least one more modality; errors list what was expected and found.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise MissingFileError(f"scene folder {root} does not exist (expected a folder of .mat files)")
-    mats = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() == ".mat")
-    found: dict[str, list[Path]] = {}
-    for path in mats:
-        role = next((r for r, stems in ROLE_FILES.items() if path.stem.lower() in stems), None)
-        if role is None:
-            logger.info("%s: not a known scene file name, ignored", path)
-            continue
-        found.setdefault(role, []).append(path)
-    for role, paths in found.items():
-        if len(paths) > 1:
-            raise DataError(
-                f"{root}: several files for {role}: {[p.name for p in paths]}; keep exactly one of them"
-            )
-    files = {role: paths[0] for role, paths in found.items()}
-    names = [p.name for p in mats] or ["no .mat files"]
-    for role in ("hsi", "label"):
-        if role not in files:
-            raise MissingFileError(
-                f"{root}: no {role if role != 'label' else 'label raster'} file; expected one of "
-                f"{_EXAMPLE_FILES[role]} (any case); found {', '.join(names)}"
-            )
-    if not any(m in files for m in MODALITY_ORDER[1:]):
-        raise MissingFileError(
-            f"{root}: only HSI found; expected a second modality file (LiDAR.mat / data_DSM.mat, SAR.mat, "
-            f"MSI.mat / data_MS_HR.mat, ...); found {', '.join(names)}"
-        )
-    return files
-
-
-def default_scene_jobs(folder: str | os.PathLike) -> list[tuple[str, Path]]:
-    """(dataset, scene folder) for each known scene folder (``data_2013`` ...) present in ``folder``."""
-    folder = Path(folder)
-    return [(name, folder / spec.folder) for name, spec in KNOWN_SCENES.items() if (folder / spec.folder).is_dir()]
+def default_split(dataset: str) -> str:
+    """The ``--split`` a scene converts with when none is given: the known scene's, else ``random``."""
+    return KNOWN_SCENES[dataset].split if dataset in KNOWN_SCENES else "random"

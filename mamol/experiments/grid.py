@@ -45,7 +45,7 @@ from mamol.metrics import TaskMetrics, class_metric_label, summary_metrics
 from mamol.missing import parse_missing_type
 from mamol.runs import new_run_folder, write_run_record
 from mamol.settings import RunSettings, from_config
-from mamol.tasks import TaskInfo
+from mamol.tasks import TaskInfo, data_notes
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ def evaluate(s: RunSettings, config: Mapping[str, Any], options: GridOptions, pr
     meta = {"checkpoint": str(s.run.load_path), "method": s.method.name,
             "missing": {"both_ratio": first.test.both_ratio, "missing_seed": first.test.seed,
                         "missing_fill": first.fill, "pairs": "missing_ratio_2 = ratio"},
-            "class_names": {i.name: list(i.class_names) for i in infos},
+            "class_names": {i.name: list(i.class_names) for i in infos}, "notes": data_notes(infos),
             "samples": {ds.name: len(ds) for ds in datasets}, "passes": {ds.name: n for ds, n in zip(datasets, needed)}}
     return GridResult(points, rows, headline, summary_metrics(list(rows[0]["metrics"]), headline),
                       list(s.data.datasets), list(modalities), meta)
@@ -248,6 +248,7 @@ def write(result: GridResult, folder: Path, title: str) -> dict[str, Path]:
              "json": write_json(folder / "grid.json", result.to_dict())}
     parts = [f"# {title}\n", "Scores x 100 of one checkpoint under every test missing setting (rows: missing type, "
              "columns: missing ratio; ratio 0 = complete data).\n"]
+    parts += [f"\n**Note: {n}.**\n" for n in result.meta.get("notes", [])]
     for metric in result.summary:
         header, rows = pivot(result, metric)
         parts += [f"\n## {metric}\n\n", tables.markdown(header, rows)]

@@ -137,6 +137,7 @@ class RunRecord:
     # task -> class, support, precision, recall, f1 (x 100) at the tested setting (test_results.json's per_class)
     per_class: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
     figures: dict[str, Path] = field(default_factory=dict)  # task -> the run's confusion figure
+    notes: list[str] = field(default_factory=list)  # caveats of its data (test_results.json's notes)
 
     @property
     def group(self) -> tuple[str, str]:
@@ -179,7 +180,8 @@ def read_run(folder: Path) -> RunRecord:
         train=train_label, headline=headline_metric(tasks), parameters=tested.get("trainable_parameters"),
         fit_s=wall.get("fit"), test_s=wall.get("test"),
         tested=test_label, identity=identity(config, NOT_POOLED_ON),
-        class_names={str(k): list(v) for k, v in (tested.get("class_names") or {}).items()})
+        class_names={str(k): list(v) for k, v in (tested.get("class_names") or {}).items()},
+        notes=list(tested.get("notes") or []))
     record.settings[record.tested] = dict(tested["metrics"])
     if tested.get("predictions"):
         predictions = folder / tested["predictions"]
@@ -655,7 +657,8 @@ def write_report(dirs: Sequence[Path], folder: Path, reference: str | None = Non
             "the value alone), n = runs (seeds) in the cell. Test settings: `complete` (ratio 0) and "
             "`<missing type> <ratio>`. Under each headline table: the methods' trainable parameters and mean fit "
             "wall time.\n")
-    md = [f"# Report\n\n{len(records)} runs from {', '.join(str(d) for d in dirs)}.\n\n{note}\n## Runs\n\n",
+    caveats = "".join(f"**Note: {n}.**\n\n" for n in dict.fromkeys(n for r in records for n in r.notes))
+    md = [f"# Report\n\n{len(records)} runs from {', '.join(str(d) for d in dirs)}.\n\n{caveats}{note}\n## Runs\n\n",
           tables.markdown(*_runs_table(records), align_right_from=4), "\n## Methods\n\n",
           tables.markdown(*_methods_table(groups), align_right_from=3)]
     tex = [f"% {len(records)} runs; {note}", tables.latex_booktabs(

@@ -33,7 +33,7 @@ class ToyDataset(BaseArrowDataset):
 
 
 def toy_entry(name: str = "toy") -> DatasetEntry:
-    return DatasetEntry(name=name, kind="natural", task_type=MULTICLASS, dataset=ToyDataset, convert=None,
+    return DatasetEntry(name=name, kind="natural", task_type=MULTICLASS, dataset=ToyDataset,
                         split_files={"train": "train", "val": "dev", "test": "test"})
 
 

@@ -12,11 +12,11 @@ import pytest
 import torch
 from lightning_fabric.utilities.seed import pl_worker_init_function
 
+from mamol.conversion.remote import prepare_remote
+from mamol.conversion.synthetic import generate_scene, write_scene
 from mamol.data import catalogue
-from mamol.data.convert_remote import prepare_remote
 from mamol.data.datamodule import MaMOLDataModule, TaskBatchSampler, worker_init
 from mamol.data.remote import RemoteDataset
-from mamol.data.synthetic import generate_scene, write_scene
 from mamol.errors import ConfigError
 from mamol.tasks import TaskInfo
 from tests.helpers import run_settings

@@ -12,11 +12,13 @@ import pytest
 import torch
 from PIL import Image
 
+from mamol.conversion.food101 import prepare_food101
+from mamol.conversion.hateful_memes import prepare_hateful_memes
+from mamol.conversion.mmimdb import prepare_mmimdb
 from mamol.data import catalogue
 from mamol.data.arrow import open_arrow
-from mamol.data.food101 import Food101Dataset, prepare_food101
-from mamol.data.hateful_memes import prepare_hateful_memes
-from mamol.data.mmimdb import MMIMDB_GENRES, prepare_mmimdb
+from mamol.data.food101 import Food101Dataset
+from mamol.data.mmimdb import MMIMDB_GENRES
 from mamol.data.natural import NaturalArrowDataset, clip_image_transform, clip_tokenizer
 from mamol.tasks import TaskInfo
 from tests.fakes.natural import make_food101_raw, make_hateful_memes_raw, make_mmimdb_raw

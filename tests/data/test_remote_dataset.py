@@ -12,10 +12,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from mamol.conversion.remote import prepare_remote
+from mamol.conversion.synthetic import generate_scene, write_scene
 from mamol.data.arrow import ArrowFileError, column_views, open_arrow
-from mamol.data.convert_remote import prepare_remote
 from mamol.data.remote import RemoteDataset, SceneWindows, select_modalities
-from mamol.data.synthetic import generate_scene, write_scene
 from mamol.errors import ConfigError
 from tests.helpers import open_split, run_settings
 

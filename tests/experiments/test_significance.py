@@ -132,6 +132,17 @@ def _run(folder: Path, method: str, seed: int, oa: float, train: float = 0.7, la
     (folder / "test_results.json").write_text(json.dumps(results))
 
 
+def test_report_carries_the_notes_of_the_runs_data(tmp_path):
+    """A run on a --split release conversion says so in test_results.json; the report repeats it, once."""
+    note = "synthetic: test pixels overlap training pixels (release split): 12 of 40 test pixels are also training"
+    for seed in (0, 1):
+        _run(tmp_path / "runs" / f"mamol{seed}", "mamol", seed, 80.0)
+        path = tmp_path / "runs" / f"mamol{seed}" / "test_results.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "notes": [note]}))
+    write_report([tmp_path / "runs"], tmp_path / "out")
+    assert (tmp_path / "out" / "report.md").read_text().count(f"**Note: {note}.**") == 1
+
+
 def test_report_tables_of_significance_cost_classes_and_training_settings(tmp_path):
     label = np.arange(20) % 2
     right, wrong = label.copy(), 1 - label

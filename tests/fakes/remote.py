@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mamol.data.synthetic import SyntheticScene, generate_scene, write_scene
+from mamol.conversion.synthetic import SyntheticScene, generate_scene, write_scene
 
 SMALL_COUNTS = {"train_per_class": 5, "val_per_class": 3, "test_per_class": 10, "progress": False}
 """prepare_remote keywords that fit the small scenes: 5 / 3 / 10 pixels per class, no progress bar."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mamol.data.mmimdb import prepare_mmimdb
+from mamol.conversion.mmimdb import prepare_mmimdb
 from mamol.methods.specialists import PatternLowRank, SpecialistsOptions
 from mamol.missing import valid_codes
 from mamol.models import adapter

@@ -54,7 +54,7 @@ def _args(root: Path, tmp_path: Path, log_dir: Path) -> list[str]:
 
 
 def test_full_disk_during_conversion(mount, tmp_path, capfd):
-    from mamol.data.synthetic import make_synthetic_scene
+    from mamol.conversion.synthetic import make_synthetic_scene
 
     make_synthetic_scene(tmp_path / "raw", height=32, width=40, hsi_bands=4, n_classes=4, seed=0)
     full = mount(160 * 1024)

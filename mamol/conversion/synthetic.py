@@ -8,7 +8,8 @@ the spectrum group's parity) and MSI (HSI averaged into a few broad bands) add p
 
 Values look like raw sensor data (HSI in digital numbers ~0..4000, heights in metres), so normalisation
 matters. Files are written as MATLAB v5 (scipy) or v7.3 (HDF5 with MATLAB's 512-byte header, h5py) in one
-of the naming conventions the converter accepts (:data:`NAMINGS`).
+of the naming conventions the converter accepts (:data:`NAMINGS`), or as georeferenced GeoTIFF / ENVI rasters
+of the same stems (:func:`write_raster`, ``write_scene(..., fmt="tif" | "envi")``).
 """
 
 from __future__ import annotations
@@ -22,8 +23,13 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import rasterio
 import scipy.io
+from rasterio.transform import Affine
 from scipy.spatial import cKDTree
+
+from mamol.data.formats import MODALITY_ORDER
+from mamol.data.scenes import KNOWN_SCENES
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +66,7 @@ NAMINGS: dict[str, dict[str, tuple[str, str]]] = {
     },
 }
 
-_V73_HEADER = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, written by mamol.data.synthetic, HDF5 schema 1.00 ."
+_V73_HEADER = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, written by mamol.conversion.synthetic, HDF5 schema 1.00 ."
 _MATLAB_CLASS = {"float32": "single", "float64": "double", "uint8": "uint8", "uint16": "uint16",
                  "int16": "int16", "int32": "int32", "int64": "int64", "uint32": "uint32"}
 
@@ -93,6 +99,32 @@ def write_mat(path: str | os.PathLike, key: str, array: np.ndarray, version: str
     return path
 
 
+RASTER_FORMATS: dict[str, tuple[str, str]] = {"tif": ("GTiff", ".tif"), "envi": ("ENVI", ".img")}
+"""``write_scene`` format -> (GDAL driver, file suffix); ``mat`` is the MATLAB default."""
+SCENE_CRS = "EPSG:32615"
+"""CRS of synthetic rasters (UTM zone 15N, where Houston lies)."""
+SCENE_ORIGIN = (271000.0, 3290000.0)
+"""Top-left corner (x, y) of synthetic rasters in :data:`SCENE_CRS`, metres."""
+
+
+def raster_transform(pixel: float = 1.0, origin: tuple[float, float] = SCENE_ORIGIN) -> Affine:
+    """North-up transform of square ``pixel``-metre pixels from ``origin`` (the top-left corner)."""
+    return Affine(pixel, 0.0, origin[0], 0.0, -pixel, origin[1])
+
+
+def write_raster(path: str | os.PathLike, array: np.ndarray, driver: str = "GTiff", crs: str | None = SCENE_CRS,
+                 transform: Affine | None = None, nodata: float | None = None) -> Path:
+    """Write an H×W or H×W×C array as a raster (rasterio's bands are (C, H, W)); ENVI also writes ``.hdr``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cube = array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)  # (C, H, W)
+    profile = {"driver": driver, "height": cube.shape[1], "width": cube.shape[2], "count": cube.shape[0],
+               "dtype": cube.dtype.name, "crs": crs, "transform": transform or raster_transform(), "nodata": nodata}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(cube)
+    return path
+
+
 def _class_factors(n_classes: int, n_heights: int) -> tuple[np.ndarray, np.ndarray]:
     k = np.arange(n_classes)
     return k // n_heights, k % n_heights  # (spectrum group, height level) pairs are unique per class
@@ -119,6 +151,7 @@ def generate_scene(
     modalities: Sequence[str] = ("hsi", "lidar"),
     sar_bands: int = 4,
     msi_bands: int = 4,
+    lidar_bands: int = 1,
     n_heights: int = 2,
     regions_per_class: int = 3,
     unlabelled_fraction: float = 0.15,
@@ -164,7 +197,10 @@ def generate_scene(
     levels = np.linspace(0.0, 24.0, n_heights).astype(np.float32)  # metres above ground
     if "lidar" in modalities:
         lidar = levels[height_level[cls_map]] + 1.5 + 1.2 * rng.standard_normal((height, width), dtype=np.float32)
-        data["lidar"] = lidar.astype(dtype, copy=False)  # (H, W)
+        if lidar_bands > 1:  # more returns (MUUFL: first and last): each a little lower than the one before
+            lidar = np.stack([lidar - 0.5 * b + 0.2 * rng.standard_normal((height, width), dtype=np.float32)
+                              for b in range(lidar_bands)], axis=-1)  # (H, W, L)
+        data["lidar"] = lidar.astype(dtype, copy=False)  # (H, W), or (H, W, L) with lidar_bands > 1
     if "sar" in modalities:
         rough = (height_level[cls_map] + 0.5 * (spectrum_group[cls_map] % 2)).astype(np.float32)
         sar = np.stack(
@@ -196,18 +232,32 @@ def add_split_rasters(scene: SyntheticScene, train_fraction: float = 0.4, seed: 
 
 
 def write_scene(
-    scene: SyntheticScene, out_dir: str | os.PathLike, naming: str = "official", mat_version: str = "5"
+    scene: SyntheticScene, out_dir: str | os.PathLike, naming: str = "official", mat_version: str = "5",
+    fmt: str = "mat", finer: dict[str, int] | None = None,
 ) -> dict[str, Path]:
-    """Write ``scene`` as one .mat file per modality + labels (+ TR/TS rasters) under ``out_dir``."""
+    """Write ``scene`` as one file per modality + labels (+ TR/TS rasters) under ``out_dir``: .mat (``fmt="mat"``)
+    or GeoTIFF / ENVI rasters of the same stems (``fmt="tif"`` / ``"envi"``, :data:`RASTER_FORMATS`) of 1 m pixels;
+    ``finer[role] = n`` writes that role's raster at 1/n m over the same extent (each pixel as n × n pixels), as a
+    sensor delivered at a finer resolution (Houston2018's LiDAR)."""
     if naming not in NAMINGS:
         raise ValueError(f"naming must be one of {sorted(NAMINGS)}, got {naming!r}")
+    if fmt != "mat" and fmt not in RASTER_FORMATS:
+        raise ValueError(f"fmt must be 'mat' or one of {sorted(RASTER_FORMATS)}, got {fmt!r}")
     names = NAMINGS[naming]
     out = Path(out_dir)
     written: dict[str, Path] = {}
     for role, array in [*scene.data.items(), ("label", scene.labels), *scene.split_rasters.items()]:
         file_name, key = names[role]
-        written[role] = write_mat(out / file_name, key, array, mat_version)
-    logger.info("synthetic scene (%s, v%s) written to %s: %s", naming, mat_version, out, sorted(written))
+        if fmt == "mat":
+            written[role] = write_mat(out / file_name, key, array, mat_version)
+        else:
+            driver, suffix = RASTER_FORMATS[fmt]
+            n = (finer or {}).get(role, 1)
+            fine = np.repeat(np.repeat(array, n, axis=0), n, axis=1) if n > 1 else array
+            written[role] = write_raster((out / file_name).with_suffix(suffix), fine, driver,
+                                         transform=raster_transform(1.0 / n))
+    logger.info("synthetic scene (%s, %s) written to %s: %s", naming, fmt if fmt != "mat" else f"v{mat_version}",
+                out, sorted(written))
     return written
 
 
@@ -223,6 +273,20 @@ def make_synthetic_scene(
     if split_rasters:
         add_split_rasters(scene, seed=kwargs.get("seed", 0))
     write_scene(scene, out_dir, naming, mat_version)
+    return scene
+
+
+def make_known_scene(name: str, out_dir: str | os.PathLike, fmt: str = "mat", height: int = 40, width: int = 48,
+                     seed: int = 0, finer: dict[str, int] | None = None) -> SyntheticScene:
+    """A small scene shaped like the known scene ``name``: its modalities, published band counts and class count
+    (:data:`mamol.data.scenes.KNOWN_SCENES`), ``height`` × ``width`` pixels, written to ``out_dir``."""
+    spec = KNOWN_SCENES[name]
+    modalities = tuple(m for m in MODALITY_ORDER if m in spec.bands)
+    scene = generate_scene(height, width, hsi_bands=spec.bands["hsi"], n_classes=len(spec.class_names),
+                           modalities=modalities, sar_bands=spec.bands.get("sar", 4),
+                           msi_bands=spec.bands.get("msi", 4), lidar_bands=spec.bands.get("lidar", 1),
+                           regions_per_class=2, seed=seed)
+    write_scene(scene, out_dir, fmt=fmt, finer=finer)
     return scene
 
 

@@ -1,7 +1,7 @@
 """Raw image–text layouts -> Arrow on tiny generated downloads: the converters and datasets/make_arrow.py.
 
-MM-IMDb (mamol.data.mmimdb), Food-101 (mamol.data.food101) and Hateful Memes (mamol.data.hateful_memes), on
-the shared checks and streaming writes of mamol.data.convert_natural.
+MM-IMDb (mamol.conversion.mmimdb), Food-101 (mamol.conversion.food101) and Hateful Memes
+(mamol.conversion.hateful_memes), on the shared checks and streaming writes of mamol.conversion.natural.
 """
 from __future__ import annotations
 
@@ -16,12 +16,16 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from mamol.conversion.converters import NATURAL_CONVERTERS, converter
+from mamol.conversion.food101 import prepare_food101
+from mamol.conversion.hateful_memes import prepare_hateful_memes
+from mamol.conversion.mmimdb import prepare_mmimdb
+from mamol.conversion.natural import PrepareError
+from mamol.data import catalogue
 from mamol.data.arrow import open_arrow, read_metadata
-from mamol.data.convert_natural import PrepareError
-from mamol.data.food101 import FOOD101_CLASSES, prepare_food101
+from mamol.data.food101 import FOOD101_CLASSES
 from mamol.data.formats import SHIPPED_DIR
-from mamol.data.hateful_memes import prepare_hateful_memes
-from mamol.data.mmimdb import MMIMDB_GENRES, prepare_mmimdb
+from mamol.data.mmimdb import MMIMDB_GENRES
 from mamol.errors import DataError
 from tests.fakes.natural import make_food101_raw, make_hateful_memes_raw, make_mmimdb_raw
 from tests.helpers import make_arrow_script, open_split
@@ -332,6 +336,15 @@ def test_make_arrow_cli(tmp_path: Path, capsys: pytest.CaptureFixture, dataset: 
     assert main(["--dataset", dataset, "--root", str(tmp_path / "absent"), "--target", str(tmp_path / "o2"),
                  "-q"]) == 2
     assert f"{tmp_path / 'absent'}: " in capsys.readouterr().err
+
+
+def test_every_image_text_dataset_has_its_converter() -> None:
+    """The writing side registers one converter per image–text dataset of the catalogue, in its order; any other
+    name converts as a remote scene."""
+    assert list(NATURAL_CONVERTERS) == [entry.name for entry in catalogue.natural_entries()]
+    assert converter("Hateful_Memes").name == "hatememes" and converter("hateful_memes").kind == "natural"
+    remote = converter("my_scene")
+    assert remote.kind == "remote" and remote.convert.args == ("my_scene",)
 
 
 def test_make_arrow_cli_natural_options(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

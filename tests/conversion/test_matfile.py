@@ -1,4 +1,4 @@
-"""Reading .mat files (mamol.data.matfile): v5 and v7.3, axis order, key resolution, bad files."""
+"""Reading .mat files (mamol.conversion.matfile): v5 and v7.3, axis order, key resolution, bad files."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import scipy.io
 
-from mamol.data.matfile import list_variables, mat_version, read_mat, resolve_variable
-from mamol.data.synthetic import write_mat
+from mamol.conversion.matfile import list_variables, mat_version, read_mat, resolve_variable
+from mamol.conversion.synthetic import write_mat
 
 CUBE = np.arange(4 * 5 * 3, dtype=np.float32).reshape(4, 5, 3)  # H×W×C, distinct values catch axis swaps
 
@@ -45,7 +45,7 @@ def test_key_resolution(tmp_path, version: str, caplog) -> None:
     # A known key wins over other variables; exact spelling first, then any case.
     assert resolve_variable(path, ["All_label", "All_Label"], "labels").key == "All_Label"
     assert resolve_variable(path, ["all_label"], "labels").key == "All_Label"
-    with caplog.at_level(logging.INFO, logger="mamol.data.matfile"):
+    with caplog.at_level(logging.INFO, logger="mamol.conversion.matfile"):
         resolve_variable(path, ["All_Label"], "labels")
     assert "using key 'All_Label'" in caplog.text
     with pytest.raises(ValueError, match=r"a\.mat: none of the known keys \['HSI'\] for hsi found and several "
@@ -55,7 +55,7 @@ def test_key_resolution(tmp_path, version: str, caplog) -> None:
 
 def test_single_unknown_variable_is_used(tmp_path, caplog) -> None:
     path = write_mat(tmp_path / "HSI.mat", "cube", CUBE)
-    with caplog.at_level(logging.INFO, logger="mamol.data.matfile"):
+    with caplog.at_level(logging.INFO, logger="mamol.conversion.matfile"):
         data, var = read_mat(path, ["HSI"], "hsi")
     assert var.key == "cube" and "using its only variable 'cube'" in caplog.text
     np.testing.assert_array_equal(data, CUBE)

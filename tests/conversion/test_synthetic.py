@@ -1,12 +1,12 @@
-"""Synthetic scene generator (mamol.data.synthetic): layout, determinism, complementary modalities."""
+"""Synthetic scene generator (mamol.conversion.synthetic): layout, determinism, complementary modalities."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from mamol.data.matfile import read_mat
-from mamol.data.synthetic import NAMINGS, generate_scene, make_synthetic_scene
+from mamol.conversion.matfile import read_mat
+from mamol.conversion.synthetic import NAMINGS, generate_scene, make_synthetic_scene
 
 
 def _nearest_centroid_accuracy(features: np.ndarray, labels: np.ndarray, n_classes: int) -> float:

@@ -45,6 +45,11 @@ class MatVariable:
     def label(self) -> str:
         return f"{self.path.name}:{self.key}"
 
+    @property
+    def where(self) -> str:
+        """The file and variable, for messages about its values."""
+        return f"{self.path}: variable {self.key!r}"
+
 
 def mat_version(path: str | os.PathLike) -> str:
     """'7.3' for an HDF5-based file, else '5' (v4/v5/v7: scipy validates it when reading)."""

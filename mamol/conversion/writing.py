@@ -8,9 +8,8 @@ that fails or is interrupted removes its staging folder and leaves the previous 
 killed between two renames; then the folder holds files of two conversions, which the readers refuse by their
 ids. A staging folder of a killed process (this host, process gone) is removed by the next conversion.
 
-Reading: :func:`check_one_conversion` compares the ids of a dataset's split files (remote: also its scene file)
-and refuses, naming the files and ids, files of different conversions. Files converted before ids existed
-(none of them has one) load with a warning; a mix of files with and without ids is refused.
+Reading: :func:`mamol.data.arrow.check_one_conversion` compares the ids of a dataset's split files (remote:
+also its scene file) and refuses, naming the files and ids, files of different conversions.
 
 The id is a digest of the conversion's metadata (sources, normalisation statistics, split method, seed and
 counts) and of what each split holds, so the same conversion run twice gets the same id.
@@ -26,17 +25,11 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-
-from mamol.data.arrow import ArrowFileError, read_metadata
-from mamol.errors import DataError
 
 log = logging.getLogger(__name__)
 
-CONVERSION_KEY = "conversion_id"
-"""The metadata key holding a file's conversion id."""
-_warned: set[tuple[str, ...]] = set()
 
 
 def conversion_id(metadata: dict, *contents: bytes) -> str:
@@ -102,27 +95,3 @@ def staged(target: str | os.PathLike, stem: str) -> Iterator[Path]:
                 os.replace(path, target / path.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def check_one_conversion(paths: Sequence[Path]) -> None:
-    """Refuse split files of one dataset that come from different conversions (DataError naming them)."""
-    ids = {}
-    for path in map(Path, paths):
-        try:
-            ids[path] = read_metadata(path).get(CONVERSION_KEY)
-        except ArrowFileError:  # a broken file is refused by name when its split is opened
-            continue
-    distinct = set(ids.values())
-    if not ids:
-        return
-    if len(distinct) <= 1:
-        key = tuple(sorted(str(p) for p in ids))
-        if None in distinct and key not in _warned:
-            _warned.add(key)
-            log.warning("%s: no conversion id (converted before ids were recorded), so nothing shows these files "
-                        "come from one conversion; re-run datasets/make_arrow.py to be sure",
-                        ", ".join(p.name for p in ids))
-        return
-    listed = ", ".join(f"{p.name} ({i or 'no id'})" for p, i in ids.items())
-    raise DataError(f"{Path(next(iter(ids))).parent}: split files of different conversions: {listed} (an "
-                    f"interrupted or concurrent datasets/make_arrow.py?); re-run the conversion into this folder")

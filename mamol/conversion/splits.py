@@ -4,7 +4,9 @@ Two protocols, both seeded and returning ``split -> sorted flat pixel indices`` 
 
 * :func:`draw_split` (``--split random``): disjoint per-class draws of fixed counts, in the order train,
   val, test (100 / 50 / 300 per class by default);
-* :func:`fixed_split` (``--split fixed``): the scene's TR/TS rasters, with validation pixels carved from TR.
+* :func:`fixed_split` (``--split fixed``): the scene's TR/TS rasters, with validation pixels carved from TR;
+* :func:`release_split` (``--split release``): the release's sampling, for comparison with its numbers: train
+  and test drawn independently of each other, so test pixels may be training pixels (the overlap is counted).
 
 Pure numpy on label rasters: no file is read here.
 """
@@ -21,7 +23,10 @@ from mamol.tasks import SPLITS
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["draw_split", "fixed_split"]
+__all__ = ["SPLIT_METHODS", "draw_split", "fixed_split", "release_split"]
+
+SPLIT_METHODS = ("random", "fixed", "release")
+"""``--split``: disjoint seeded draws, the TR/TS rasters, or the release's overlapping draws."""
 
 
 def _check_count(split: str, value: int) -> int:
@@ -116,6 +121,50 @@ def fixed_split(
         logger.warning("split='fixed': validation takes at most half of a class's TR pixels, so these classes give "
                        "fewer than --val-per-class %d: %s", val_per_class, ", ".join(capped))
     return {s: np.sort(np.concatenate(v)).astype(np.int64) for s, v in parts.items()}
+
+
+def release_split(
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    per_class: dict[str, int],
+    seed: int,
+) -> tuple[dict[str, np.ndarray], list[int]]:
+    """The release's sampling (``datasets/make_arrow_2.py``: 100 training and 300 test pixels per class, both from
+    all labelled pixels, unseeded there, seeded here): (split -> sorted flat pixel indices, per-class overlap).
+
+    Each class's train and test pixels are independent draws without replacement from all its labelled pixels,
+    each capped at the class size (a class smaller than a draw gives all its pixels, with a warning); validation
+    (``per_class["val"]``) is drawn from the pixels not in train, independently of test (the release validated on
+    its test set; here checkpoint selection at least never sees training pixels). The overlap, test pixels that
+    are also training pixels, is logged per class and in total as a warning and returned per class.
+    """
+    counts = {s: _check_count(s, per_class.get(s, 0)) for s in SPLITS}
+    rng = np.random.default_rng(seed)
+    flat = labels.ravel()
+    chosen: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
+    overlap, small = [], []
+    for k, name in enumerate(class_names, start=1):
+        pixels = np.flatnonzero(flat == k)
+        take = {s: len(pixels) if counts[s] == -1 else min(counts[s], len(pixels)) for s in ("train", "test")}
+        if any(counts[s] > len(pixels) for s in ("train", "test")):
+            small.append(f"{name!r} ({len(pixels)})")
+        train = rng.choice(pixels, take["train"], replace=False)
+        test = rng.choice(pixels, take["test"], replace=False)
+        rest = np.setdiff1d(pixels, train)
+        n_val = len(rest) if counts["val"] == -1 else min(counts["val"], len(rest))
+        chosen["train"].append(train)
+        chosen["test"].append(test)
+        chosen["val"].append(rng.choice(rest, n_val, replace=False))
+        overlap.append(int(np.intersect1d(train, test).size))
+    if small:
+        logger.warning("split='release': classes with fewer labelled pixels than a draw give all of them: %s",
+                       ", ".join(small))
+    total = sum(len(t) for t in chosen["test"])
+    logger.warning("split='release': %d of %d test pixels are also training pixels (per class: %s); test pixels "
+                   "overlap training pixels, as in the release: scores are comparable with its numbers, not an "
+                   "unbiased test", sum(overlap), total,
+                   ", ".join(f"{n!r} {o}" for n, o in zip(class_names, overlap)))
+    return {s: np.sort(np.concatenate(v)).astype(np.int64) for s, v in chosen.items()}, overlap
 
 
 def warn_about_sizes(counts: dict[str, Sequence[int]], class_names: Sequence[str]) -> list[str]:

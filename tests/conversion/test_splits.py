@@ -1,4 +1,4 @@
-"""The split protocol (mamol.data.splits): disjoint seeded per-class draws and TR/TS rasters."""
+"""The split protocol (mamol.conversion.splits): disjoint seeded per-class draws and TR/TS rasters."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ import re
 import numpy as np
 import pytest
 
+from mamol.conversion.remote import prepare_remote
+from mamol.conversion.splits import draw_split, release_split, warn_about_sizes
+from mamol.conversion.synthetic import add_split_rasters, generate_scene, write_scene
 from mamol.data.arrow import open_arrow, read_metadata
-from mamol.data.convert_remote import prepare_remote
-from mamol.data.splits import draw_split, warn_about_sizes
-from mamol.data.synthetic import add_split_rasters, generate_scene, write_scene
+from mamol.tasks import RELEASE_OVERLAP_NOTE, REMOTE, TaskInfo, data_notes
 from tests.fakes.remote import SMALL_COUNTS, small_scene_dir
 
 
@@ -99,7 +100,7 @@ def test_fixed_split_keeps_half_of_each_class_for_training_and_says_so(tmp_path,
     tr = scene.split_rasters["train"]
     per_class = np.bincount(tr.ravel(), minlength=5)[1:]
     ask = int(per_class.max())  # more than half of every class
-    with caplog.at_level(logging.INFO, logger="mamol.data.splits"):
+    with caplog.at_level(logging.INFO, logger="mamol.conversion.splits"):
         out = prepare_remote("synthetic", root, tmp_path / "arrow", split="fixed", val_per_class=ask, progress=False)
     val = np.bincount(open_arrow(out["val"]).column("label").to_numpy(), minlength=4)
     train = np.bincount(open_arrow(out["train"]).column("label").to_numpy(), minlength=4)
@@ -127,3 +128,44 @@ def test_empty_validation_is_warned_by_the_converter(tmp_path, caplog) -> None:
     with caplog.at_level(logging.WARNING):
         prepare_remote("synthetic", root, tmp_path / "out", **{**SMALL_COUNTS, "val_per_class": 0})
     assert caplog.text.count("validation split is empty") == 1
+
+
+def test_release_split_draws_train_and_test_independently_and_counts_the_overlap(caplog) -> None:
+    """--split release: per class, train and test are independent seeded draws from all labelled pixels (capped
+    at the class size); validation avoids train; the overlap is counted per class, logged and returned."""
+    labels = np.zeros((30, 40), np.uint8)
+    labels[:10] = 1  # 400 pixels
+    labels[10:12] = 2  # 80 pixels: smaller than both draws
+    with caplog.at_level(logging.WARNING, logger="mamol.conversion.splits"):
+        pixels, overlap = release_split(labels, ["a", "b"], {"train": 100, "val": 20, "test": 300}, seed=5)
+    flat = labels.ravel()
+    for split, want in (("train", (100, 80)), ("test", (300, 80))):
+        assert np.bincount(flat[pixels[split]], minlength=3)[1:].tolist() == list(want)
+        assert len(np.unique(pixels[split])) == len(pixels[split])
+    assert overlap == [int(np.intersect1d(pixels["train"][flat[pixels["train"]] == k],
+                                          pixels["test"][flat[pixels["test"]] == k]).size) for k in (1, 2)]
+    assert overlap[1] == 80 and 0 < overlap[0] < 100  # all of class b is in both; a overlaps by chance (~75)
+    assert not np.intersect1d(pixels["val"], pixels["train"]).size
+    assert np.bincount(flat[pixels["val"]], minlength=3)[1:].tolist() == [20, 0]  # b has nothing left
+    assert f"{sum(overlap)} of 380 test pixels are also training pixels" in caplog.text
+    assert "fewer labelled pixels than a draw give all of them: 'b' (80)" in caplog.text
+    again, _ = release_split(labels, ["a", "b"], {"train": 100, "val": 20, "test": 300}, seed=5)
+    assert all(np.array_equal(again[s], pixels[s]) for s in pixels)
+
+
+def test_release_split_is_marked_in_the_metadata_and_the_results(tmp_path) -> None:
+    root, _ = small_scene_dir(tmp_path)
+    out = prepare_remote("synthetic", root, tmp_path / "arrow", split="release", train_per_class=20,
+                         val_per_class=5, test_per_class=40, progress=False)
+    meta = read_metadata(out["test"])
+    train, test = (open_arrow(out[s]).select(["row", "col"]).to_pylist() for s in ("train", "test"))
+    shared = {tuple(p.values()) for p in train} & {tuple(p.values()) for p in test}
+    assert meta["split_method"] == "release" and meta["overlap"] == len(shared) > 0
+    assert sum(meta["overlap_per_class"]) == meta["overlap"]
+    info = TaskInfo("synthetic", "remote", REMOTE, ("hsi", "lidar"), {}, 4, ("a", "b", "c", "d"), 14, meta)
+    (note,) = data_notes([info])
+    assert note == (f"synthetic: {RELEASE_OVERLAP_NOTE}: {meta['overlap']} of {sum(meta['counts']['test'])} test "
+                    f"pixels are also training pixels")
+    assert data_notes([TaskInfo("s", "remote", REMOTE, ("hsi",), {}, 2, ("a", "b"), 14,
+                                read_metadata(prepare_remote("synthetic", root, tmp_path / "r", **SMALL_COUNTS)
+                                              ["train"]))]) == []

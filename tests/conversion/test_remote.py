@@ -1,4 +1,4 @@
-"""Scene folder -> Arrow (mamol.data.convert_remote and datasets/make_arrow.py), on tiny generated scenes."""
+"""Scene folder -> Arrow (mamol.conversion.remote and datasets/make_arrow.py), on tiny generated scenes."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ import pyarrow as pa
 import pytest
 import scipy.io
 
+from mamol.conversion.matfile import iter_bands, read_variable, resolve_variable
+from mamol.conversion.patches import extract_patches, pad_index
+from mamol.conversion.remote import prepare_remote
+from mamol.conversion.synthetic import NAMINGS, make_houston_sized, write_mat, write_scene
 from mamol.data.arrow import column_views, open_arrow, read_metadata, write_table
-from mamol.data.convert_remote import extract_patches, pad_index, prepare_remote
 from mamol.data.formats import METADATA_KEY
-from mamol.data.matfile import iter_bands, read_variable, resolve_variable
-from mamol.data.synthetic import NAMINGS, make_houston_sized, write_mat, write_scene
 from mamol.errors import DataError
 from tests.fakes.remote import SMALL_COUNTS, small_scene_dir
 from tests.helpers import make_arrow_script, open_split
@@ -281,9 +282,9 @@ def test_nan_refused_or_filled(tmp_path, caplog) -> None:
                                          r"in bands \[1, 2\].*--nan fill"):
         prepare_remote("synthetic", root, tmp_path / "out", **SMALL_COUNTS)
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").glob("*.arrow"))
-    with caplog.at_level(logging.WARNING, logger="mamol.data.convert_remote"):
+    with caplog.at_level(logging.WARNING, logger="mamol.conversion.normalise"):
         out = prepare_remote("synthetic", root, tmp_path / "out", nan="fill", **SMALL_COUNTS)
-    assert "filled 3 NaN/Inf values of variable 'HSI'" in caplog.text
+    assert "variable 'HSI': filled 3 NaN/Inf values" in caplog.text
     meta = read_metadata(out["scene"])
     assert meta["nan_filled"] == {"hsi": 0, "lidar": 0} | {"hsi": 3}
     (padded,) = column_views(open_arrow(out["scene"]), "hsi", (37, 5))
@@ -319,7 +320,8 @@ def test_cli_converts_known_folders_and_reports_errors(tmp_path, monkeypatch, ca
 def test_cli_without_scene_folders(tmp_path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     assert make_arrow_script().main(["-q"]) == 2
-    assert "none of data_2013/, data_trento/, data_augsburg/ found" in capsys.readouterr().err
+    assert "none of data_2013/, data_trento/, data_augsburg/, data_muufl/, data_houston2018/, data_berlin/ found" \
+        in capsys.readouterr().err
 
 
 @pytest.mark.heavy

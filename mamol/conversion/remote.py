@@ -1,9 +1,9 @@
 """Scene folder of .mat files -> ``<scene>_{train,val,test}.arrow`` + ``<scene>_scene.arrow`` (SPEC §3.1).
 
 Steps: find the files of each role (modalities, label raster, optional TR/TS split rasters) in any of the
-accepted naming conventions (:mod:`mamol.data.scenes`); check sizes and label values; draw disjoint seeded
-per-class samples (:mod:`mamol.data.splits`); per modality read, check for NaN/Inf, normalise per band and
-pad symmetrically; then write
+accepted naming conventions (:mod:`mamol.conversion.layout`); check sizes and label values; draw disjoint
+seeded per-class samples (:mod:`mamol.conversion.splits`); per modality read, check for NaN/Inf, normalise per
+band (:mod:`mamol.conversion.normalise`) and pad symmetrically (:mod:`mamol.conversion.patches`); then write
 
 * ``<scene>_<split>.arrow``: one row per sampled pixel: per modality a float32 patch (C, P, P) flattened as
   a fixed-size list, ``label`` (0..K-1), ``row``, ``col``;
@@ -13,7 +13,7 @@ pad symmetrically; then write
 
 Each file carries the same metadata JSON (modalities, bands, class names, normalisation and its statistics,
 split parameters and counts, source files with keys and sizes) and one conversion id; the files are written
-into a staging folder and put in place together (:mod:`mamol.data.conversion`). No torch import here: the
+into a staging folder and put in place together (:mod:`mamol.conversion.writing`). No torch import here: the
 converter stays light.
 """
 
@@ -27,36 +27,43 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-from numpy.lib.stride_tricks import sliding_window_view
 from tqdm.auto import tqdm
 
+from mamol.conversion.layout import _EXAMPLE_FILES, find_scene_files
+from mamol.conversion.normalise import BandNormaliser
+from mamol.conversion.patches import extract_patches, pad_index
+from mamol.conversion.rasters import RasterVariable, align
+from mamol.conversion.readers import Variable, bands, describe, read_array, resolve
+from mamol.conversion.splits import SPLIT_METHODS, draw_split, fixed_split, release_split, warn_about_sizes
+from mamol.conversion.writing import conversion_id, staged
 from mamol.data.arrow import fixed_list_array, write_arrow
-from mamol.data.conversion import CONVERSION_KEY, conversion_id, staged
-from mamol.data.formats import MODALITY_ORDER, NAN_POLICIES, NORMALIZATIONS, REMOTE_FORMAT, REMOTE_FORMAT_VERSION
-from mamol.data.matfile import MatVariable, iter_bands, read_variable, resolve_variable
-from mamol.data.scenes import _EXAMPLE_FILES, KNOWN_SCENES, ROLE_KEYS, class_names_for, find_scene_files
-from mamol.data.splits import draw_split, fixed_split, warn_about_sizes
+from mamol.data.formats import (
+    CONVERSION_KEY,
+    MODALITY_ORDER,
+    NAN_POLICIES,
+    NORMALIZATIONS,
+    REMOTE_FORMAT,
+    REMOTE_FORMAT_VERSION,
+)
+from mamol.data.scenes import KNOWN_SCENES, class_names_for
 from mamol.errors import DataError, MissingFileError
 from mamol.tasks import SPLITS
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "BATCH_BYTES", "BandNormaliser", "check_labels", "check_sizes", "extract_patches", "human_bytes", "pad_index",
-    "prepare_remote", "read_padded",
-]
+__all__ = ["BATCH_BYTES", "check_labels", "check_sizes", "human_bytes", "prepare_remote", "read_padded"]
 
 BATCH_BYTES = 32 * 2**20  # target size of one written record batch
 
 
-def _hw(var: MatVariable) -> tuple[int, int]:
+def _hw(var: Variable) -> tuple[int, int]:
     if len(var.shape) not in (2, 3):
         raise DataError(f"{var.label}: expected an H×W or H×W×C array, found shape {var.shape}")
     return var.shape[0], var.shape[1]
 
 
-def check_sizes(modalities: dict[str, MatVariable], label: MatVariable,
-                extra: Sequence[MatVariable] = ()) -> tuple[int, int]:
+def check_sizes(modalities: dict[str, Variable], label: Variable,
+                extra: Sequence[Variable] = ()) -> tuple[int, int]:
     """Common H×W of all modalities, the label raster and split rasters; ValueError naming the odd one out."""
     shapes = {m: _hw(v) for m, v in modalities.items()}
     first = next(iter(modalities))
@@ -78,7 +85,7 @@ def check_sizes(modalities: dict[str, MatVariable], label: MatVariable,
     return h, w
 
 
-def check_labels(raster: np.ndarray, var: MatVariable, num_classes: int | None) -> np.ndarray:
+def check_labels(raster: np.ndarray, var: Variable, num_classes: int | None) -> np.ndarray:
     """Validate a label raster (integers 0..K, 0 = unlabelled) and return it as int16 (H, W)."""
     raster = np.asarray(raster)
     if raster.ndim == 3 and raster.shape[2] == 1:
@@ -104,132 +111,41 @@ def check_labels(raster: np.ndarray, var: MatVariable, num_classes: int | None) 
     return raster.astype(np.int16, order="C")  # C order: its rows ravel without a copy
 
 
-class BandNormaliser:
-    """NaN/Inf policy and per-band normalisation of one modality, fed one H×W float32 band at a time.
-
-    Each band is checked for NaN/Inf (``refuse``: counted, and :meth:`finish` raises naming file, key and
-    count; ``fill``: replaced by the band mean, with a warning) and normalised in place: ``minmax``
-    (x - min) / (max - min) in [0, 1] (a constant band becomes 0), ``zscore`` (x - mean) / std (std 0 -> 1),
-    ``none`` unchanged. Band by band, so no full-cube temporaries.
-    """
-
-    def __init__(self, var: MatVariable, method: str, nan: str) -> None:
-        if method not in NORMALIZATIONS:
-            raise DataError(f"normalize must be one of {NORMALIZATIONS}, got {method!r}")
-        if nan not in NAN_POLICIES:
-            raise DataError(f"nan policy must be one of {NAN_POLICIES}, got {nan!r}")
-        self.var, self.method, self.nan = var, method, nan
-        self.first: list[float] = []  # per band: min (minmax) or mean (zscore)
-        self.second: list[float] = []  # per band: max (minmax) or std (zscore)
-        self.non_finite, self.nan_count, self.bad_bands = 0, 0, []
-        self._scratch: np.ndarray | None = None  # float64 band for the zscore statistics
-        self._scratch_layout: tuple | None = None
-
-    def __call__(self, band: np.ndarray) -> np.ndarray:
-        """Check, fill and normalise the next band (H, W) in place; returns it."""
-        bad = ~np.isfinite(band)
-        n_bad = int(bad.sum())
-        if n_bad:
-            self.non_finite += n_bad
-            self.nan_count += int(np.isnan(band).sum())
-            self.bad_bands.append(len(self.first))
-            if self.nan == "refuse":  # finish() raises: leave the band as it is
-                self.first.append(np.nan)
-                self.second.append(np.nan)
-                return band
-            good = band[~bad]
-            band[bad] = good.mean(dtype=np.float64) if good.size else 0.0
-        if self.method == "none":
-            self.first.append(np.nan)
-            self.second.append(np.nan)
-            return band
-        if self.method == "minmax":
-            low, high = float(band.min()), float(band.max())
-            shift, scale = low, (1.0 / (high - low) if high > low else 0.0)
-        else:
-            low, high = self._mean_std(band)
-            shift, scale = low, 1.0 / (high if high > 0 else 1.0)
-        self.first.append(low)
-        self.second.append(high)
-        band -= np.float32(shift)
-        band *= np.float32(scale)
-        return band
-
-    def _mean_std(self, band: np.ndarray) -> tuple[float, float]:
-        """``band.mean(dtype=float64)``, ``band.std(dtype=float64)`` to the last bit, the same operations in the same
-        order, but through one float64 scratch band kept for the next band instead of a fresh one each time (the
-        heap keeps freed 5 MiB blocks, which showed in the conversion's peak memory)."""
-        layout = (band.shape, tuple(np.argsort(band.strides)))  # the memory order numpy's own temporary would have
-        if self._scratch_layout != layout:
-            self._scratch, self._scratch_layout = np.empty_like(band, dtype=np.float64), layout
-        mean = np.add.reduce(band, axis=None, dtype=np.float64, keepdims=True) / band.size
-        np.subtract(band, mean, out=self._scratch)
-        np.multiply(self._scratch, self._scratch, out=self._scratch)
-        return float(mean.item()), float(np.sqrt(np.add.reduce(self._scratch, axis=None) / band.size))
-
-    def finish(self) -> tuple[dict[str, list[float]], int]:
-        """After the last band: raise for refused NaN/Inf, log warnings; (statistics (JSON-able), values filled)."""
-        bands = self.bad_bands
-        if self.non_finite and self.nan == "refuse":
-            raise DataError(
-                f"{self.var.path}: variable {self.var.key!r} holds {self.non_finite} non-finite values "
-                f"({self.nan_count} NaN, {self.non_finite - self.nan_count} Inf) in bands {bands[:10]}"
-                f"{'...' if len(bands) > 10 else ''}; fix the file or convert with --nan fill (replaces them "
-                f"with the band mean)"
-            )
-        if self.non_finite:
-            logger.warning("%s: filled %d NaN/Inf values of variable %r (bands %s) with the band mean",
-                           self.var.path, self.non_finite, self.var.key, bands[:10])
-        if self.method == "none":
-            return {}, self.non_finite
-        if self.method == "minmax":
-            constant = [c for c, (low, high) in enumerate(zip(self.first, self.second)) if high == low]
-            if constant:
-                logger.warning("%s: %d constant band(s) %s normalise to 0", self.var.label, len(constant),
-                               constant[:10])
-            return {"min": self.first, "max": self.second}, self.non_finite
-        return {"mean": self.first, "std": self.second}, self.non_finite
-
-
-def pad_index(n: int, patch_size: int) -> np.ndarray:
-    """Source index of each position of a symmetrically padded axis of length n + P - 1 (edge repeated)."""
-    before, after = patch_size // 2, patch_size - 1 - patch_size // 2
-    return np.pad(np.arange(n), (before, after), mode="symmetric")
-
-
-def read_padded(var: MatVariable, patch_size: int, normalize: str, nan: str) -> tuple[np.ndarray, dict, int]:
+def read_padded(var: Variable, patch_size: int, normalize: str, nan: str) -> tuple[np.ndarray, dict, int]:
     """Read ``var`` band by band, normalised, into its padded scene; (padded (Hp, Wp, C), statistics, filled).
 
     The padded float32 scene is the only full-size array: each band is read, checked, normalised and copied
-    into it before the next is read (:class:`BandNormaliser`, :func:`mamol.data.matfile.iter_bands`).
+    into it before the next is read (:class:`~mamol.conversion.normalise.BandNormaliser`,
+    :func:`~mamol.conversion.readers.bands`).
     """
     height, width = _hw(var)
     rows, cols = pad_index(height, patch_size), pad_index(width, patch_size)
     n_bands = var.shape[2] if len(var.shape) == 3 else 1
     padded = np.empty((len(rows), len(cols), n_bands), dtype=np.float32)  # (Hp, Wp, C)
     normaliser = BandNormaliser(var, normalize, nan)
-    for c, band in enumerate(iter_bands(var)):  # (H, W) each
+    for c, band in enumerate(bands(var)):  # (H, W) each
         padded[..., c] = normaliser(_as_float32(band, var))[np.ix_(rows, cols)]
     stats, filled = normaliser.finish()
     return padded, stats, filled
 
 
-def extract_patches(padded: np.ndarray, rows: np.ndarray, cols: np.ndarray, patch_size: int) -> np.ndarray:
-    """(n, C, P, P) C-contiguous windows of a padded (Hp, Wp, C) scene: pixel (r, c) sits at (P//2, P//2)."""
-    windows = sliding_window_view(padded, (patch_size, patch_size), axis=(0, 1))  # (H, W, C, P, P) view
-    out = np.empty((len(rows), *windows.shape[2:]), dtype=padded.dtype)
-    for k, (r, c) in enumerate(zip(rows, cols)):  # window by window: fancy indexing gives a strided copy
-        out[k] = windows[r, c]
-    return out
-
-
-def _as_float32(band: np.ndarray, var: MatVariable) -> np.ndarray:
+def _as_float32(band: np.ndarray, var: Variable) -> np.ndarray:
     """A freshly read numeric band -> float32, ours to normalise in place (no copy if already float32)."""
     if band.dtype.kind not in "biuf":
         raise DataError(f"{var.label}: expected a numeric array, found dtype {band.dtype}")
     if band.dtype == np.float32 and band.flags.writeable:
         return band
     return band.astype(np.float32)
+
+
+def _check_known_bands(name: str, mods: dict[str, Variable]) -> None:
+    """Warn when a known scene's modality has another band count than published (a subset, another release?)."""
+    expected = KNOWN_SCENES[name].bands if name in KNOWN_SCENES else {}
+    for m, var in mods.items():
+        found = var.shape[2] if len(var.shape) == 3 else 1
+        if m in expected and found != expected[m]:
+            logger.warning("%s: %d bands, but %s's %s has %d as published; converting what the file holds",
+                           var.label, found, name, m, expected[m])
 
 
 def _scene_stem(dataset: str) -> str:
@@ -256,21 +172,26 @@ def prepare_remote(
     write_scene: bool = True,
     progress: bool = True,
     strict_counts: bool = False,
+    resample: bool = False,
 ) -> dict[str, Path]:
     """Convert the scene folder ``root`` into Arrow files in ``target``; returns {split or 'scene': path}.
 
     ``modalities`` None stores every modality found. ``split`` is ``random`` (disjoint seeded per-class
-    counts, -1 = all remaining) or ``fixed`` (TR/TS rasters; val carved from TR). ``nan`` is ``refuse`` or
+    counts, -1 = all remaining), ``fixed`` (TR/TS rasters; val carved from TR) or ``release`` (the release's
+    independent train and test draws; the overlap is recorded as ``overlap`` in the metadata). ``nan`` is ``refuse`` or
     ``fill`` (band mean, with a warning). A class with fewer pixels than train + val + test asks for gives
     its test split what remains (with a warning) unless ``strict_counts``; metadata ``counts`` are exact.
+    GeoTIFF / ENVI rasters must lie on the first modality's grid unless ``resample`` (then they are reprojected
+    onto it, :func:`mamol.conversion.rasters.align`); the first modality's CRS and transform are kept in the
+    metadata (``georeference``).
     """
     name = _scene_stem(dataset)
     if normalize not in NORMALIZATIONS:
         raise DataError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
     if nan not in NAN_POLICIES:
         raise DataError(f"nan must be one of {NAN_POLICIES}, got {nan!r}")
-    if split not in ("random", "fixed"):
-        raise DataError(f"split must be 'random' or 'fixed', got {split!r}")
+    if split not in SPLIT_METHODS:
+        raise DataError(f"split must be one of {SPLIT_METHODS}, got {split!r}")
     if patch_size < 1:
         raise DataError(f"patch_size must be >= 1, got {patch_size}")
     files = find_scene_files(root)
@@ -287,26 +208,31 @@ def prepare_remote(
             f"{_EXAMPLE_FILES['test']}); found {sorted(p.name for p in files.values())}"
         )
 
-    # Cheap pass: resolve every variable and check sizes before reading any cube.
-    mods = {m: resolve_variable(files[m], ROLE_KEYS[m], m) for m in present}
-    label_var = resolve_variable(files["label"], ROLE_KEYS["label"], "label raster")
-    split_vars = {r: resolve_variable(files[r], ROLE_KEYS[r], f"{r} split raster")
-                  for r in ("train", "test") if split == "fixed"}
+    # Cheap pass: resolve every variable and check grids and sizes before reading any cube.
+    roles = [*present, "label", *(("train", "test") if split == "fixed" else ())]
+    variables = align({role: resolve(files[role], role) for role in roles}, resample)
+    mods = {m: variables[m] for m in present}
+    label_var = variables["label"]
+    split_vars = {r: variables[r] for r in ("train", "test") if r in variables}
     height, width = check_sizes(mods, label_var, tuple(split_vars.values()))
+    _check_known_bands(name, mods)
 
     known_k = len(KNOWN_SCENES[name].class_names) if name in KNOWN_SCENES else None
-    labels = check_labels(read_variable(label_var), label_var, known_k)
+    labels = check_labels(read_array(label_var), label_var, known_k)
     num_classes = known_k if known_k is not None else int(labels.max())
     if num_classes < 1:
         raise DataError(f"{label_var.label}: holds no labelled pixels (all 0)")
     class_names = class_names_for(name, num_classes)
     per_class = {"train": train_per_class, "val": val_per_class, "test": test_per_class}
     if split == "fixed":
-        tr = check_labels(read_variable(split_vars["train"]), split_vars["train"], num_classes)
-        ts = check_labels(read_variable(split_vars["test"]), split_vars["test"], num_classes)
+        tr = check_labels(read_array(split_vars["train"]), split_vars["train"], num_classes)
+        ts = check_labels(read_array(split_vars["test"]), split_vars["test"], num_classes)
         pixels = fixed_split(tr, ts, class_names, val_per_class, seed)  # labels from the TR/TS rasters
         split_labels = {"train": tr.ravel(), "val": tr.ravel(), "test": ts.ravel()}  # views
         per_class = {"val": val_per_class}  # train and test come from the rasters: only this count was used
+    elif split == "release":
+        pixels, overlap = release_split(labels, class_names, per_class, seed)
+        split_labels = {s: labels.ravel() for s in SPLITS}  # views
     else:
         pixels = draw_split(labels, class_names, per_class, seed, strict=strict_counts)
         split_labels = {s: labels.ravel() for s in SPLITS}  # views
@@ -315,29 +241,30 @@ def prepare_remote(
     warn_about_sizes(counts, class_names)
 
     padded: dict[str, np.ndarray] = {}
-    bands: dict[str, int] = {}
+    n_bands: dict[str, int] = {}
     stats: dict[str, dict] = {}
     filled: dict[str, int] = {}
     for m in tqdm(present, desc=f"{name}: reading", disable=not progress, unit="modality"):
         padded[m], stats[m], filled[m] = read_padded(mods[m], patch_size, normalize, nan)  # (Hp, Wp, C)
-        bands[m] = int(padded[m].shape[2])
+        n_bands[m] = int(padded[m].shape[2])
 
-    source = {
-        role: {"file": v.path.name, "key": v.key, "bytes": v.path.stat().st_size,
-               "shape": list(v.shape), "mat_version": v.version}
-        for role, v in [*mods.items(), ("label", label_var), *split_vars.items()]
-    }
+    source = {role: describe(v) for role, v in [*mods.items(), ("label", label_var), *split_vars.items()]}
     before = patch_size // 2
     meta = {
         "format": REMOTE_FORMAT, "format_version": REMOTE_FORMAT_VERSION, "kind": "remote", "dataset": name,
-        "modalities": present, "bands": bands, "class_names": list(class_names), "num_classes": num_classes,
+        "modalities": present, "bands": n_bands, "class_names": list(class_names), "num_classes": num_classes,
         "patch_size": patch_size, "pad": [before, patch_size - 1 - before], "pad_mode": "symmetric",
         "scene_shape": [height, width], "normalize": normalize, "norm_stats": stats,
         "split_method": split, "split_seed": seed, "per_class": per_class,
         "counts": counts,
         "nan_policy": nan, "nan_filled": filled, "source": source,
-        "columns": {m: [bands[m], patch_size, patch_size] for m in present},
+        "columns": {m: [n_bands[m], patch_size, patch_size] for m in present},
     }
+    first = mods[present[0]]
+    if split == "release":  # test pixels that are also training pixels (mamol.tasks.data_notes reports them)
+        meta["overlap"], meta["overlap_per_class"] = sum(overlap), overlap
+    if isinstance(first, RasterVariable) and first.grid.crs is not None:
+        meta["georeference"] = first.grid.as_metadata()  # of the unpadded scene: pixel (0, 0) is its top left
     meta[CONVERSION_KEY] = conversion_id(meta, *(np.ascontiguousarray(pixels[s]).tobytes() for s in SPLITS))
     target = Path(target)
     out: dict[str, Path] = {}

@@ -1,7 +1,7 @@
 """What the image–text converters (MM-IMDb, Food-101, Hateful Memes) share: errors, checks, streaming writes.
 
-Each dataset has its own module (:mod:`mamol.data.mmimdb`, :mod:`mamol.data.food101`,
-:mod:`mamol.data.hateful_memes`) that turns its raw download into one Arrow file per split; every file
+Each dataset has its own module (:mod:`mamol.conversion.mmimdb`, :mod:`mamol.conversion.food101`,
+:mod:`mamol.conversion.hateful_memes`) that turns its raw download into one Arrow file per split; every file
 carries JSON metadata (class names, source files, counts) through :mod:`mamol.data.arrow`.
 
 The conversion runs in two passes so that bad input fails early and by name: a cheap *plan* pass reads
@@ -29,9 +29,9 @@ import pyarrow as pa
 from PIL import Image
 from tqdm import tqdm
 
+from mamol.conversion.writing import conversion_id, staged
 from mamol.data.arrow import write_arrow
-from mamol.data.conversion import CONVERSION_KEY, conversion_id, staged
-from mamol.data.formats import NATURAL_MODALITIES
+from mamol.data.formats import CONVERSION_KEY, NATURAL_MODALITIES
 from mamol.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ def write_split(path: Path, schema: pa.Schema, plan: SplitPlan, metadata: dict, 
 def write_all(prefix: str, target: Path, schema: pa.Schema, plans: dict[str, SplitPlan],
                metadata: dict, progress: bool, samples: dict[str, int] | None = None) -> list[Path]:
     """Write one file per split, as one conversion (one id, staged, then put in place together:
-    :mod:`mamol.data.conversion`); ``samples`` counts samples per split where they differ from rows."""
+    :mod:`mamol.conversion.writing`); ``samples`` counts samples per split where they differ from rows."""
     counts = {split: len(plan) for split, plan in plans.items()}
     samples = samples or counts
     contents = [json.dumps({"images": [str(i) for i in plan.images], "columns": plan.columns}, sort_keys=True,
