@@ -34,7 +34,7 @@ test-slurm: lint   ## sweeps through launcher=slurm on a real one-node SLURM: sc
 
 test-postgres: lint   ## sweeps recorded by Sacred's SQL observer in a real PostgreSQL: scripts/postgres_local.sh up, tests, down (root)
 	scripts/postgres_local.sh up
-	MAMOL_POSTGRES_URL=$$(scripts/postgres_local.sh url) $(PY) -m pytest -q -m postgres tests/test_observers.py; \
+	MAMOL_POSTGRES_URL=$$(scripts/postgres_local.sh url) $(PY) -m pytest -q -m postgres tests/experiments/test_observers.py; \
 	status=$$?; scripts/postgres_local.sh down; exit $$status
 
 demo: $(STAMP)   ## synthetic scene -> Arrow -> train MaMOL (tiny CLIP) -> grid of missing settings -> map
