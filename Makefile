@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv lint test test-all test-slurm demo figures bench clean
+.PHONY: venv lint test test-all test-slurm test-postgres demo figures bench clean
 
 # The project itself is installed editable (pyproject.toml), without build isolation: setuptools<81 is
 # already in the venv, and nothing is downloaded to build it.
@@ -31,6 +31,11 @@ test-all: lint   ## also the heavy tests (ViT-B/16 shapes, Houston-sized scenes,
 test-slurm: lint   ## sweeps through launcher=slurm on a real one-node SLURM: scripts/slurm_local.sh up, tests, down (root)
 	scripts/slurm_local.sh up
 	$(PY) -m pytest -q -m slurm tests/experiments/test_slurm.py; status=$$?; scripts/slurm_local.sh down; exit $$status
+
+test-postgres: lint   ## sweeps recorded by Sacred's SQL observer in a real PostgreSQL: scripts/postgres_local.sh up, tests, down (root)
+	scripts/postgres_local.sh up
+	MAMOL_POSTGRES_URL=$$(scripts/postgres_local.sh url) $(PY) -m pytest -q -m postgres tests/experiments/test_observers.py; \
+	status=$$?; scripts/postgres_local.sh down; exit $$status
 
 demo: $(STAMP)   ## synthetic scene -> Arrow -> train MaMOL (tiny CLIP) -> grid of missing settings -> map
 	$(PY) -m mamol.demo --out demo_out

@@ -7,14 +7,17 @@ training missing settings, then a report), ``report`` (mean ± std tables and pl
 ``predict_map`` (classification maps of a remote scene). See README.md for every command. The Sacred config
 lives in :mod:`mamol.experiment`; ``mamol.train`` types it. A project error (bad config, data or checkpoint) is
 printed as one line and exits with status 2 (``debug=True``: the full traceback); a run stopped by SIGTERM/SIGINT
-names the checkpoint to resume from.
+names the checkpoint to resume from. With Sacred observers (``-F <folder>``, ``-s <url>``) each command's run
+records its metrics, result, files and console output, and a sweep records each of its runs
+(:mod:`mamol.observers`, docs/observers.md).
 """
 from __future__ import annotations
 
 import copy
 import logging
+from pathlib import Path
 
-from mamol import cli, console, plans
+from mamol import cli, console, observers, plans
 from mamol.errors import MamolError
 from mamol.experiment import ex, parse_command_line, root_config
 from mamol.experiments import grid, maps
@@ -31,8 +34,9 @@ def _one_line() -> bool:
 
 
 def _sacred_logger() -> logging.Logger:
-    """Sacred's warnings only, without the ones that repeat what the run says itself: no observers (none are
-    used), changed types (the settings check every type) and "Failed after" (the one-line error says it)."""
+    """Sacred's warnings only, without the ones that repeat what the run says itself: no observers (a run
+    without ``-F``/``-s`` is recorded in its folder), changed types (the settings check every type) and "Failed
+    after" (the one-line error says it)."""
     logger = logging.getLogger("mamol.run")
     if not logger.handlers:
         handler = logging.StreamHandler()
@@ -48,33 +52,44 @@ def _sacred_logger() -> logging.Logger:
 @ex.main
 @cli.one_line_errors(_one_line)
 @console.recorded  # the summary printed below goes into the folder's console.log too
-def main(_config: dict) -> None:
+def main(_config: dict, _run) -> float | None:
     """Train (then test the best checkpoint), or with test_only=True evaluate load_path."""
-    report = run(copy.deepcopy(dict(_config)))
+    with observers.observing(_run) as loggers:
+        report = run(copy.deepcopy(dict(_config)), loggers=loggers)
     print(report["summary"], flush=True)
+    return _observed(_run, Path(report["run_dir"]))
+
+
+def _observed(sacred_run, folder: Path | None, with_data: bool = True) -> float | None:
+    """The files of the command's ``folder`` recorded by the run's observers; the run's result (see
+    :mod:`mamol.observers`), None when nothing observes it."""
+    return observers.record_folder(sacred_run, folder, with_data) if observers.observed(sacred_run) else None
 
 
 @ex.command
 @cli.one_line_errors(_one_line)
 @console.recorded
-def evaluate_grid(_config: dict) -> None:
+def evaluate_grid(_config: dict, _run) -> None:
     """Evaluate load_path under every missing type x ratio (grid_types, grid_ratios)."""
     print(grid.command(copy.deepcopy(dict(_config))), flush=True)
+    _observed(_run, console.folder())
 
 
 @ex.command
 @cli.one_line_errors(_one_line)
 @console.recorded
-def sweep(_config: dict) -> None:
+def sweep(_config: dict, _run) -> None:
     """Train seeds x methods (x sweep_datasets x sweep_train_missing) into one sweep folder, then report."""
     if _config["dry_run"]:  # the runs and their device hours; no data, no training
         print(plans.dry_run(copy.deepcopy(dict(_config))), flush=True)
         return
     try:
-        print(sweeps.command(copy.deepcopy(dict(_config))), flush=True)
+        print(sweeps.command(copy.deepcopy(dict(_config)), observe=observers.children_of(_run)), flush=True)
     except sweeps.RunsFailed as failed:
         print(failed.report, flush=True)
         raise
+    finally:  # the sweep's own files (report, sweep.json); each run is a Sacred run of its own
+        _observed(_run, console.folder(), with_data=False)
 
 
 @ex.command
@@ -87,17 +102,19 @@ def sweep_status(_config: dict) -> None:
 @ex.command
 @cli.one_line_errors(_one_line)
 @console.recorded
-def report(_config: dict) -> None:
+def report(_config: dict, _run) -> None:
     """Aggregate the runs of report_dirs: mean ± std over seeds per method and setting."""
     print(reports.command(copy.deepcopy(dict(_config))), flush=True)
+    _observed(_run, console.folder(), with_data=False)
 
 
 @ex.command
 @cli.one_line_errors(_one_line)
 @console.recorded
-def predict_map(_config: dict) -> None:
+def predict_map(_config: dict, _run) -> None:
     """Classification maps of the run's remote scene with load_path, complete and with modalities missing."""
     print(maps.command(copy.deepcopy(dict(_config))), flush=True)
+    _observed(_run, console.folder())
 
 
 def command_line(argv: list[str]) -> int:

@@ -209,6 +209,15 @@ def save_to(folder: str | Path) -> Path | None:
         return file.path
 
 
+def folder() -> Path | None:
+    """The folder whose ``console.log`` the innermost open recording writes into (None: not saved yet, or outside
+    a recording): a command's own folder, once it has made it (the Sacred observers record its files)."""
+    with _lock:
+        if _recordings and _recordings[-1].file is not None:
+            return _recordings[-1].file.path.parent
+    return None
+
+
 # ------------------------------------------------------------------------------------------- command line
 def one_line_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
                      line: str | None = None) -> str:

@@ -11,24 +11,18 @@ unknown keys are refused.
 """
 from __future__ import annotations
 
-import warnings
-
 from docopt import docopt
+from sacred import SETTINGS, Experiment  # importing sacred warns about pkg_resources: quieted in mamol/__init__.py
+from sacred.arg_parser import get_config_updates
+from sacred.config.config_dict import ConfigDict
+from sacred.config.config_summary import ConfigSummary
+from sacred.config.utils import dogmatize, recursive_fill_in, undogmatize
 
-# sacred 0.8.7 imports pkg_resources (hence setuptools<81 in requirements.txt), which warns on import.
-warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+from mamol.data.catalogue import natural_entries
+from mamol.methods import METHODS
+from mamol.methods.options import config_keys
 
-from sacred import SETTINGS, Experiment  # noqa: E402
-from sacred.arg_parser import get_config_updates  # noqa: E402
-from sacred.config.config_dict import ConfigDict  # noqa: E402
-from sacred.config.config_summary import ConfigSummary  # noqa: E402
-from sacred.config.utils import dogmatize, recursive_fill_in, undogmatize  # noqa: E402
-
-from mamol.data.catalogue import natural_entries  # noqa: E402
-from mamol.methods import METHODS  # noqa: E402
-from mamol.methods.options import config_keys  # noqa: E402
-
-SETTINGS.CAPTURE_MODE = "no"  # no observers record output; keep Lightning's progress bar untouched
+SETTINGS.CAPTURE_MODE = "no"  # the terminal (progress bar) stays untouched; observers get console.log instead
 ex = Experiment("MaMOL", save_git_info=False)
 
 
@@ -116,6 +110,9 @@ def config():
     # this run's are refused; True evaluates the weights under this run's options and records the differences
     allow_option_change = False
     debug = False  # run.py: show the full traceback of a project error instead of the one-line message
+    # Sacred observers (run.py -F <folder> / -s <url>, docs/observers.md): store the Arrow files a run reads as Sacred
+    # resources (copied once per md5 hash into the observer's store); False records only their paths and md5 hashes
+    observer_resources = True
 
     # ---------------------------------------------------------------- experiments (run.py commands, README)
     logger = "csv"  # training curves: "csv" (metrics.csv) or "tensorboard" (also TensorBoard event files there)

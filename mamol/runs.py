@@ -68,6 +68,7 @@ RESULT_NEUTRAL_KEYS = frozenset({
     "launcher", "max_parallel", "cpu_threads", "slurm_partition", "slurm_account", "slurm_time", "slurm_cpus_per_run",
     "slurm_mem_gb", "slurm_array_parallelism", "slurm_extra", "sweep_wait",
     "dry_run", "plan_step_seconds", "plan_measure_batch",  # sweep dry runs
+    "observer_resources",  # what Sacred's observers store
 })
 """Config keys that do not change a run's results: left out of its identity (sweeps, reports)."""
 

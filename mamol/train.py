@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -265,16 +265,17 @@ def run_folder(s: RunSettings) -> tuple[Path, bool]:
     return runs.new_run_folder(s.run.log_dir, s.run.exp_name), False
 
 
-def _loggers(s: RunSettings, run_dir: Path, keep_before: int | None = None) -> list[Logger] | bool:
-    """The run's loggers writing into ``run_dir`` (CSV, and TensorBoard with ``logger="tensorboard"``); none for a
-    ``fast_dev_run``. ``keep_before``: resuming, the logging step of the state resumed from, whose earlier rows of
-    ``metrics.csv`` are kept."""
+def _loggers(s: RunSettings, run_dir: Path, keep_before: int | None = None, extra: Sequence[Logger] = ()
+             ) -> list[Logger] | bool:
+    """The run's loggers writing into ``run_dir`` (CSV, and TensorBoard with ``logger="tensorboard"``), then
+    ``extra``; none for a ``fast_dev_run``. ``keep_before``: resuming, the logging step of the state resumed from,
+    whose earlier rows of ``metrics.csv`` are kept."""
     if s.run.fast_dev_run:
         return False
     warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
     csv = runs.HistoryCSVLogger(save_dir=str(run_dir.parent.parent), name=run_dir.parent.name, version=run_dir.name,
                                 keep_before=keep_before)
-    return runs.training_loggers(s.run.logger, csv)
+    return [*runs.training_loggers(s.run.logger, csv), *extra]
 
 
 def _abandon(run_dir: Path, err: BaseException) -> None:
@@ -341,11 +342,12 @@ def warn_never_validates(s: RunSettings) -> None:
 
 
 @console.recorded
-def run(config: Mapping[str, Any]) -> dict:
+def run(config: Mapping[str, Any], loggers: Sequence[Logger] = ()) -> dict:
     """Fit (then test the best checkpoint) or, with ``test_only``, test ``load_path``.
 
     Returns the test report (as written to ``test_results.json``) plus ``summary``, a readable text, and
-    ``run_dir``. Only rank 0 writes the run's files; every rank returns the same report.
+    ``run_dir``. Only rank 0 writes the run's files; every rank returns the same report. ``loggers``: Lightning
+    loggers that receive what the run logs besides its own (the Sacred run's, :mod:`mamol.observers`).
     """
     s = resolve_settings(config)
     warn_never_validates(s)
@@ -375,7 +377,8 @@ def run(config: Mapping[str, Any]) -> dict:
             else contextlib.nullcontext())
     with lock:
         try:  # from here on, a failure removes the new folder (or marks it failed once it holds checkpoints)
-            trainer, best, last = build_trainer(s, run_dir, _loggers(s, run_dir, keep_before if resumed else None))
+            trainer, best, last = build_trainer(s, run_dir, _loggers(s, run_dir, keep_before if resumed else None,
+                                                                    loggers))
             clock = runs.RunClock()  # wall time of fit and test, recorded for reports
             trainer.callbacks.append(clock)
             if trainer.is_global_zero:

@@ -53,8 +53,8 @@ LAYERS = (
     ("mamol.runs",),
     ("mamol.train",),
     ("mamol.experiments",),
-    ("mamol.experiment", "mamol.commands", "mamol.convert", "mamol.demo", "mamol.bench", "mamol.plans",
-     "mamol.__main__"),
+    ("mamol.experiment", "mamol.observers", "mamol.commands", "mamol.convert", "mamol.demo", "mamol.bench",
+     "mamol.plans", "mamol.__main__"),
 )
 
 

@@ -122,21 +122,38 @@ def state_of(folder: Path, with_grid: bool) -> RunState:
     return RunState(None, False, last)
 
 
+Work = Callable[[list[Any]], "Path | None"]
+"""What :func:`execute` does for a run, given extra Lightning loggers: train and/or grid; returns the run folder."""
+Observe = Callable[[Mapping[str, Any], Work], "Path | None"]
+"""``observe(cfg, work)``: runs ``work`` recorded as a run of its own (by Sacred's observers: mamol/observers.py)."""
+
+
+def unobserved(cfg: Mapping[str, Any], work: Work) -> Path | None:
+    """The :data:`Observe` of a sweep without observers: the work, with no extra logger."""
+    return work([])
+
+
 def execute(cfg: Mapping[str, Any], folder: Path, with_grid: bool, grid_of: Callable[..., None],
-            note: Callable[[str], None] = log.info) -> str:
+            note: Callable[[str], None] = log.info, observe: Observe = unobserved) -> str:
     """Bring the run whose version folders live in ``folder`` to its end: skip it when complete, evaluate only
     the grid when trained, resume an interrupted training from ``last.ckpt``, or train it. Returns what it did.
 
     ``grid_of(cfg, version folder, checkpoint)`` evaluates the grid (rank 0 alone under DDP: the caller's
-    business); ``note`` receives one line saying what is about to happen.
+    business); ``note`` receives one line saying what is about to happen; ``observe`` runs the work (not a
+    skip) as a recorded run of its own.
     """
     state = state_of(folder, with_grid)
     if state.done is not None and not state.needs_grid:
         return "skipped (complete)"
     if state.done is not None:
+        done = state.done
         note("trained; evaluating the grid")
-        tested = json.loads((state.done / "test_results.json").read_text())
-        grid_of(cfg, state.done, tested.get("checkpoint"))
+        tested = json.loads((done / "test_results.json").read_text())
+
+        def grid_only(loggers: list[Any]) -> Path:
+            grid_of(cfg, done, tested.get("checkpoint"))
+            return done
+        observe(cfg, grid_only)
         return "grid added"
     cfg = dict(cfg)
     if state.resume is not None:
@@ -144,9 +161,13 @@ def execute(cfg: Mapping[str, Any], folder: Path, with_grid: bool, grid_of: Call
         cfg["resume_from"] = str(state.resume)
     else:
         note("training")
-    results = train.run(cfg)
-    if with_grid:
-        grid_of(cfg, Path(results["run_dir"]), results.get("checkpoint"))
+
+    def train_and_grid(loggers: list[Any]) -> Path:
+        results = train.run(cfg, loggers=loggers)
+        if with_grid:
+            grid_of(cfg, Path(results["run_dir"]), results.get("checkpoint"))
+        return Path(results["run_dir"])
+    observe(cfg, train_and_grid)
     return "resumed and finished" if state.resume is not None else "trained"
 
 
@@ -187,14 +208,17 @@ class RunJob:
     """One sweep run as a submitit job (also called in-process by the serial launcher).
 
     Holds the run's whole config (paths made absolute), so a job started anywhere trains exactly what the
-    submitter planned; submitit pickles it. ``checkpoint`` makes it requeue-able: requeued, it is the same call.
+    submitter planned; submitit pickles it (``observe`` too: the sweep's observers, :func:`execute`).
+    ``checkpoint`` makes it requeue-able: requeued, it is the same call.
     """
 
-    def __init__(self, cfg: Mapping[str, Any], folder: Path, with_grid: bool, cpu_threads: int | None) -> None:
+    def __init__(self, cfg: Mapping[str, Any], folder: Path, with_grid: bool, cpu_threads: int | None,
+                 observe: Observe = unobserved) -> None:
         self.cfg = absolute_paths(cfg)
         self.folder = Path(folder).resolve()
         self.with_grid = with_grid
         self.cpu_threads = cpu_threads
+        self.observe = observe
 
     @property
     def name(self) -> str:
@@ -223,7 +247,7 @@ class RunJob:
                 if rank0:  # the run's own folder: every attempt's output, appended
                     console.save_to(self.folder)
                 what = execute(self.cfg, self.folder, self.with_grid, grid.evaluate_into,
-                               note=lambda text: log.info("%s: %s", self.name, text))
+                               note=lambda text: log.info("%s: %s", self.name, text), observe=self.observe)
         except TrainingInterrupted as err:
             if env is not None and err.signal_name == "SIGUSR2":  # pre-empted or near its time limit
                 record(self.folder, "requeued", job_id=job_id, attempt=attempt, reason=one_line(err))

@@ -57,7 +57,7 @@ from mamol import confusion
 from mamol.console import recorded, save_to
 from mamol.data import catalogue
 from mamol.errors import ConfigError, DataError, MissingFileError
-from mamol.experiments import plots, significance, tables
+from mamol.experiments import observed, plots, significance, tables
 from mamol.experiments.significance import Comparison, SeedRun
 from mamol.metrics import CLASS_PREFIX, TaskMetrics, is_class_metric, summary_metrics
 from mamol.missing import parse_missing_type
@@ -215,7 +215,8 @@ def collect(dirs: Sequence[Path]) -> list[RunRecord]:
     for root in dirs:
         if not root.is_dir():
             raise MissingFileError(f"report_dirs entry {str(root)!r} is not a folder")
-        found = sorted(p.parent for p in root.rglob("test_results.json"))
+        # a file-storage observer folder (run.py -F) gives its runs' folders; any other folder is searched
+        found = observed.run_folders(root) or sorted(p.parent for p in root.rglob("test_results.json"))
         if not found:
             raise MissingFileError(f"report_dirs entry {str(root)!r} holds no finished run (no test_results.json "
                                    f"below it)")

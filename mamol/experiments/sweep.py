@@ -257,12 +257,14 @@ def prepare(config: Mapping[str, Any], options: SweepOptions, s: RunSettings, fo
 
 
 def _job(config: Mapping[str, Any], run: SweepRun, folder: Path, options: SweepOptions,
-         launch: LaunchOptions) -> RunJob:
-    return RunJob(run_config(config, run, folder), folder / run.name, options.sweep_grid, launch.cpu_threads)
+         launch: LaunchOptions, observe: launch_.Observe = launch_.unobserved) -> RunJob:
+    return RunJob(run_config(config, run, folder), folder / run.name, options.sweep_grid, launch.cpu_threads,
+                  observe)
 
 
 def run_serial(config: Mapping[str, Any], options: SweepOptions, launch: LaunchOptions, folder: Path,
-               runs: Sequence[SweepRun], shared: Mapping[str, Any]) -> list[tuple[SweepRun, str]]:
+               runs: Sequence[SweepRun], shared: Mapping[str, Any], observe: launch_.Observe = launch_.unobserved
+               ) -> list[tuple[SweepRun, str]]:
     """Train the runs one after another in this process (every rank, under DDP)."""
     states: dict[str, str] = {}
     done: list[tuple[SweepRun, str]] = []
@@ -271,7 +273,7 @@ def run_serial(config: Mapping[str, Any], options: SweepOptions, launch: LaunchO
         states[run.name] = "running"
         if distributed.global_rank() == 0:
             _save_plan(folder, shared, runs, states)
-        what = _job(config, run, folder, options, launch)()
+        what = _job(config, run, folder, options, launch, observe)()
         states[run.name] = "complete"
         if distributed.global_rank() == 0:
             _save_plan(folder, shared, runs, states)
@@ -289,8 +291,8 @@ def statuses(folder: Path, runs: Sequence[SweepRun], with_grid: bool) -> dict[st
 
 
 def run_scheduled(config: Mapping[str, Any], options: SweepOptions, launch: LaunchOptions, folder: Path,
-                  runs: Sequence[SweepRun], shared: Mapping[str, Any], poll_s: float
-                  ) -> list[tuple[SweepRun, str]]:
+                  runs: Sequence[SweepRun], shared: Mapping[str, Any], poll_s: float,
+                  observe: launch_.Observe = launch_.unobserved) -> list[tuple[SweepRun, str]]:
     """Submit every run that is neither done nor queued or running (``local`` or ``slurm``), and with
     ``sweep_wait`` wait until each has ended; (run, what happened) in plan order."""
     before = statuses(folder, runs, options.sweep_grid)
@@ -302,7 +304,7 @@ def run_scheduled(config: Mapping[str, Any], options: SweepOptions, launch: Laun
         jobs[submitted.job.name] = submitted.record
         _save_plan(folder, shared, runs, states, jobs)
 
-    batch = [_job(config, run, folder, options, launch) for run in todo]
+    batch = [_job(config, run, folder, options, launch, observe) for run in todo]
     if launch.launcher == "local" and launch.sweep_wait:
         launch_.run_local(launch, batch, folder, record, poll_s=poll_s)
     else:
@@ -337,15 +339,17 @@ def run_scheduled(config: Mapping[str, Any], options: SweepOptions, launch: Laun
 
 
 def run_sweep(config: Mapping[str, Any], options: SweepOptions, s: RunSettings, folder: Path,
-              launch: LaunchOptions | None = None, poll_s: float = 2.0) -> list[tuple[SweepRun, str]]:
+              launch: LaunchOptions | None = None, poll_s: float = 2.0,
+              observe: launch_.Observe = launch_.unobserved) -> list[tuple[SweepRun, str]]:
     """Train (or skip, resume, complete) every run of the plan into ``folder`` with the configured launcher;
-    (run, what happened) in plan order."""
+    (run, what happened) in plan order. ``observe``: each run trained is recorded as a run of its own (the sweep
+    command's Sacred observers, :mod:`mamol.observers`)."""
     launch = launch or launch_.launch_options(config)
     launch_.check_launcher(launch, config)
     runs, shared = prepare(config, options, s, folder)
     if launch.launcher == "serial":
-        return run_serial(config, options, launch, folder, runs, shared)
-    return run_scheduled(config, options, launch, folder, runs, shared, poll_s)
+        return run_serial(config, options, launch, folder, runs, shared, observe)
+    return run_scheduled(config, options, launch, folder, runs, shared, poll_s, observe)
 
 
 def status_table(config: Mapping[str, Any]) -> str:
@@ -377,8 +381,9 @@ WAITING = ("queued", "running", "already queued", "already running")  # what a r
 
 
 @console.recorded
-def command(config: Mapping[str, Any]) -> str:
-    """``python run.py sweep with ...``: run the sweep into ``<log_dir>/<exp_name>/``, then write its report."""
+def command(config: Mapping[str, Any], observe: launch_.Observe | None = None) -> str:
+    """``python run.py sweep with ...``: run the sweep into ``<log_dir>/<exp_name>/``, then write its report
+    (``observe``: see :func:`run_sweep`)."""
     options = from_config(SweepOptions, config)
     launch = launch_.launch_options(config)
     s = train.resolve_settings(config, elsewhere=launch.launcher == "slurm")
@@ -389,7 +394,7 @@ def command(config: Mapping[str, Any]) -> str:
     with storage_errors(f"log_dir={str(s.run.log_dir)!r}"):
         s.run.log_dir.mkdir(parents=True, exist_ok=True)
     with lock:
-        done = run_sweep(config, options, s, folder, launch)
+        done = run_sweep(config, options, s, folder, launch, observe=observe or launch_.unobserved)
         lines = [f"  {run.name:<48s} {what}" for run, what in done]
         failed = [run.name for run, what in done if what.startswith("FAILED")]
         pending = [run.name for run, what in done if what.startswith(WAITING)]

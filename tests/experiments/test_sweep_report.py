@@ -40,11 +40,11 @@ def test_sweep_continues_after_an_interruption_and_reports(small_scene_root, tmp
     real_run = train.run
     trained: list[str] = []
 
-    def stopped_at_the_second_run(cfg):
+    def stopped_at_the_second_run(cfg, **kwargs):
         if trained:
             raise KeyboardInterrupt  # the user stops the sweep as its second run starts
         trained.append(cfg["exp_name"])
-        return real_run(cfg)
+        return real_run(cfg, **kwargs)
 
     monkeypatch.setattr(train, "run", stopped_at_the_second_run)
     with pytest.raises(KeyboardInterrupt):
@@ -59,9 +59,9 @@ def test_sweep_continues_after_an_interruption_and_reports(small_scene_root, tmp
 
     resumed: list[tuple[str, str]] = []
 
-    def recorded(cfg):
+    def recorded(cfg, **kwargs):
         resumed.append((cfg["exp_name"], cfg["resume_from"]))
-        return real_run(cfg)
+        return real_run(cfg, **kwargs)
 
     monkeypatch.setattr(train, "run", recorded)
     run_command("sweep", "remote", **_sweep_updates(small_scene_root, tmp_path))
@@ -179,7 +179,7 @@ def test_a_sweep_run_again_with_another_setting_is_refused_not_reused(small_scen
     assert read_json(folder / "sweep.json")["config"]["max_epoch"] == 1
     trained: list[str] = []
     real_run = train.run
-    monkeypatch.setattr(train, "run", lambda cfg: trained.append(cfg["exp_name"]) or real_run(cfg))
+    monkeypatch.setattr(train, "run", lambda cfg, **kw: trained.append(cfg["exp_name"]) or real_run(cfg, **kw))
     with pytest.raises(ConfigError, match=r"sweep.*max_epoch: 1 -> 2.*sweep_new=True"):
         run_command("sweep", "remote", **{**updates, "max_epoch": 2})
     r4 = {"name": "mamol_r4", "method": "mamol", "adapter_rank": 4}
@@ -255,7 +255,7 @@ def test_two_sweeps_on_one_folder_are_refused_naming_the_owner(small_scene_root,
     lock = tmp_path / "runs" / ".sweep.sweep.lock"
     child = _held_by_a_live_process(lock)
     trained: list[str] = []
-    monkeypatch.setattr(train, "run", lambda cfg: trained.append(cfg["exp_name"]))
+    monkeypatch.setattr(train, "run", lambda cfg, **kw: trained.append(cfg["exp_name"]))
     try:
         owner = rf"\(host {socket.gethostname()}, pid {child.pid}"
         with pytest.raises(ConfigError, match=rf"sweep folder .*sweep is in use by another process {owner}.*delete "
