@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv lint test test-all test-slurm demo figures bench clean
+.PHONY: venv lint test test-all test-slurm test-latex demo figures bench clean
 
 # The project itself is installed editable (pyproject.toml), without build isolation: setuptools<81 is
 # already in the venv, and nothing is downloaded to build it.
@@ -32,6 +32,10 @@ test-slurm: lint   ## sweeps through launcher=slurm on a real one-node SLURM: sc
 	scripts/slurm_local.sh up
 	$(PY) -m pytest -q -m slurm tests/experiments/test_slurm.py; status=$$?; scripts/slurm_local.sh down; exit $$status
 
+test-latex: lint   ## report.tex through a real pdflatex (scripts/install_latex.sh installs TeX Live if missing; root)
+	scripts/install_latex.sh
+	$(PY) -m pytest -q -m latex tests/experiments/test_report_latex.py
+
 demo: $(STAMP)   ## synthetic scene -> Arrow -> train MaMOL (tiny CLIP) -> grid of missing settings -> map
 	$(PY) -m mamol.demo --out demo_out
 
@@ -42,4 +46,4 @@ bench: $(STAMP)   ## model benchmarks (ratios measured side by side)
 	$(PY) -m mamol.bench
 
 clean:
-	rm -rf demo_out bench_out .pytest_cache
+	rm -rf demo_out bench_out report_page_out .pytest_cache

@@ -118,7 +118,8 @@ def mixed_type(modalities: Sequence[str]) -> str:
 
 def compact_settings(modalities: Sequence[str], train: str) -> list[str]:
     """Complete, each modality missing at ratio 1 and the mixed type at the training ratio (``train``: the group's
-    training setting label, e.g. ``both 0.7``; trained on complete data, the mixed setting is left out)."""
+    training setting label, e.g. ``both 0.7``; trained on complete data, the mixed setting is left out). The report
+    adds the settings its runs were tested at (:func:`select_settings`)."""
     ratio = 0.0 if " " not in train else float(train.rsplit(" ", 1)[1])
     wanted = ["complete", *[f"{m} 1" for m in modalities]]
     if ratio > 0 and len(modalities) > 1:
@@ -127,13 +128,15 @@ def compact_settings(modalities: Sequence[str], train: str) -> list[str]:
 
 
 def select_settings(choice: str | tuple[str, ...], evaluated: Sequence[str], modalities: Sequence[str],
-                    train: str, canonical: Any) -> tuple[list[str], list[str]]:
+                    train: str, canonical: Any, tested: Sequence[str] = ()) -> tuple[list[str], list[str]]:
     """(settings to show, chosen settings no run was evaluated at), in the chosen order. ``canonical(kind,
-    modalities)`` spells an explicit entry's type as the report's labels do (``HS`` -> ``hsi``)."""
+    modalities)`` spells an explicit entry's type as the report's labels do (``HS`` -> ``hsi``); ``"compact"``
+    also shows the settings the runs were tested at (``tested``: those of ``test_results.json``, with the
+    significance marks), usually the mixed one at the training ratio already."""
     if choice == ALL:
         return list(evaluated), []
     if choice == COMPACT:
-        wanted = compact_settings(modalities, train)
+        wanted = compact_settings(modalities, train) + list(tested)
     else:
         wanted = []
         for entry in choice:
@@ -231,15 +234,17 @@ class RunFacts:
     Arrow metadata of each dataset."""
 
     title: str
+    tasks: tuple[str, ...]
     settings: Mapping[str, Any]
-    data: Mapping[str, Mapping[str, Any]]
+    data: Mapping[str, Mapping[str, Any]]  # task -> Arrow metadata (none recorded by older runs)
     modalities: tuple[str, ...]
     limit_test: float
 
 
 def _data_sentence(facts: RunFacts) -> str:
     parts = []
-    for task, meta in facts.data.items():
+    for task in facts.tasks:
+        meta = facts.data.get(task) or {}
         modalities = " + ".join(MODALITY_LABELS.get(m, m) for m in meta.get("modalities") or facts.modalities)
         classes = meta.get("num_classes")
         parts.append(f"{dataset_title(task)} ({modalities}{f', {classes} classes' if classes else ''})")
@@ -248,7 +253,8 @@ def _data_sentence(facts: RunFacts) -> str:
 
 def _split_sentence(facts: RunFacts) -> str:
     parts = []
-    for task, meta in facts.data.items():
+    for task in facts.tasks:
+        meta = facts.data.get(task) or {}
         if "counts" in meta:  # a remote scene (mamol.data.convert_remote)
             sizes = " / ".join(str(sum(meta["counts"].get(s, []))) for s in ("train", "val", "test"))
             per_class = meta.get("per_class") or {}
@@ -316,8 +322,9 @@ def _budget_sentence(runs: Sequence[RunFacts]) -> str:
             parts.append(f"{name} {_value(next(iter(by_title.values())))}")
         else:
             parts.append(f"{name} " + ", ".join(f"{t} {_value(v)}" for t, v in by_title.items()))
-    optimiser = runs[0].settings.get("optim", {})
-    schedule = optimiser.get("decay_power")
+    if not parts:
+        return "Training: not recorded."
+    schedule = runs[0].settings.get("optim", {}).get("decay_power")
     decay = ("" if schedule is None else "cosine decay" if schedule == "cosine"
              else f"polynomial decay (power {_value(schedule)})")
     return "Training: AdamW, " + ", ".join(parts) + (f", {decay}" if decay else "") + "."

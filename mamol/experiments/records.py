@@ -143,7 +143,8 @@ def read_run(folder: Path) -> RunRecord:
         fit_s=wall.get("fit"), test_s=wall.get("test"), fit_cpu_s=cpu.get("fit"), test_cpu_s=cpu.get("test"),
         tested=test_label, identity=identity(config, NOT_POOLED_ON),
         class_names={str(k): list(v) for k, v in (tested.get("class_names") or {}).items()}, config=dict(config),
-        facts=RunFacts(display_name(label, method), settings, tested.get("dataset") or {}, tuple(modalities or ()),
+        facts=RunFacts(display_name(label, method), tasks, settings, tested.get("dataset") or {},
+                       tuple(modalities or ()),
                        float(tested.get("limit_test", 1.0))))
     record.settings[record.tested] = dict(tested["metrics"])
     if tested.get("predictions"):
@@ -253,7 +254,7 @@ class Group:
     def selection(self, choice: str | tuple[str, ...]) -> tuple[list[str], list[str]]:
         """(settings the paper tables show, chosen ones not evaluated) under ``report_settings`` (``choice``)."""
         modalities = next((r.facts.modalities for rs in self.methods.values() for r in rs if r.facts), ())
-        return paper.select_settings(choice, self.settings, modalities, self.train, canonical_type)
+        return paper.select_settings(choice, self.settings, modalities, self.train, canonical_type, self.tested)
 
     def caption_context(self, shown: Sequence[str]) -> str:
         """Data, split, missing protocol and training budget of the group, for captions."""

@@ -1,43 +1,46 @@
 """``report``: finished runs aggregated into mean ± std over seeds, per method and test setting, with paired tests.
 
 ``python run.py report with 'report_dirs=["result/my_sweep", "result/other/version_3"]'`` searches each folder
-for finished runs (``test_results.json``; with ``grid.json`` beside it when the run was evaluated over the
-grid, and ``test_predictions.npz`` when it saved its test predictions). A run belongs to the group of its
-datasets and training missing setting; within a group runs of the
-same method label (the variant name recorded in a sweep's ``sweep.json``, else the ``method``) and the same
-identity are the seeds of that method. A run's identity is its whole config except the result-neutral keys
-(:data:`mamol.runs.RESULT_NEUTRAL_KEYS`) and :data:`NOT_POOLED_ON` (the seed, which is averaged over, and
-the evaluation settings, which are the tables' rows); runs of one label with different identities (a 3-epoch
-run beside a sweep's 1-epoch runs) are never pooled: each identity gets its own column, labelled by the keys
-that differ (``mamol (max_epoch=3)``), with a warning in the log and in ``report.md``. Every cell shows its n.
-For every (group, method, test setting) the report gives n (seeds), the mean and the sample standard deviation
-(n − 1 in the denominator; left empty for a single seed) of every metric × 100, and per run its trainable
-parameters and wall time (``test_results.json`` records them).
+for finished runs and groups them (:mod:`mamol.experiments.records`: by datasets and training missing setting,
+then by method label and config; runs of different configs are never pooled). For every (group, method, test
+setting) the report gives n (seeds), the mean and the sample standard deviation (n − 1 in the denominator; left
+empty for a single seed) of every metric × 100, and per run its trainable parameters, wall and CPU time of fitting
+and testing (``test_results.json`` records them; CPU time "n/a" for runs recorded before it was).
+
+Paper tables (:mod:`mamol.experiments.paper`): the test settings ``report_settings`` chooses (default "compact":
+complete, each modality missing from every test sample, mixed at the training ratio; a chosen setting no run was
+evaluated at is named in a note), every summary metric (remote: OA, AA, κ), methods by display name as columns,
+best per row bold and second underlined, n in the caption (or in each cell where it differs), captions stating the
+data, split, missing protocol and training budget, and ``\\label``\\ s ``tab:<prefix>:...`` unique per report
+(``report_label``, else the folder's name). The full grid stays in ``report.csv`` and an appendix of ``report.tex``.
 
 Significance (:mod:`mamol.experiments.significance`): at each test setting runs were tested at (the setting of
-``test_results.json``), every method is tested against a reference method (``write_report(reference=...)``;
-default ``mamol`` where a group has it, else the group's first method) on runs paired by seed: McNemar's exact
-test on per-sample correctness from the saved predictions, per seed and combined over seeds, and Wilcoxon's
-signed-rank and the paired t test over seeds on the headline metric. Runs without saved predictions (made
-before they were saved) get "n/a (no predictions saved)" for McNemar; their paired tests still work.
+``test_results.json``), every method is tested against a reference method (``report_reference``; default
+``mamol`` where a group has it, else the group's first method) on runs paired by seed: McNemar's exact test on
+per-sample correctness from the saved predictions, per seed and combined over seeds, and Wilcoxon's signed-rank and
+the paired t test over seeds on the headline metric. Runs without saved predictions (made before they were saved)
+get "n/a (no predictions saved)" for McNemar; their paired tests still work.
 
 Files (in the report's folder):
 
-* ``report.md``: runs, methods, then per group the headline table (test settings × methods; a ``†`` / ``‡`` beside a
-  score whose combined McNemar p against the reference is < 0.05 / < 0.01, the rule written under the table;
-  under the scores each method's trainable parameters and mean fit wall time), one table per other metric, the
-  p-values against the reference (footnotes say why a paired test is empty), per-class accuracy at each tested
-  setting (class names from ``test_results.json``), and, for a method trained under several training settings on
-  the same datasets, a training × test table of the headline metric;
-* ``report.csv``: one row per group, method and test setting: every metric's mean and std;
-* ``report.tex``: LaTeX ``booktabs`` tables of the methods' cost, the headline metric (markers, cost rows after a
-  ``\\midrule``), the p-values, the per-class accuracy and the training × test tables;
+* ``report.md``: runs, methods (cost), hyper-parameters, then per group the results table (a ``†`` / ``‡`` beside a
+  score whose combined McNemar p against the reference is < 0.05 / < 0.01, the rule written under the table; under
+  the scores each method's trainable parameters and fit wall and CPU time), per-class accuracy by class name with
+  the summary metrics, the p-values, per-class precision / recall / F1 per method with its confusion figures, the
+  training × test table of a method trained under several training settings, and the full grid (every evaluated
+  setting, one table per metric);
+* ``report.tex``: the same results, per-class, p-value and training × test tables as ``booktabs`` floats, then an
+  appendix: the hyper-parameters, the headline metric at every evaluated setting, per-class precision / recall / F1;
+* ``report.csv``: one row per group, method and test setting: every metric's mean and std, fit wall and CPU time;
+* ``report_config.csv``: the hyper-parameters (:mod:`mamol.experiments.hyperparameters`): each config key, whether
+  every run shares its value, and its value under each method label;
+* ``report_classes.csv``: one row per group, method, tested setting and class;
 * ``significance.csv``: one row per group, test setting and method against the reference: McNemar's b, c and p per
   seed and combined, the mean difference, the Wilcoxon and paired t p-values, and a note where one is empty;
 * ``comparison.png``: the headline metric against the test missing ratio, one line per method with a ±std band, one
   panel per group and missing type (drawn from grid results);
 * ``comparison_bars.png``: the headline metric at each group's tested setting, one bar per method (mean, error bar
-  ± std over seeds).
+  ± std over seeds); ``confusion_<method>.png``: confusion counts summed over seeds.
 """
 from __future__ import annotations
 
@@ -441,8 +444,8 @@ def write_report(dirs: Sequence[Path], folder: Path, reference: str | None = Non
           tables.markdown(*_runs_table(records), align_right_from=4), "\n## Methods\n\n",
           tables.markdown(*_methods_table(groups), align_right_from=3)]
     tex = [f"% {len(records)} runs from {', '.join(str(d) for d in dirs)}; labels tab:{prefix}:...\n"
-           f"% needs \\usepackage{{booktabs}} (tables) and \\usepackage{{amsmath}} or nothing else; generated by "
-           f"`run.py report`\n"]
+           f"% needs \\usepackage{{booktabs}} only; \\input it (labels are unique per report); written by "
+           f"`run.py report` or `run.py sweep`\n"]
     appendix = [f"% Appendix of report {prefix}: the hyper-parameters, every evaluated test setting and the "
                 f"per-class scores\n"]
     separated = [w for g in groups for w in g.warnings]
