@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv lint test test-all test-slurm test-postgres demo figures bench clean
+.PHONY: venv lint test test-all test-slurm test-postgres test-latex demo figures bench clean
 
 # The project itself is installed editable (pyproject.toml), without build isolation: setuptools<81 is
 # already in the venv, and nothing is downloaded to build it.
@@ -37,6 +37,10 @@ test-postgres: lint   ## sweeps recorded by Sacred's SQL observer in a real Post
 	MAMOL_POSTGRES_URL=$$(scripts/postgres_local.sh url) $(PY) -m pytest -q -m postgres tests/experiments/test_observers.py; \
 	status=$$?; scripts/postgres_local.sh down; exit $$status
 
+test-latex: lint   ## report.tex through a real pdflatex (scripts/install_latex.sh installs TeX Live if missing; root)
+	scripts/install_latex.sh
+	$(PY) -m pytest -q -m latex tests/experiments/test_report_latex.py
+
 demo: $(STAMP)   ## synthetic scene -> Arrow -> train MaMOL (tiny CLIP) -> grid of missing settings -> map
 	$(PY) -m mamol.demo --out demo_out
 
@@ -47,4 +51,4 @@ bench: $(STAMP)   ## model benchmarks (ratios measured side by side)
 	$(PY) -m mamol.bench
 
 clean:
-	rm -rf demo_out bench_out .pytest_cache
+	rm -rf demo_out bench_out report_page_out .pytest_cache

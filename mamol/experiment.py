@@ -144,6 +144,11 @@ def config():
     plan_measure_batch = 16  # dry_run: rows of a measured step (undeclared costs; scaled linearly to the batch)
     report_dirs = []  # report: run or sweep folders to aggregate (searched for test_results.json and grid.json)
     report_reference = None  # report, sweep: the method the others are tested against (None = mamol, else the first)
+    # report, sweep: the test settings of the paper tables (report.md, report.tex): "compact" = complete data, each
+    # modality missing from every test sample (ratio 1) and the mixed type at the training ratio; "all" = every
+    # evaluated setting; or a list such as ["complete", "hsi 1", "both 0.7"] (the full grid is always in report.csv)
+    report_settings = "compact"
+    report_label = None  # report, sweep: prefix of report.tex's \label{}s (tab:<prefix>:...); None = the folder's name
     map_pixels = "labelled"  # predict_map: "labelled" pixels of the scene, or "all" pixels
     map_missing = None  # predict_map: one map each, "none" or missing modalities ("hsi"); None = none + each alone
 

@@ -13,7 +13,7 @@
   a run whose output is not a terminal prints one plain line per epoch instead of a progress bar
   (:class:`EpochLines`).
 * :class:`RunClock` and :func:`run_facts` give what ``test_results.json`` records for reports: trainable
-  parameters, wall time of fitting and testing, each task's modalities.
+  parameters, wall and CPU time of fitting and testing (``wall_time_s``, ``cpu_time_s``), each task's modalities.
 * A run's identity is its whole config except :data:`RESULT_NEUTRAL_KEYS` (:func:`identity`): a sweep refuses to
   continue under another one, and a report never pools runs of different identities into one cell.
 """
@@ -24,6 +24,7 @@ import json
 import math
 import os
 import platform
+import resource
 import time
 from collections.abc import Mapping, Sequence
 from importlib import metadata
@@ -63,6 +64,7 @@ RESULT_NEUTRAL_KEYS = frozenset({
     "missing_table_root",  # where missing tables are stored; a table carries the parameters it was drawn with
     "skip_missing", "sparse_experts",  # exact speed-ups
     "report_dirs", "report_reference", "map_pixels", "map_missing",  # other commands' inputs
+    "report_settings", "report_label",  # which tables a report shows and how it labels them
     "sweep_new", "allow_option_change",  # what to do on a mismatch; the values compared are in the config
     # where and how a sweep's runs are launched (a run's numbers do not depend on it; cpu_threads: tests/experiments)
     "launcher", "max_parallel", "cpu_threads", "slurm_partition", "slurm_account", "slurm_time", "slurm_cpus_per_run",
@@ -183,30 +185,50 @@ def new_run_folder(log_dir: str | os.PathLike, exp_name: str) -> Path:
                 continue
 
 
+def _children_cpu() -> float:
+    """User + system CPU seconds of this process's children that have ended and been waited for."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 class RunClock(pl.Callback):
-    """Wall time of ``trainer.fit`` and ``trainer.test`` in seconds (None for a stage that did not run)."""
+    """Wall time and CPU time of ``trainer.fit`` and ``trainer.test`` in seconds (None for a stage that did not run).
+
+    CPU time is this process's (every thread: ``time.process_time``) plus that of its child processes that ended
+    within the stage (``getrusage(RUSAGE_CHILDREN)``): the DataLoader workers, which Lightning shuts down before
+    the ``teardown`` hook where both clocks stop. Under DDP each rank has its own clock and rank 0's is recorded,
+    so the other ranks' CPU time is not counted. Wall time depends on what else the machine runs; CPU time much
+    less so (a busy machine stretches the one, not the other).
+    """
 
     def __init__(self) -> None:
         self.seconds: dict[str, float | None] = {"fit": None, "test": None}
-        self._started: dict[str, float] = {}
+        self.cpu_seconds: dict[str, float | None] = {"fit": None, "test": None}
+        self._started: dict[str, tuple[float, float]] = {}
+
+    @staticmethod
+    def _cpu() -> float:
+        return time.process_time() + _children_cpu()
 
     def _start(self, stage: str) -> None:
-        self._started[stage] = time.perf_counter()
+        self._started[stage] = (time.perf_counter(), self._cpu())
 
     def _stop(self, stage: str) -> None:
-        self.seconds[stage] = round(time.perf_counter() - self._started.pop(stage), 3)
+        if stage not in self._started:  # a failure before the stage started
+            return
+        wall, cpu = self._started.pop(stage)
+        self.seconds[stage] = round(time.perf_counter() - wall, 3)
+        self.cpu_seconds[stage] = round(self._cpu() - cpu, 3)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start("fit")
 
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._stop("fit")
-
     def on_test_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start("test")
 
-    def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._stop("test")
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage in self.seconds:  # "fit" or "test"
+            self._stop(stage)
 
 
 class LogFromFirstStep(pl.Callback):
@@ -262,5 +284,6 @@ class EpochLines(pl.Callback):
 def run_facts(model: nn.Module, infos: Sequence[TaskInfo], clock: RunClock) -> dict[str, Any]:
     """What ``test_results.json`` records for reports beyond the metrics."""
     return {"trainable_parameters": trainable_parameters(model), "wall_time_s": dict(clock.seconds),
+            "cpu_time_s": dict(clock.cpu_seconds),
             "modalities": {info.name: list(info.modalities) for info in infos},
             "notes": data_notes(infos)}  # caveats of the data, e.g. a release split's overlapping test pixels

@@ -29,7 +29,7 @@ from mamol.errors import MamolError
 from mamol.experiments.grid import GridOptions
 from mamol.experiments.launch import LaunchOptions
 from mamol.experiments.maps import MapOptions
-from mamol.experiments.report import ReportOptions
+from mamol.experiments.report import ReportOptions, TableOptions
 from mamol.experiments.sweep import SweepOptions
 from mamol.methods import METHODS
 from mamol.missing import MissingSetting, load_or_make_missing_table
@@ -344,7 +344,7 @@ def test_bad_checkpoints(tmp_path, module_and_checkpoint, name):
         CKPT_CASES[name](tmp_path, build, good)
 
 
-COMMAND_OPTIONS = (GridOptions, SweepOptions, ReportOptions, MapOptions, LaunchOptions, DryRunOptions)
+COMMAND_OPTIONS = (GridOptions, SweepOptions, ReportOptions, TableOptions, MapOptions, LaunchOptions, DryRunOptions)
 """Options the experiment commands type themselves (the run settings do not read their keys)."""
 
 

@@ -34,13 +34,23 @@ CORRECT, WRONG = (0.30, 0.69, 0.31), (0.86, 0.15, 0.15)
 
 
 def type_label(kind: str) -> str:
-    """Legend text of a canonical missing type: ``hsi`` -> "HSI missing", ``both`` -> "both (mixed)"."""
+    """Legend text of a canonical missing type: ``hsi`` -> "HSI missing", ``both`` -> "mixed" (each missing sample
+    lacks one of the two modalities), ``hsi_lidar_sar`` -> "HSI+LiDAR+SAR (any)"."""
     if kind == "both":
-        return "both (mixed)"
+        return "mixed"
     if kind == "none":
         return "complete"
     names = kind.split("_")
     return "+".join(MODALITY_LABELS.get(n, n) for n in names) + (" missing" if len(names) <= 2 else " (any)")
+
+
+def setting_title(kind: str, ratio: float) -> str:
+    """A test setting in tables: "Complete" (ratio 0 or type none), else the type's :func:`type_label` with the
+    share of test samples it applies to: "HSI missing (100 %)", "Mixed (70 %)"."""
+    if ratio == 0 or kind == "none":
+        return "Complete"
+    label = type_label(kind)
+    return f"{label[0].upper()}{label[1:]} ({ratio * 100:g} %)"
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> Path:

@@ -44,7 +44,7 @@ from mamol.errors import ConfigError, MamolError, MissingFileError
 from mamol.experiments import launch as launch_
 from mamol.experiments import report
 from mamol.experiments.launch import LaunchOptions, RunJob
-from mamol.experiments.report import PLAN_FILE
+from mamol.experiments.records import PLAN_FILE
 from mamol.files import storage_errors, write_json
 from mamol.locks import held_or_refused
 from mamol.methods import METHODS, method_class
@@ -385,6 +385,7 @@ def command(config: Mapping[str, Any], observe: launch_.Observe | None = None) -
     """``python run.py sweep with ...``: run the sweep into ``<log_dir>/<exp_name>/``, then write its report
     (``observe``: see :func:`run_sweep`)."""
     options = from_config(SweepOptions, config)
+    tabled = report.table_options(config)
     launch = launch_.launch_options(config)
     s = train.resolve_settings(config, elsewhere=launch.launcher == "slurm")
     folder = s.run.log_dir / s.run.exp_name
@@ -403,7 +404,8 @@ def command(config: Mapping[str, Any], observe: launch_.Observe | None = None) -
                               f"with `python run.py sweep_status with <the same settings>`, and run `sweep` again (or "
                               f"`report`) when they are done", f"sweep folder: {folder}"])
         with distributed.rank_zero_then_all() as mine:  # the closing files are written once, by rank 0
-            text = (report.write_report([folder], folder, config.get("report_reference")) if mine else
+            text = (report.write_report([folder], folder, tabled.report_reference, tabled.report_settings,
+                                        tabled.report_label) if mine else
                     f"rank {distributed.global_rank()}: the report is written by rank 0 to {folder}")
     out = "\n".join(["sweep runs:", *lines, text, f"sweep folder: {folder}"])
     if failed:

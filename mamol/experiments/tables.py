@@ -17,6 +17,10 @@ from mamol.files import atomic_write
 Row = Sequence[Any]
 
 
+class Latex(str):
+    """A cell (or note) already written in LaTeX: :func:`latex_booktabs` writes it as it is, unescaped."""
+
+
 def _text(cell: Any) -> str:
     return "" if cell is None else str(cell)
 
@@ -50,7 +54,8 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
                   "†": r"\textdagger{}", "‡": r"\textdaggerdbl{}", "±": r"\textpm{}", "<": r"\textless{}",
-                  ">": r"\textgreater{}"}
+                  ">": r"\textgreater{}", "κ": r"$\kappa$", "×": r"$\times$", "−": r"$-$", "·": r"$\cdot$",
+                  "≥": r"$\geq$", "≤": r"$\leq$"}
 
 
 def latex_escape(text: str) -> str:
@@ -59,24 +64,32 @@ def latex_escape(text: str) -> str:
 
 
 def latex_booktabs(header: Sequence[str], rows: Sequence[Row], caption: str, label: str,
-                   align_right_from: int = 1, footer: Sequence[Row] = (), notes: Sequence[str] = ()) -> str:
-    """A ``table`` environment with a ``booktabs`` tabular (needs ``\\usepackage{booktabs}``).
+                   align_right_from: int = 1, footer: Sequence[Row] = (), notes: Sequence[str] = (),
+                   spaced: Sequence[int] = ()) -> str:
+    """A ``table`` environment with a ``booktabs`` tabular (needs ``\\usepackage{booktabs}``), placed ``[tbp]``.
 
-    Cells are escaped, except those already written as LaTeX math (starting and ending with ``$``). ``footer``
-    rows follow a ``\\midrule`` (e.g. each method's cost under its scores); ``notes`` are footnote lines under the
-    tabular, inside the table.
+    Cells, the caption and notes are escaped, except :class:`Latex` ones and those already written as LaTeX math
+    (starting and ending with ``$``). ``footer`` rows follow a ``\\midrule`` (e.g. each method's cost under its
+    scores); ``notes`` are footnote lines under the tabular, inside the table; rows whose index is in ``spaced`` get
+    ``\\addlinespace`` before them (blocks of rows, e.g. one per test setting).
     """
     def cell(value: Any) -> str:
         text = _text(value)
-        return text if len(text) > 1 and text.startswith("$") and text.endswith("$") else latex_escape(text)
+        if isinstance(value, Latex) or (len(text) > 1 and text.startswith("$") and text.endswith("$")):
+            return text
+        return latex_escape(text)
+
+    def line(row: Row) -> str:
+        return " & ".join(cell(c) for c in row) + r" \\"
 
     spec = "".join("r" if i >= align_right_from else "l" for i in range(len(header)))
-    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(caption)}}}", rf"\label{{{label}}}",
-             rf"\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(cell(h) for h in header) + r" \\", r"\midrule"]
-    lines += [" & ".join(cell(c) for c in row) + r" \\" for row in rows]
+    lines = [r"\begin{table}[tbp]", r"\centering", rf"\caption{{{cell(caption)}}}", rf"\label{{{label}}}",
+             rf"\begin{{tabular}}{{{spec}}}", r"\toprule", line(header), r"\midrule"]
+    for i, row in enumerate(rows):
+        lines += [r"\addlinespace"] * (i in spaced) + [line(row)]
     if footer:
-        lines += [r"\midrule"] + [" & ".join(cell(c) for c in row) + r" \\" for row in footer]
+        lines += [r"\midrule"] + [line(row) for row in footer]
     lines += [r"\bottomrule", r"\end{tabular}"]
-    lines += [rf"\par\smallskip{{\footnotesize {latex_escape(note)}}}" for note in notes]
+    lines += [rf"\par\smallskip{{\footnotesize {cell(note)}}}" for note in notes]
     lines += [r"\end{table}"]
     return "\n".join(lines) + "\n"

@@ -50,6 +50,17 @@ def method_class(name: str) -> type[Method]:
     return METHODS[name]
 
 
+def display_name(label: str, method: str) -> str:
+    """A report column's name in tables and figures: the method's ``title``, with a sweep variant's name and the
+    keys that keep runs apart in brackets (``mamol_r4`` of ``mamol`` -> "MaMOL (mamol_r4)", ``mamol
+    (max_epoch=3)`` -> "MaMOL (max_epoch=3)"); a method this framework does not know keeps its label."""
+    if method not in METHODS:
+        return label
+    base, _, extra = label.partition(" (")
+    parts = [base] * (base != method) + [extra.removesuffix(")")] * bool(extra)
+    return METHODS[method].title + (f" ({', '.join(parts)})" if parts else "")
+
+
 def build_model(backbone: BackboneSettings, model: ModelSettings, method: MethodSettings,
                 infos: Sequence[TaskInfo]) -> nn.Module:
     """The model of a run: its method inside the host for the data kind of ``infos``."""

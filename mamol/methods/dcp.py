@@ -157,6 +157,7 @@ class DCP(Method):
     """Deep correlated, modal-common and dynamic prompts in the first ``prompt_depth`` blocks of each tower."""
 
     name: ClassVar[str] = "dcp"
+    title: ClassVar[str] = "DCP"
     Options: ClassVar[type] = DCPOptions
 
     def __init__(self, options: DCPOptions, kind: str, modalities: tuple[str, ...]) -> None:

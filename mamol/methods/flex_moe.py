@@ -243,6 +243,7 @@ class FlexMoE(Method):
     """Flex-MoE layers beside the frozen MLP of the chosen blocks and a missing-modality bank per tower."""
 
     name: ClassVar[str] = "flex_moe"
+    title: ClassVar[str] = "Flex-MoE"
     Options: ClassVar[type] = FlexMoEOptions
     encodes_missing: ClassVar[bool] = True
 

@@ -17,3 +17,4 @@ class LinearProbe(Method):
     """No trainable part inside the encoder: the base :class:`Method`'s frozen blocks, registered by name."""
 
     name: ClassVar[str] = "linear_probe"
+    title: ClassVar[str] = "Linear probe"

@@ -61,6 +61,7 @@ class LoRA(Method):
     """One low-rank update per adapted weight of the chosen blocks of each tower."""
 
     name: ClassVar[str] = "lora"
+    title: ClassVar[str] = "LoRA"
     Options: ClassVar[type] = LoRAOptions
 
     def attach(self, tower: str, transformer: nn.Module) -> None:

@@ -87,6 +87,7 @@ class MaMOL(Method):
     embedding per tower, conditioned per row on the sample's missing pattern and present modalities."""
 
     name: ClassVar[str] = "mamol"
+    title: ClassVar[str] = "MaMOL"
     Options: ClassVar[type] = MaMOLOptions
 
     def __init__(self, options: MaMOLOptions, kind: str, modalities: tuple[str, ...]) -> None:

@@ -81,6 +81,7 @@ class MMP(Method):
     """Missing-aware prompts per (stream, pattern, block) in the first ``prompt_depth`` blocks of each tower."""
 
     name: ClassVar[str] = "mmp"
+    title: ClassVar[str] = "MMP"
     Options: ClassVar[type] = MMPOptions
 
     def __init__(self, options: MMPOptions, kind: str, modalities: tuple[str, ...]) -> None:

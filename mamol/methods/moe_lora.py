@@ -105,6 +105,7 @@ class MoELoRA(Method):
     """MoE-LoRA layers beside the frozen MLP of the chosen blocks of each tower; rows are not conditioned."""
 
     name: ClassVar[str] = "moe_lora"
+    title: ClassVar[str] = "MoE-LoRA"
     Options: ClassVar[type] = MoELoRAOptions
 
     def __init__(self, options: MoELoRAOptions, kind: str, modalities: tuple[str, ...]) -> None:

@@ -208,6 +208,7 @@ class MoRA(Method):
     factor per modality and block position."""
 
     name: ClassVar[str] = "mora"
+    title: ClassVar[str] = "MoRA"
     Options: ClassVar[type] = MoRAOptions
 
     def __init__(self, options: MoRAOptions, kind: str, modalities: tuple[str, ...]) -> None:

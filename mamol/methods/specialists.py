@@ -136,6 +136,7 @@ class Specialists(Method):
     """A set of LoRA updates per missing pattern in the chosen blocks of each tower; rows routed by pattern."""
 
     name: ClassVar[str] = "specialists"
+    title: ClassVar[str] = "Specialists"
     Options: ClassVar[type] = SpecialistsOptions
 
     def __init__(self, options: SpecialistsOptions, kind: str, modalities: tuple[str, ...]) -> None:

@@ -63,6 +63,8 @@ class Method(nn.Module):
     """
 
     name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    """The name in tables and figures (``"MoE-LoRA"``); the registry name (``moe_lora``) is the config value."""
     Options: ClassVar[type] = NoOptions
     trains_pooling: bool = False
     """Remote host: also train CLIP's ``ln_post`` and visual ``proj`` (image–text hosts always train them)."""

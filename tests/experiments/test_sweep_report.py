@@ -222,7 +222,8 @@ def test_report_separates_runs_of_different_configs_and_shows_n(tmp_path):
     md, tex = (folder / "report.md").read_text(), (folder / "report.tex").read_text()
     assert "55.00 ± 7.07 (n=2)" in md and "90.00 (n=1)" in md
     assert "runs of mamol on synthetic" in md and "max_epoch" in md  # the warning, in the report too
-    assert r"55.00 \pm 7.07\;(n=2)" in tex
+    # n differs between the columns, so it is in every cell; the better mean is bold, the other underlined
+    assert r"$\underline{55.00 \pm 7.07}\;(n=2)$ & $\mathbf{90.00}\;(n=1)$" in tex
 
 
 def test_a_two_process_sweep_does_its_closing_work_once(small_scene_root, tmp_path):
