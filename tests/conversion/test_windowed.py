@@ -83,7 +83,8 @@ def test_the_path_is_chosen_by_size_or_by_the_flag(tmp_path, monkeypatch, caplog
 
 def test_refused_nan_in_windows_writes_nothing(tmp_path):
     root = _tif_scene(tmp_path / "raw", nodata=True)
-    with pytest.raises(DataError, match=r"HSI.tif holds 10 non-finite values \(10 NaN, 0 Inf\) in bands \[0, 1, 2, 3, 4\]"):
+    with pytest.raises(DataError, match=r"HSI.tif holds 10 non-finite values \(10 NaN, 0 Inf\) in bands "
+                                        r"\[0, 1, 2, 3, 4\]; fix the file or convert with --nan fill"):
         prepare_remote("synthetic", root, tmp_path / "out", windowed=True, **SMALL_COUNTS)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
