@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from mamol.conversion import windowed as windowed_read
 from mamol.conversion.layout import _EXAMPLE_FILES, find_scene_files
 from mamol.conversion.normalise import BandNormaliser
-from mamol.conversion.patches import extract_patches, pad_index
+from mamol.conversion.patches import pad_index
 from mamol.conversion.rasters import RasterVariable, align
 from mamol.conversion.readers import Variable, bands, describe, read_array, resolve
 from mamol.conversion.splits import SPLIT_METHODS, draw_split, fixed_split, release_split, warn_about_sizes
@@ -293,7 +293,7 @@ def _split_batches(
 
     def batch(idx: np.ndarray) -> pa.RecordBatch:
         rows, cols = idx // width, idx % width
-        arrays = [fixed_list_array(extract_patches(p, rows, cols, patch_size)) for p in padded.values()]
+        arrays = [fixed_list_array(windowed_read.cut_patches(p, rows, cols, patch_size)) for p in padded.values()]
         arrays += [pa.array(raw_labels[idx].astype(np.int64) - 1), pa.array(rows), pa.array(cols)]
         bar.update(len(idx))
         return pa.record_batch(arrays, schema=schema)
@@ -304,7 +304,8 @@ def _split_batches(
 
 def _write_scene(path: Path, padded: dict[str, np.ndarray], labels: np.ndarray, patch_size: int, meta: dict) -> Path:
     """One Arrow row per padded image row, in record batches of about :data:`BATCH_BYTES` (zero-copy slices of
-    the padded cubes), so a large scene is written, and read back, a block of rows at a time."""
+    the padded cubes, or rows read from a cube on disk), so a large scene is written, and read back, a block of
+    rows at a time."""
     hp, wp = next(iter(padded.values())).shape[:2]
     before = patch_size // 2
     label_rows = np.zeros((hp, wp), dtype=np.int16)
@@ -315,7 +316,7 @@ def _write_scene(path: Path, padded: dict[str, np.ndarray], labels: np.ndarray, 
     step = max(1, BATCH_BYTES // (4 * sum(widths.values()) + 2 * wp))
 
     def batch(start: int) -> pa.RecordBatch:
-        arrays = [fixed_list_array(np.asarray(p)[start:start + step].reshape(-1, widths[m]))  # (n, Wp*C) rows
+        arrays = [fixed_list_array(windowed_read.padded_rows(p, start, start + step).reshape(-1, widths[m]))
                   for m, p in padded.items()]
         return pa.record_batch([*arrays, fixed_list_array(label_rows[start:start + step])], schema=schema)
 

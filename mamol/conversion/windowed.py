@@ -11,9 +11,10 @@ instead, in two passes over the file:
    an unnamed temporary file beside the output (:class:`PaddedCube`; the system removes it when the conversion ends,
    however it ends).
 
-The patches of the splits and the rows of ``<scene>_scene.arrow`` are then cut from the cube a record batch at a
-time, each through a fresh memory map that is closed after its batch; so the Arrow files are the very bytes the
-in-memory path writes, and the peak memory is a window, a batch and one band, not the cube.
+The patches of the splits and the rows of ``<scene>_scene.arrow`` are then read from the cube's file a record batch
+at a time (:func:`cut_patches`, :func:`padded_rows`; plain reads, not a memory map, whose touched pages, and with
+large page-cache folios their neighbours, would count against the process until unmapped); so the Arrow files are
+the very bytes the in-memory path writes, and the peak memory is a window, a batch and one band, not the cube.
 
 The path is chosen per modality (:func:`chosen`): ``windowed=None`` (the default) reads a raster modality in
 windows when its padded cube exceeds :data:`WINDOWED_ABOVE`; ``True`` reads every raster modality that can be
@@ -34,15 +35,15 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from mamol.conversion.normalise import BandNormaliser
-from mamol.conversion.patches import pad_index
+from mamol.conversion.patches import extract_patches, pad_index
 from mamol.conversion.rasters import RasterVariable, nodata_as_nan
 from mamol.conversion.readers import Variable, bands
 from mamol.errors import DataError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GDAL_CACHE_BYTES", "WINDOWED_ABOVE", "WINDOW_BYTES", "PaddedCube", "chosen", "padded_bytes",
-           "read_padded"]
+__all__ = ["GDAL_CACHE_BYTES", "WINDOWED_ABOVE", "WINDOW_BYTES", "PaddedCube", "chosen", "cut_patches",
+           "padded_bytes", "padded_rows", "read_padded"]
 
 WINDOWED_ABOVE = 2**30
 """A raster modality whose padded float32 cube is larger than this (bytes) is read in windows by default."""
@@ -86,15 +87,13 @@ def chosen(var: Variable, patch_size: int, windowed: bool | None) -> bool:
 
 
 class PaddedCube:
-    """A padded (Hp, Wp, C) float32 cube in an unnamed temporary file, written a block of rows at a time.
-
-    ``np.asarray(cube)`` maps the file afresh each time (read-only): a caller's pages leave the process when its
-    arrays are released, so cutting patches batch by batch never holds more than the batch's rows. The file has no
-    name (:func:`tempfile.TemporaryFile`): it goes when the cube is garbage-collected or the process ends.
-    """
+    """A padded (Hp, Wp, C) float32 cube in an unnamed temporary file, written a block of rows at a time and read
+    back by rows (:meth:`rows`) or patches (:meth:`patches`) with plain reads: only what is asked for is in memory.
+    The file has no name (:func:`tempfile.TemporaryFile`): it goes when the cube is closed or garbage-collected, or
+    the process ends."""
 
     def __init__(self, folder: str | os.PathLike, shape: tuple[int, int, int]) -> None:
-        self.shape, self.dtype, self.ndim = tuple(shape), np.dtype(np.float32), 3
+        self.shape, self.dtype = tuple(shape), np.dtype(np.float32)
         self._file = tempfile.TemporaryFile(dir=folder, prefix=".padded-")  # noqa: SIM115 - lives with the cube
         self._rows = 0
 
@@ -105,15 +104,47 @@ class PaddedCube:
         np.ascontiguousarray(rows, dtype=np.float32).tofile(self._file)
         self._rows += len(rows)
 
-    def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
+    def _read_into(self, out: np.ndarray, offset: int) -> None:
+        """Fill the C-contiguous ``out`` with the file's bytes from value ``offset`` on."""
         if self._rows != self.shape[0]:
             raise ValueError(f"padded cube holds {self._rows} of its {self.shape[0]} rows")
+        got = os.preadv(self._file.fileno(), [memoryview(out).cast("B")], offset * 4)
+        if got != out.nbytes:
+            raise OSError(f"padded cube: read {got} of {out.nbytes} bytes at value {offset}")
+
+    def rows(self, start: int, stop: int) -> np.ndarray:
+        """Padded rows [start, stop) as (n, Wp, C)."""
+        stop = min(stop, self.shape[0])
+        out = np.empty((stop - start, *self.shape[1:]), dtype=np.float32)
         self._file.flush()
-        view = np.memmap(self._file, dtype=np.float32, mode="r", shape=self.shape)  # (Hp, Wp, C)
-        return np.array(view, dtype=dtype) if copy else view
+        self._read_into(out, start * self.shape[1] * self.shape[2])
+        return out
+
+    def patches(self, rows: np.ndarray, cols: np.ndarray, patch_size: int) -> np.ndarray:
+        """(n, C, P, P) C-contiguous patches with pixel (r, c) at (P//2, P//2), as
+        :func:`~mamol.conversion.patches.extract_patches` cuts them from an array: one read per patch row."""
+        p, (_, wp, c) = patch_size, self.shape
+        out = np.empty((len(rows), p, p, c), dtype=np.float32)  # (n, P, P, C): a patch row is contiguous on disk
+        self._file.flush()
+        for k, (r, col) in enumerate(zip(rows.tolist(), cols.tolist())):
+            for i in range(p):
+                self._read_into(out[k, i], ((r + i) * wp + col) * c)
+        return np.ascontiguousarray(out.transpose(0, 3, 1, 2))  # (n, C, P, P)
 
     def close(self) -> None:
         self._file.close()
+
+
+def cut_patches(padded: np.ndarray | PaddedCube, rows: np.ndarray, cols: np.ndarray, patch_size: int) -> np.ndarray:
+    """(n, C, P, P) patches around pixels (rows, cols) of a padded cube in memory or on disk."""
+    if isinstance(padded, PaddedCube):
+        return padded.patches(rows, cols, patch_size)
+    return extract_patches(padded, rows, cols, patch_size)
+
+
+def padded_rows(padded: np.ndarray | PaddedCube, start: int, stop: int) -> np.ndarray:
+    """Padded rows [start, stop) (n, Wp, C) of a cube in memory (a view) or on disk."""
+    return padded.rows(start, stop) if isinstance(padded, PaddedCube) else padded[start:stop]
 
 
 def read_padded(var: Variable, patch_size: int, normalize: str, nan: str, scratch: str | os.PathLike
