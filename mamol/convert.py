@@ -25,6 +25,7 @@ from mamol.conversion.converters import NATURAL_CONVERTERS, converter
 from mamol.conversion.layout import default_scene_jobs
 from mamol.conversion.remote import human_bytes
 from mamol.conversion.splits import SPLIT_METHODS
+from mamol.conversion.windowed import WINDOWED_ABOVE
 from mamol.data import catalogue
 from mamol.data.formats import NAN_POLICIES, NORMALIZATIONS
 from mamol.data.scenes import KNOWN_SCENES, default_split
@@ -66,6 +67,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     g.add_argument("--resample", action="store_true",
                    help="GeoTIFF / ENVI rasters on another grid (CRS, transform, size) than the first modality: "
                         "reproject them onto its grid (bilinear for data, nearest for labels) instead of failing")
+    g.add_argument("--windowed", action=argparse.BooleanOptionalAction, default=None,
+                   help="read GeoTIFF / ENVI modalities in windows of rows (two passes: statistics band by band, then "
+                        "the padded cube on disk), so memory stays far below the cube; the files are the same as in "
+                        "memory. Default: in windows when a modality's padded cube exceeds "
+                        f"{WINDOWED_ABOVE / 2**30:g} GiB")
     g.add_argument("--no-scene", action="store_true", help="skip <scene>_scene.arrow (needed for full-scene maps)")
     n = p.add_argument_group("natural image-text data")
     n.add_argument("--split-file", type=Path,
@@ -96,7 +102,8 @@ def convert(args: argparse.Namespace, dataset: str, root: Path) -> dict[str, Pat
             split=args.split or default_split(entry.name), train_per_class=args.train_per_class,
             val_per_class=args.val_per_class,
             test_per_class=args.test_per_class, seed=args.seed, nan=args.nan, write_scene=not args.no_scene,
-            progress=not args.quiet, strict_counts=args.strict_counts, resample=args.resample)
+            progress=not args.quiet, strict_counts=args.strict_counts, resample=args.resample,
+            windowed=args.windowed)
     options = {dest: getattr(args, dest) for dest in entry.options}
     written = entry.convert(root, args.target, progress=not args.quiet, **options)
     return {path.stem.rsplit("_", 1)[1]: path for path in written}  # mmimdb_dev.arrow -> "dev"

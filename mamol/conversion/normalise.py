@@ -23,6 +23,10 @@ class BandNormaliser:
     count; ``fill``: replaced by the band mean, with a warning) and normalised in place: ``minmax``
     (x - min) / (max - min) in [0, 1] (a constant band becomes 0), ``zscore`` (x - mean) / std (std 0 -> 1),
     ``none`` unchanged. Band by band, so no full-cube temporaries.
+
+    What it did to band ``c`` (fill value, shift, scale) is kept: :meth:`apply` does the same to a window of that
+    band, value for value, so a scene read in windows (:mod:`mamol.conversion.windowed`) normalises like one read
+    whole.
     """
 
     def __init__(self, var: Variable, method: str, nan: str) -> None:
@@ -34,6 +38,7 @@ class BandNormaliser:
         self.first: list[float] = []  # per band: min (minmax) or mean (zscore)
         self.second: list[float] = []  # per band: max (minmax) or std (zscore)
         self.non_finite, self.nan_count, self.bad_bands = 0, 0, []
+        self.steps: list[tuple[float | None, float | None, float | None]] = []  # per band: (fill, shift, scale)
         self._scratch: np.ndarray | None = None  # float64 band for the zscore statistics
         self._scratch_layout: tuple | None = None
 
@@ -41,6 +46,7 @@ class BandNormaliser:
         """Check, fill and normalise the next band (H, W) in place; returns it."""
         bad = ~np.isfinite(band)
         n_bad = int(bad.sum())
+        fill = None
         if n_bad:
             self.non_finite += n_bad
             self.nan_count += int(np.isnan(band).sum())
@@ -48,12 +54,15 @@ class BandNormaliser:
             if self.nan == "refuse":  # finish() raises: leave the band as it is
                 self.first.append(np.nan)
                 self.second.append(np.nan)
+                self.steps.append((None, None, None))
                 return band
             good = band[~bad]
-            band[bad] = good.mean(dtype=np.float64) if good.size else 0.0
+            fill = float(good.mean(dtype=np.float64)) if good.size else 0.0
+            band[bad] = fill
         if self.method == "none":
             self.first.append(np.nan)
             self.second.append(np.nan)
+            self.steps.append((fill, None, None))
             return band
         if self.method == "minmax":
             low, high = float(band.min()), float(band.max())
@@ -63,9 +72,23 @@ class BandNormaliser:
             shift, scale = low, 1.0 / (high if high > 0 else 1.0)
         self.first.append(low)
         self.second.append(high)
-        band -= np.float32(shift)
-        band *= np.float32(scale)
-        return band
+        self.steps.append((fill, shift, scale))
+        return self._rescale(band, shift, scale)
+
+    @staticmethod
+    def _rescale(values: np.ndarray, shift: float | None, scale: float | None) -> np.ndarray:
+        if shift is not None:
+            values -= np.float32(shift)
+            values *= np.float32(scale)
+        return values
+
+    def apply(self, band: int, window: np.ndarray) -> np.ndarray:
+        """Do to ``window`` (float32, any shape, part of band ``band``) in place what :meth:`__call__` did to that
+        whole band: the same fill value and the same float32 shift and scale, so every value comes out the same."""
+        fill, shift, scale = self.steps[band]
+        if fill is not None:
+            window[~np.isfinite(window)] = fill
+        return self._rescale(window, shift, scale)
 
     def _mean_std(self, band: np.ndarray) -> tuple[float, float]:
         """``band.mean(dtype=float64)``, ``band.std(dtype=float64)`` to the last bit, the same operations in the same

@@ -30,7 +30,7 @@ from mamol.errors import DataError, MissingFileError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Grid", "RasterVariable", "align", "iter_raster_bands", "open_raster",
+__all__ = ["Grid", "RasterVariable", "align", "iter_raster_bands", "nodata_as_nan", "open_raster",
            "read_raster"]
 
 LABEL_ROLES = ("label", "train", "test")
@@ -193,15 +193,22 @@ def align(variables: Mapping[str, RasterVariable | object], resample: bool) -> d
     return out
 
 
+def nodata_as_nan(values: np.ndarray, var: RasterVariable) -> np.ndarray:
+    """``values`` read from ``var`` (a band or a window, any shape) with a data raster's nodata as NaN (float32
+    then); label and split rasters, and values without nodata, come back as they are."""
+    if var.role in LABEL_ROLES or var.nodata is None:
+        return values
+    mask = np.isnan(values) if np.isnan(var.nodata) else values == var.nodata
+    if mask.any():
+        values = values.astype(np.float32)
+        values[mask] = np.nan
+    return values
+
+
 def _read_band(src: rasterio.io.DatasetReader, var: RasterVariable, index: int) -> np.ndarray:
     """Band ``index`` (1-based) of ``src`` as (H, W) on the variable's grid; data nodata -> NaN."""
-    band = src.read(index)  # (H, W) in the file's grid
+    band = nodata_as_nan(src.read(index), var)  # (H, W) in the file's grid
     is_data = var.role not in LABEL_ROLES
-    if is_data and var.nodata is not None:
-        mask = np.isnan(band) if np.isnan(var.nodata) else band == var.nodata
-        if mask.any():
-            band = band.astype(np.float32)
-            band[mask] = np.nan
     if var.onto is None:
         return band
     target = var.onto

@@ -29,9 +29,10 @@ import numpy as np
 import pyarrow as pa
 from tqdm.auto import tqdm
 
+from mamol.conversion import windowed as windowed_read
 from mamol.conversion.layout import _EXAMPLE_FILES, find_scene_files
 from mamol.conversion.normalise import BandNormaliser
-from mamol.conversion.patches import extract_patches, pad_index
+from mamol.conversion.patches import pad_index
 from mamol.conversion.rasters import RasterVariable, align
 from mamol.conversion.readers import Variable, bands, describe, read_array, resolve
 from mamol.conversion.splits import SPLIT_METHODS, draw_split, fixed_split, release_split, warn_about_sizes
@@ -173,6 +174,7 @@ def prepare_remote(
     progress: bool = True,
     strict_counts: bool = False,
     resample: bool = False,
+    windowed: bool | None = None,
 ) -> dict[str, Path]:
     """Convert the scene folder ``root`` into Arrow files in ``target``; returns {split or 'scene': path}.
 
@@ -183,7 +185,8 @@ def prepare_remote(
     its test split what remains (with a warning) unless ``strict_counts``; metadata ``counts`` are exact.
     GeoTIFF / ENVI rasters must lie on the first modality's grid unless ``resample`` (then they are reprojected
     onto it, :func:`mamol.conversion.rasters.align`); the first modality's CRS and transform are kept in the
-    metadata (``georeference``).
+    metadata (``georeference``). ``windowed`` reads raster modalities in windows (True), in memory (False) or in
+    windows when their padded cube is large (None; :mod:`mamol.conversion.windowed`): the files are the same.
     """
     name = _scene_stem(dataset)
     if normalize not in NORMALIZATIONS:
@@ -240,12 +243,15 @@ def prepare_remote(
     counts = {s: np.bincount(split_labels[s][pixels[s]] - 1, minlength=num_classes).tolist() for s in SPLITS}
     warn_about_sizes(counts, class_names)
 
-    padded: dict[str, np.ndarray] = {}
+    padded: dict[str, np.ndarray | windowed_read.PaddedCube] = {}
     n_bands: dict[str, int] = {}
     stats: dict[str, dict] = {}
     filled: dict[str, int] = {}
     for m in tqdm(present, desc=f"{name}: reading", disable=not progress, unit="modality"):
-        padded[m], stats[m], filled[m] = read_padded(mods[m], patch_size, normalize, nan)  # (Hp, Wp, C)
+        if windowed_read.chosen(mods[m], patch_size, windowed):  # the same values, on disk
+            padded[m], stats[m], filled[m] = windowed_read.read_padded(mods[m], patch_size, normalize, nan, target)
+        else:
+            padded[m], stats[m], filled[m] = read_padded(mods[m], patch_size, normalize, nan)  # (Hp, Wp, C)
         n_bands[m] = int(padded[m].shape[2])
 
     source = {role: describe(v) for role, v in [*mods.items(), ("label", label_var), *split_vars.items()]}
@@ -298,7 +304,7 @@ def _split_batches(
 
     def batch(idx: np.ndarray) -> pa.RecordBatch:
         rows, cols = idx // width, idx % width
-        arrays = [fixed_list_array(extract_patches(p, rows, cols, patch_size)) for p in padded.values()]
+        arrays = [fixed_list_array(windowed_read.cut_patches(p, rows, cols, patch_size)) for p in padded.values()]
         arrays += [pa.array(raw_labels[idx].astype(np.int64) - 1), pa.array(rows), pa.array(cols)]
         bar.update(len(idx))
         return pa.record_batch(arrays, schema=schema)
@@ -308,15 +314,25 @@ def _split_batches(
 
 
 def _write_scene(path: Path, padded: dict[str, np.ndarray], labels: np.ndarray, patch_size: int, meta: dict) -> Path:
-    """One Arrow row per padded image row (zero-copy from the padded cubes), as a single record batch."""
+    """One Arrow row per padded image row, in record batches of about :data:`BATCH_BYTES` (zero-copy slices of
+    the padded cubes, or rows read from a cube on disk), so a large scene is written, and read back, a block of
+    rows at a time."""
     hp, wp = next(iter(padded.values())).shape[:2]
     before = patch_size // 2
     label_rows = np.zeros((hp, wp), dtype=np.int16)
     label_rows[before:before + labels.shape[0], before:before + labels.shape[1]] = labels
-    arrays = {m: fixed_list_array(p.reshape(hp, -1)) for m, p in padded.items()}  # (Hp, Wp*C) rows
-    arrays["label"] = fixed_list_array(label_rows)
-    batch = pa.record_batch(list(arrays.values()), names=list(arrays))
-    return write_arrow(path, batch.schema, [batch], {**meta, "num_rows": hp, "padded_shape": [hp, wp]})
+    widths = {m: wp * p.shape[2] for m, p in padded.items()}
+    schema = pa.schema([*(pa.field(m, pa.list_(pa.float32(), n)) for m, n in widths.items()),
+                        pa.field("label", pa.list_(pa.int16(), wp))])
+    step = max(1, BATCH_BYTES // (4 * sum(widths.values()) + 2 * wp))
+
+    def batch(start: int) -> pa.RecordBatch:
+        arrays = [fixed_list_array(windowed_read.padded_rows(p, start, start + step).reshape(-1, widths[m]))
+                  for m, p in padded.items()]
+        return pa.record_batch([*arrays, fixed_list_array(label_rows[start:start + step])], schema=schema)
+
+    return write_arrow(path, schema, (batch(start) for start in range(0, hp, step)),
+                       {**meta, "num_rows": hp, "padded_shape": [hp, wp]})
 
 
 def human_bytes(n: float) -> str:

@@ -24,12 +24,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import torch
-from numpy.lib.stride_tricks import sliding_window_view
 from torch.utils.data import Dataset
 
-from mamol.data.arrow import column_views, fixed_list_view, open_arrow, read_metadata
+from mamol.data.arrow import column_views, read_metadata
 from mamol.data.base import BaseArrowDataset, DatasetEntry, collate_samples, missing_arrow_error
 from mamol.data.formats import MODALITY_ORDER, REMOTE_FORMAT, REMOTE_FORMAT_VERSION
+from mamol.data.scene_rows import SceneRows
 from mamol.errors import ConfigError, DataError
 from mamol.missing import MODALITY_ALIASES, is_missing
 from mamol.settings import DataSettings, MissingSettings
@@ -176,7 +176,9 @@ class RemoteDataset(BaseArrowDataset):
 class SceneWindows(Dataset):
     """Every pixel of a scene (row-major), each with its window cut on the fly from ``<name>_scene.arrow``.
 
-    Never materialises all patches: the padded scene is memory-mapped and each sample copies one window.
+    Never materialises all patches, nor the scene: the padded scene is read a block of rows at a time
+    (:class:`~mamol.data.scene_rows.SceneRows`) and each sample copies one window, so memory is bounded by a
+    block and a batch, not by the scene.
     ``missing_type`` is applied to every pixel (for maps with a modality missing); ``labelled_only`` keeps
     only pixels with a label. A DataLoader with a batch size fetches whole batches through
     :meth:`__getitems__` (one gather per modality, :meth:`batch`) instead of one window per call; the
@@ -213,7 +215,7 @@ class SceneWindows(Dataset):
         self.bands = {m: int(self.metadata["bands"][m]) for m in self.modalities}
         self._pixels: np.ndarray | None = None  # flat indices when labelled_only
         self.labelled_only = labelled_only
-        self._windows: dict[str, np.ndarray] | None = None
+        self._windows: SceneRows | None = None
         self._labels: np.ndarray | None = None
         self._pid: int | None = None
         if labelled_only:
@@ -233,19 +235,10 @@ class SceneWindows(Dataset):
     def _open(self) -> None:
         if self._windows is not None and self._pid == os.getpid():
             return
-        table = open_arrow(self.path)
-        hp, wp = self.metadata["padded_shape"]
-        p = self.patch_size
-        self._windows = {}
-        for m in self.modalities:
-            chunks = table.column(m).chunks
-            if len(chunks) != 1:
-                raise ValueError(f"{self.path}: column {m!r} has {len(chunks)} chunks, expected 1")
-            padded = fixed_list_view(chunks[0], (wp, self.bands[m]))  # (Hp, Wp, C) zero-copy
-            self._windows[m] = sliding_window_view(padded, (p, p), axis=(0, 1))  # (H, W, C, P, P) view
-        before = p // 2
-        labels = fixed_list_view(table.column("label").chunks[0], (wp,))  # (Hp, Wp)
-        self._labels = labels[before:before + self.height, before:before + self.width]
+        present = {m: self.bands[m] for bit, m in enumerate(self.modalities) if not is_missing(self.missing_type, bit)}
+        self._windows = SceneRows(self.path, present, self.patch_size, self.metadata["padded_shape"])
+        before = self.patch_size // 2
+        self._labels = self._windows.labels[before:before + self.height, before:before + self.width]  # (H, W)
         self._pid = os.getpid()
 
     def __getstate__(self) -> dict:
@@ -257,9 +250,9 @@ class SceneWindows(Dataset):
         return len(self._pixels) if self._pixels is not None else self.height * self.width
 
     def label_raster(self) -> np.ndarray:
-        """(H, W) int64 labels of the whole scene: 0..K-1, -1 where unlabelled."""
+        """(H, W) int16 labels of the whole scene: 0..K-1, -1 where unlabelled."""
         self._open()
-        return self._labels.astype(np.int64) - 1
+        return self._labels - np.int16(1)
 
     def batch(self, indices: Sequence[int] | np.ndarray) -> dict:
         """Samples ``indices`` as one batch dict (as :meth:`collate` of the single samples would give).
@@ -284,7 +277,7 @@ class SceneWindows(Dataset):
                 fill = torch.ones if self.missing_fill == "ones" else torch.zeros
                 batch[m] = fill(n, self.bands[m], p, p)  # (B, C, P, P), no zero stride (pinned)
             else:
-                batch[m] = torch.from_numpy(self._windows[m][rows, cols])  # (B, C, P, P) one gather
+                batch[m] = torch.from_numpy(self._windows.cut(m, rows, cols))  # (B, C, P, P) a gather per block
         batch["label"] = torch.from_numpy(self._labels[rows, cols].astype(np.int64) - 1)
         batch["row"] = torch.from_numpy(rows)
         batch["col"] = torch.from_numpy(cols)
@@ -309,7 +302,7 @@ class SceneWindows(Dataset):
             if is_missing(self.missing_type, bit):
                 sample[m] = torch.ones(shape) if self.missing_fill == "ones" else torch.zeros(shape)
             else:
-                sample[m] = torch.from_numpy(np.array(self._windows[m][row, col]))  # (C, P, P) copy
+                sample[m] = torch.from_numpy(np.array(self._windows.cut(m, [row], [col])[0]))  # (C, P, P) copy
         sample["label"] = torch.tensor(int(self._labels[row, col]) - 1, dtype=torch.int64)
         sample["row"] = torch.tensor(row, dtype=torch.int64)
         sample["col"] = torch.tensor(col, dtype=torch.int64)

@@ -2,12 +2,16 @@
 
 The checkpoint predicts every labelled pixel of ``<scene>_scene.arrow`` (``map_pixels="all"``: every pixel)
 once per map setting (``map_missing``; default: complete data, then each modality missing from every
-pixel). Windows are cut from the memory-mapped scene a batch at a time (:meth:`SceneWindows.batch`). Per
+pixel). Windows are cut from the scene a batch at a time (:meth:`SceneWindows.batch`, a block of rows read at a
+time) and each batch's argmax is put into the map as it comes, so memory is bounded by the batch. Per
 setting the run folder receives
 
 * ``map_<setting>.npy`` — the predicted label raster (H, W) int16: class 0..K-1, -1 = not predicted;
 * ``map_<setting>.png`` — the map, the ground truth and an error mask side by side, legend with the class
   names (fixed palette, :func:`mamol.experiments.plots.palette`);
+* ``map_<setting>.tif`` — when the scene has a georeference (converted from GeoTIFF / ENVI): class codes 1..K
+  (0 = not predicted, nodata) with the scene's CRS and transform, the palette as colour table and the class
+  names as tags (:mod:`mamol.experiments.geotiff`);
 
 plus ``ground_truth.npy`` (-1 = unlabelled) and ``maps.json``: per setting OA × 100 over every labelled
 pixel predicted and over the test split's pixels (which equals ``test_only``'s OA with that modality missing
@@ -32,6 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -41,6 +46,7 @@ from mamol.data import catalogue
 from mamol.data.remote import SceneWindows
 from mamol.errors import CommandInterrupted, ConfigError
 from mamol.experiments import plots
+from mamol.experiments.geotiff import write_map_geotiff
 from mamol.experiments.predict import Predictor, task_infos
 from mamol.files import atomic_write, write_json
 from mamol.methods.budget import settle_run
@@ -150,9 +156,12 @@ def predict_maps(s: RunSettings, options: MapOptions, predictor: Predictor, prog
             loader = DataLoader(scene, batch_size=s.hardware.per_device_batch, shuffle=False,
                                 num_workers=s.data.num_workers, collate_fn=scene.collate)
             started = time.perf_counter()
-            logits, fields = predictor.predict(loader, ("row", "col"), bar)
             prediction = np.full(truth.shape, -1, dtype=np.int16)
-            prediction[fields["row"].numpy(), fields["col"].numpy()] = logits.argmax(1).numpy()
+
+            def put(logits: Tensor, fields: dict[str, Tensor], prediction: np.ndarray = prediction) -> None:
+                prediction[fields["row"].numpy(), fields["col"].numpy()] = logits.argmax(1).numpy()  # (B,)
+
+            predictor.predict(loader, ("row", "col"), bar, each=put)  # batch by batch: nothing scene-sized kept
             seconds = time.perf_counter() - started
             maps.append(SceneMap(setting, prediction, _oa(prediction, truth),
                                  _oa(prediction[test_rows, test_cols], truth[test_rows, test_cols]),
@@ -168,12 +177,18 @@ def _save(path: Path, array: np.ndarray) -> Path:
     return path
 
 
-def write_map(m: SceneMap, truth: np.ndarray, class_names: Sequence[str], folder: Path) -> dict[str, Path]:
-    """``map_<setting>.npy`` and ``.png`` of one map into ``folder``."""
+def write_map(m: SceneMap, truth: np.ndarray, class_names: Sequence[str], folder: Path,
+              georeference: Mapping[str, Any] | None = None) -> dict[str, Path]:
+    """``map_<setting>.npy`` and ``.png`` of one map into ``folder``, and ``.tif`` when the scene has a
+    ``georeference`` (the Arrow metadata's; :mod:`mamol.experiments.geotiff`)."""
     title = f"{m.setting.title}: OA {_text(m.oa_labelled)} (labelled), {_text(m.oa_test)} (test pixels)"
-    return {f"{m.setting.name}.npy": _save(folder / f"map_{m.setting.name}.npy", m.prediction),
-            f"{m.setting.name}.png": plots.map_figure(m.prediction.astype(np.int64), truth, class_names, title,
-                                                      folder / f"map_{m.setting.name}.png")}
+    paths = {f"{m.setting.name}.npy": _save(folder / f"map_{m.setting.name}.npy", m.prediction),
+             f"{m.setting.name}.png": plots.map_figure(m.prediction.astype(np.int64), truth, class_names, title,
+                                                       folder / f"map_{m.setting.name}.png")}
+    if georeference is not None:
+        paths[f"{m.setting.name}.tif"] = write_map_geotiff(m.prediction, class_names, georeference,
+                                                           folder / f"map_{m.setting.name}.tif")
+    return paths
 
 
 def write_record(maps: Sequence[SceneMap], truth: np.ndarray, class_names: Sequence[str], folder: Path,
@@ -187,11 +202,12 @@ def write_record(maps: Sequence[SceneMap], truth: np.ndarray, class_names: Seque
 
 
 def write(maps: Sequence[SceneMap], truth: np.ndarray, class_names: Sequence[str], folder: Path,
-          meta: Mapping[str, Any]) -> dict[str, Path]:
-    """``map_<setting>.npy`` / ``.png`` per map, ``ground_truth.npy`` and ``maps.json`` into ``folder``."""
+          meta: Mapping[str, Any], georeference: Mapping[str, Any] | None = None) -> dict[str, Path]:
+    """``map_<setting>.npy`` / ``.png`` (/ ``.tif`` with a ``georeference``) per map, ``ground_truth.npy`` and
+    ``maps.json`` into ``folder``."""
     paths = {"ground_truth": _save(folder / "ground_truth.npy", truth.astype(np.int16))}
     for m in maps:
-        paths.update(write_map(m, truth, class_names, folder))
+        paths.update(write_map(m, truth, class_names, folder, georeference))
     paths["json"] = write_record(maps, truth, class_names, folder, meta)
     return paths
 
@@ -233,11 +249,12 @@ def command(config: Mapping[str, Any]) -> str:
     folder = new_run_folder(s.run.log_dir, s.run.exp_name)
     save_to(folder)
     finished: list[SceneMap] = []
+    georeference = infos[0].metadata.get("georeference")  # None: converted from .mat, no GeoTIFF
 
     def done(m: SceneMap, truth: np.ndarray) -> None:  # each map on disk as soon as it is predicted
         if not finished:
             _save(folder / "ground_truth.npy", truth.astype(np.int16))
-        write_map(m, truth, infos[0].class_names, folder)
+        write_map(m, truth, infos[0].class_names, folder, georeference)
         finished.append(m)
         write_record(finished, truth, infos[0].class_names, folder, meta, names[len(finished):])
 
@@ -255,10 +272,11 @@ def command(config: Mapping[str, Any]) -> str:
         if not finished:
             shutil.rmtree(folder, ignore_errors=True)
         for name in names[len(finished):]:  # a map cut short between its two files
-            for suffix in ("npy", "png"):
+            for suffix in ("npy", "png", "tif"):
                 (folder / f"map_{name}.{suffix}").unlink(missing_ok=True)
         raise
     lines = [f"{m.setting.title:<22s} OA {_text(m.oa_labelled)} over {int((truth >= 0).sum())} labelled pixels, "
              f"{_text(m.oa_test)} over the test pixels; {m.pixels} pixels at {m.record()['pixels_per_s']:.0f}/s"
              for m in maps]
-    return "\n".join(lines) + f"\nwritten to {folder} (map_<setting>.npy/.png, ground_truth.npy, maps.json)"
+    files = "map_<setting>.npy/.png" + ("/.tif" if georeference is not None else "")
+    return "\n".join(lines) + f"\nwritten to {folder} ({files}, ground_truth.npy, maps.json)"

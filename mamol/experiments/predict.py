@@ -8,7 +8,7 @@ logits of every sample in loader order with the batch fields asked for (labels, 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
@@ -37,16 +37,24 @@ class _Collector(pl.Callback):
     def __init__(self) -> None:
         self.reset((), None)
 
-    def reset(self, keys: Sequence[str], progress: Any) -> None:
-        self.keys, self.progress = tuple(keys), progress
+    def reset(self, keys: Sequence[str], progress: Any, each: Callable[[Tensor, dict[str, Tensor]], None] | None = None
+              ) -> None:
+        self.keys, self.progress, self.each = tuple(keys), progress, each
         self.logits: list[Tensor] = []
+        self.batches = 0
         self.fields: dict[str, list[Tensor]] = {k: [] for k in self.keys}
 
     def on_predict_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                              batch_idx: int, dataloader_idx: int = 0) -> None:
-        self.logits.append(outputs.detach().float().cpu())  # (B, K)
-        for key in self.keys:
-            self.fields[key].append(batch[key].detach().cpu())
+        logits = outputs.detach().float().cpu()  # (B, K)
+        fields = {key: batch[key].detach().cpu() for key in self.keys}
+        if self.each is not None:  # handed on, not kept
+            self.each(logits, fields)
+            self.batches += 1
+        else:
+            self.logits.append(logits)
+            for key in self.keys:
+                self.fields[key].append(fields[key])
         if self.progress is not None:
             self.progress.update(outputs.shape[0])
 
@@ -76,15 +84,20 @@ class Predictor:
             callbacks=[self._collector], enable_checkpointing=False, enable_progress_bar=False,
             enable_model_summary=False, use_distributed_sampler=False, inference_mode=True)
 
-    def predict(self, loader: DataLoader, keys: Sequence[str] = (), progress: Any = None
-                ) -> tuple[Tensor, dict[str, Tensor]]:
+    def predict(self, loader: DataLoader, keys: Sequence[str] = (), progress: Any = None,
+                each: Callable[[Tensor, dict[str, Tensor]], None] | None = None
+                ) -> tuple[Tensor, dict[str, Tensor]] | None:
         """Logits (N, K) of every sample of ``loader`` in order, and the batch fields ``keys`` concatenated.
 
-        ``progress`` (a tqdm bar, optional) advances by each batch's size.
+        ``progress`` (a tqdm bar, optional) advances by each batch's size. With ``each``, every batch's logits
+        (B, K) and fields go to ``each(logits, fields)`` in loader order and nothing is kept (memory bounded by
+        the batch, whatever the loader's length); then it returns None.
         """
-        self._collector.reset(keys, progress)
+        self._collector.reset(keys, progress, each)
         self.trainer.predict(self.module, dataloaders=loader, return_predictions=False)
         c = self._collector
-        if not c.logits:
+        if not c.logits and not c.batches:
             raise ValueError("the loader yielded no batch")
+        if each is not None:
+            return None
         return torch.cat(c.logits), {k: torch.cat(v) for k, v in c.fields.items()}
