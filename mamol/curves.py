@@ -29,6 +29,8 @@ from mamol import figures
 from mamol.cli import print_error
 from mamol.errors import DataError, MamolError, MissingFileError
 from mamol.files import write_png
+from mamol.metrics import TaskMetrics
+from mamol.tasks import TASK_TYPES
 
 METRICS_FILE = "metrics.csv"
 CURVES_FILE = "curves.png"
@@ -89,13 +91,19 @@ def _series(rows: Sequence[dict[str, str]], column: str, label: str, path: Path)
     return Series(label, np.asarray(steps, dtype=np.int64), np.asarray([by_step[s] for s in steps], dtype=np.float64))
 
 
-def _headline(validation: Series, candidates: dict[str, Series]) -> str:
-    """The metric ``val/the_metric`` repeats (the task's headline metric), or ``the_metric`` (several tasks)."""
-    for name, series in candidates.items():
-        if np.array_equal(series.step, validation.step) and np.allclose(series.value, validation.value,
-                                                                         equal_nan=True, rtol=0, atol=1e-9):
-            return name
-    return "the_metric"
+def _headline(columns: Sequence[str]) -> str:
+    """The metric ``val/the_metric`` repeats: the checkpoint-selection metric of the task type whose metrics the
+    run logged (``OA`` for a remote scene, ``AUROC`` for a binary task, ...), or ``the_metric`` when it averages
+    several tasks (their metrics logged as ``val/<task>/<metric>``). By name, not by value: OA equals AA under
+    the class-balanced split."""
+    logged = {c.removeprefix("val/") for c in columns if c.startswith("val/") and c.count("/") == 1}
+    found: tuple[int, str] | None = None
+    for task_type in TASK_TYPES:
+        metrics = TaskMetrics(task_type, 2)
+        names = set(metrics.metrics.keys()) - {"class_acc"}
+        if names <= logged and (found is None or len(names) > found[0]):  # the most specific set wins
+            found = (len(names), metrics.the_metric)
+    return found[1] if found else "the_metric"
 
 
 def read_curves(folder: str | os.PathLike) -> RunCurves:
@@ -104,10 +112,7 @@ def read_curves(folder: str | os.PathLike) -> RunCurves:
     columns, rows = _read_rows(path)
     loss = _series(rows, LOSS, "training loss", path)
     validation = _series(rows, VALIDATION, VALIDATION, path)
-    candidates = {c.removeprefix("val/"): _series(rows, c, c, path) for c in columns
-                  if c.startswith("val/") and c.count("/") == 1 and c not in (VALIDATION, "val/loss")
-                  and not c.startswith("val/acc_")}
-    headline = _headline(validation, candidates) if len(validation) else "the_metric"
+    headline = _headline(columns)
     schedules: list[Series] = []
     for column in (c for c in columns if c.startswith(LR_PREFIX)):
         series = _series(rows, column, column.removeprefix(LR_PREFIX), path)
