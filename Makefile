@@ -44,7 +44,7 @@ test-latex: lint   ## report.tex through a real pdflatex (scripts/install_latex.
 demo: $(STAMP)   ## synthetic scene -> Arrow -> train MaMOL (tiny CLIP) -> grid of missing settings -> map
 	$(PY) -m mamol.demo --out demo_out
 
-figures: $(STAMP)   ## the README's pictures (fig/robustness.png, fig/map_complete.png), made by the demo
+figures: $(STAMP)   ## the README's pictures (fig/robustness.png, fig/map_complete.png, fig/curves.png), made by the demo
 	$(PY) -m mamol.demo --out demo_out --figures fig
 
 bench: $(STAMP)   ## model benchmarks (ratios measured side by side)

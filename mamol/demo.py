@@ -11,8 +11,8 @@
 6. prints one table of OA / AA / kappa under four of the grid's settings.
 
 Every command is printed before it runs, so the demo doubles as a worked example of the real workflow.
-``--figures fig`` also copies the robustness plot and the map into ``fig/`` (``make figures``: the README's
-pictures).
+``--figures fig`` also copies the robustness plot, the map and the training run's curves into ``fig/`` (``make
+figures``: the README's pictures).
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 from mamol.conversion.synthetic import make_synthetic_scene
+from mamol.experiments.plots import type_label
 
 REPO = Path(__file__).resolve().parent.parent
 """The repository checkout around the package, when there is one (``run.py`` beside ``mamol/``)."""
@@ -37,12 +38,12 @@ def entry_point(script: str, module: str) -> list[str]:
         return [sys.executable, str(REPO / script)]
     return [sys.executable, "-m", module]
 
-# (label, grid type, ratio): the grid points of the final table.
+# (label, grid type, ratio): the grid points of the final table, labelled as the figures label them.
 SETTINGS = (
     ("complete", "both", 0.0),
-    ("HSI missing", "hsi", 1.0),
-    ("LiDAR missing", "lidar", 1.0),
-    ("mixed 0.7 / both", "both", 0.7),
+    (type_label("hsi"), "hsi", 1.0),
+    (type_label("lidar"), "lidar", 1.0),
+    (f"{type_label('both')} 0.7", "both", 0.7),
 )
 
 
@@ -98,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         args.figures.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(grid_dir / "robustness.png", args.figures / "robustness.png")
         shutil.copyfile(map_dir / "map_complete.png", args.figures / "map_complete.png")
-        print(f"figures copied to {args.figures}: robustness.png, map_complete.png")
+        shutil.copyfile(_latest_run(runs, "demo_train") / "curves.png", args.figures / "curves.png")
+        print(f"figures copied to {args.figures}: robustness.png, map_complete.png, curves.png")
 
     print("\nMaMOL on the synthetic scene (tiny random CLIP, one model for every setting)")
     print(f"{'test setting':<20s} {'OA':>7s} {'AA':>7s} {'kappa':>7s}")

@@ -49,14 +49,16 @@ def config():
 
     # ---------------------------------------------------------------- missing modalities (SPEC §4)
     missing_ratio = {"train": 0.7, "val": 0.7, "test": 0.7}  # fraction of samples with a modality missing
-    missing_type = {"train": "both", "val": "both", "test": "both"}  # modality name, both, or 3-modality pair
+    # modality name ("hsi", "lidar", "sar", "text", ...), "both", a 3-modality pair ("hsi_sar") or all of them
+    # ("hsi_lidar_sar"); the release's spellings (HS, LiDAR, Both, HS_Lidar, HS_SAR_Lidar) are accepted too
+    missing_type = {"train": "both", "val": "both", "test": "both"}
     both_ratio = 0.5  # with "both": fraction of the missing samples that lose the second modality
-    missing_ratio_2 = 0.0  # 3-modality pair types (e.g. HS_SAR): fraction that also loses the second one
+    missing_ratio_2 = 0.0  # 3-modality pair types (e.g. hsi_sar): fraction that also loses the second one
     missing_table_root = None  # where missing tables are stored and reused; None = <data_root>/missing_tables
     missing_seed = 0  # seed of the dedicated generator that draws missing tables
     missing_table_on_mismatch = "regenerate"  # a stored table made with other parameters: "regenerate" or "refuse"
     test_ratio = None  # overrides missing_ratio of val and test (e.g. 0.7); None keeps missing_ratio
-    test_type = None  # overrides missing_type of val and test (e.g. "both", "HS", "lidar"); None keeps it
+    test_type = None  # overrides missing_type of val and test (e.g. "both", "hsi", "lidar"); None keeps it
     simulate_missing = False  # redraw a random missing pattern for complete training samples at each access
     missing_fill = "ones"  # input substituted for a missing modality: "ones" (release) or "zeros"
 
@@ -116,7 +118,7 @@ def config():
 
     # ---------------------------------------------------------------- experiments (run.py commands, README)
     logger = "csv"  # training curves: "csv" (metrics.csv) or "tensorboard" (also TensorBoard event files there)
-    grid_types = None  # evaluate_grid: missing types, e.g. ["HS","lidar"]; None = each modality + both (or pairs, all)
+    grid_types = None  # evaluate_grid: missing types, e.g. ["hsi","lidar"]; None = each modality + both (or pairs, all)
     grid_ratios = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]  # evaluate_grid: ratios (0 = complete)
     seeds = [0, 1, 2]  # sweep: one run per seed and method (reports give mean ± std over seeds)
     methods = ["mamol"]  # sweep: method names or variants {"name": "r4", "method": "mamol", "adapter_rank": 4}
@@ -161,7 +163,7 @@ ex.add_named_config("remote_3modality", dict(
     check_val_every_n_epoch=20,
     datasets=["augsburg"],
     modalities=["hsi", "lidar", "sar"],
-    missing_type={"train": "HS_SAR_Lidar", "val": "HS_SAR_Lidar", "test": "HS_SAR_Lidar"},
+    missing_type={"train": "hsi_lidar_sar", "val": "hsi_lidar_sar", "test": "hsi_lidar_sar"},
 ))
 
 
@@ -200,9 +202,9 @@ ex.add_named_config("plan_matched", dict(
     ]))
 ex.add_named_config("plan_cross", dict(
     check_val_every_n_epoch=20, exp_name="cross", methods=["mamol", "lora"], seeds=_TEN_SEEDS,
-    sweep_train_missing=[{"ratio": 0.0, "type": "both"}, {"ratio": 0.7, "type": "HS"},
+    sweep_train_missing=[{"ratio": 0.0, "type": "both"}, {"ratio": 0.7, "type": "hsi"},
                          {"ratio": 0.7, "type": "lidar"}, {"ratio": 0.7, "type": "both"}],
-    grid_types=["HS", "lidar", "both"], grid_ratios=[0.0, 0.7]))
+    grid_types=["hsi", "lidar", "both"], grid_ratios=[0.0, 0.7]))
 
 
 class DocumentedConfig(ConfigDict):

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.aggregation import SumMetric
@@ -151,6 +152,14 @@ class TaskMetrics(nn.Module):
         self.updated = False
         self.metrics.reset()
         self.counts.reset()
+
+
+def warn_undefined(where: str, undefined: Mapping[str, str]) -> None:
+    """One warning line per metric that is NaN because it is undefined on what was scored (``TaskMetrics.undefined``:
+    metric -> why), naming ``where`` (``val/hateful_memes``, an evaluate_grid setting): training and every command
+    that scores say it in the same words. Rank 0 only."""
+    for name, why in undefined.items():
+        rank_zero_warn(f"{where}: {name} is undefined on this split and reported as NaN ({why})")
 
 
 def predicted_labels(logits: Tensor, task_type: str) -> Tensor:

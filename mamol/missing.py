@@ -20,6 +20,10 @@ Missing *types* (what a split simulates) are parsed by :func:`parse_missing_type
   uniformly from the non-empty, non-full patterns;
 * ``"none"``: every sample complete.
 
+The canonical spelling (the modality names in lower case, ``both``, ``none``) is what the project writes: file
+names, ``grid.csv``, ``test_results.json``, figure labels (:func:`mamol.experiments.plots.type_label`). The
+release's spellings (``HS``, ``LiDAR``, ``Both``, ``HS_Lidar``, ``HS_SAR_Lidar``) are accepted as input.
+
 Tables are drawn with a dedicated ``numpy.random.default_rng(seed)`` (never the global random state), saved
 with the parameters that made them and reused (:func:`load_or_make_missing_table`).
 """
@@ -122,13 +126,33 @@ def present_rows(present: Tensor) -> list[Tensor]:
     return [order[m, :count] for m, count in enumerate(counts)]
 
 
+def _tokens(name: str) -> list[str]:
+    """The lower-case words of a missing type as written: ``'HS_SAR+Lidar'`` -> ``['hs', 'sar', 'lidar']``."""
+    low = name.strip().lower()
+    for sep in _SEPARATORS:
+        low = low.replace(sep, "_")
+    return [t for t in low.split("_") if t]
+
+
+def spelling(name: str) -> str:
+    """The project's spelling of a missing type as given, without a dataset to check it against: lower case, each
+    modality by its canonical name, joined by ``_`` in the order given (``'HS'`` -> ``'hsi'``, ``'HS_Lidar'`` ->
+    ``'hsi_lidar'``, ``'Both'`` -> ``'both'``). For names (a sweep run's folder); :func:`parse_missing_type` checks
+    a type against the data's modalities and orders an all-modality type."""
+    words = _tokens(name)
+    if words == ["complete"]:
+        return "none"
+    return "_".join(MODALITY_ALIASES.get(t, t) for t in words)
+
+
 def _canonical_modality(token: str, modalities: Sequence[str], name: str) -> str:
     low = token.strip().lower()
     canon = MODALITY_ALIASES.get(low, low)
     if canon not in modalities:
+        others = "'both'" if len(modalities) < 3 else f"a pair like '{modalities[0]}_{modalities[1]}'"
         raise ConfigError(
             f"missing_type {name!r}: {token!r} is not a modality of this dataset; expected one of "
-            f"{tuple(modalities)} (or 'both' / a pair like 'HS_Lidar' / 'none')"
+            f"{tuple(modalities)} (or {others} / 'none')"
         )
     return canon
 
@@ -154,10 +178,7 @@ def parse_missing_type(name: str, modalities: Sequence[str]) -> str:
                 f"'{'_'.join(modalities)}'"
             )
         return "both"
-    for sep in _SEPARATORS:
-        low = low.replace(sep, "_")
-    tokens = [t for t in low.split("_") if t]
-    names = [_canonical_modality(t, modalities, name) for t in tokens]
+    names = [_canonical_modality(t, modalities, name) for t in _tokens(name)]
     if len(set(names)) != len(names):
         raise ConfigError(f"missing_type {name!r} names a modality twice ({names})")
     if len(names) == 1:

@@ -14,13 +14,12 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from mamol import checkpoint
 from mamol.errors import CheckpointError
 from mamol.methods import build_model
-from mamol.metrics import TaskMetrics, predicted_labels
+from mamol.metrics import TaskMetrics, predicted_labels, warn_undefined
 from mamol.optim import build_optimizer
 from mamol.predictions import PredictionRecorder, TaskPredictions
 from mamol.settings import RunSettings
@@ -111,8 +110,7 @@ class MaMOLModule(pl.LightningModule):
             if not metrics.updated:
                 continue
             values = {key: 100.0 * torch.as_tensor(v, dtype=torch.float64) for key, v in metrics.compute().items()}
-            for name, why in metrics.undefined.items():
-                rank_zero_warn(f"{stage}/{info.name}: {name} is undefined on this split and reported as NaN ({why})")
+            warn_undefined(f"{stage}/{info.name}", metrics.undefined)
             metrics.reset()
             prefix = self._prefix(stage, info)
             for key, value in values.items():

@@ -5,7 +5,8 @@
 keeps the history of the state it resumes from and appends to it),
 ``checkpoints/{best-*.ckpt,last.ckpt}`` and, after testing, ``test_results.json`` with ``test_predictions.npz``
 (each test sample's index, label, decision and missing code: :mod:`mamol.predictions`), the confusion matrices
-``confusion.{json,csv,png}`` (:mod:`mamol.confusion`) and ``console.log``: what the run printed
+``confusion.{json,csv,png}`` (:mod:`mamol.confusion`), the training curves ``curves.png`` (:mod:`mamol.curves`;
+also after a fit without test) and ``console.log``: what the run printed
 (:mod:`mamol.console`). Without a terminal (a log file, a SLURM job) the progress bar gives way to one line per
 epoch.
 """
@@ -32,7 +33,7 @@ from pytorch_lightning.strategies import DDPStrategy
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
-from mamol import checkpoint, confusion, console, runs, settings
+from mamol import checkpoint, confusion, console, curves, runs, settings
 from mamol.data import catalogue
 from mamol.data.datamodule import MaMOLDataModule
 from mamol.errors import CommandInterrupted, MamolError, StorageError, TrainingInterrupted
@@ -41,6 +42,7 @@ from mamol.locks import held_or_refused
 from mamol.methods import method_class
 from mamol.methods.budget import settle_run
 from mamol.metrics import CLASS_PREFIX, is_class_metric, summary_metrics
+from mamol.missing import parse_missing_type
 from mamol.module import MaMOLModule
 from mamol.predictions import PREDICTIONS_FILE, write_predictions
 from mamol.settings import RunSettings
@@ -306,11 +308,13 @@ def summarise(results: dict[str, float], class_names: list[list[str]], setting: 
     return "\n".join(lines)
 
 
-def missing_report(s: RunSettings, split: str = "test") -> dict[str, Any]:
-    """The missing-modality setting a split is evaluated under, as written to ``test_results.json``."""
+def missing_report(s: RunSettings, modalities: Sequence[str], split: str = "test") -> dict[str, Any]:
+    """The missing-modality setting a split is evaluated under, as written to ``test_results.json``: the type in
+    its canonical spelling (``test_type=HS`` is written ``hsi``; ``config.json`` keeps the config as given)."""
     m = s.missing.split(split)
-    return {"missing_ratio": m.ratio, "missing_type": m.type, "both_ratio": m.both_ratio,
-            "missing_ratio_2": m.ratio_2, "missing_fill": s.missing.fill, "missing_seed": m.seed}
+    return {"missing_ratio": m.ratio, "missing_type": parse_missing_type(m.type, modalities),
+            "both_ratio": m.both_ratio, "missing_ratio_2": m.ratio_2, "missing_fill": s.missing.fill,
+            "missing_seed": m.seed}
 
 
 def resolve_settings(config: Mapping[str, Any], evaluation: bool = False, elsewhere: bool = False) -> RunSettings:
@@ -399,13 +403,19 @@ def run(config: Mapping[str, Any], loggers: Sequence[Logger] = ()) -> dict:
         if resumed and trainer.is_global_zero:  # the failure an earlier attempt recorded is over
             (run_dir / "failed.json").unlink(missing_ok=True)
         report["run_dir"] = str(run_dir)
+        trained = trainer.is_global_zero and not s.run.test_only and (run_dir / curves.METRICS_FILE).is_file()
         if "metrics" not in report:
+            if trained:
+                curves.write_curves(run_dir)
             report["summary"] = f"Training finished (test_after_fit=False): best checkpoint {report['checkpoint']}"
             return report
         if trainer.is_global_zero:
             # The predictions first: a test_results.json (what marks a run finished) names a file that exists.
             write_predictions(run_dir / PREDICTIONS_FILE, module.test_predictions)
             report["confusion"] = confusion.write_run_confusion(run_dir, module.test_predictions, report["class_names"])
+            if trained:  # loss, validation metric and learning rate over the steps, from metrics.csv
+                curves.write_curves(run_dir)
+                report["curves"] = curves.CURVES_FILE
             write_json(run_dir / "test_results.json", {k: v for k, v in report.items() if k != "run_dir"})
             where = f"written to {run_dir / 'test_results.json'}"
         else:
@@ -444,7 +454,7 @@ def _fit_and_test(s: RunSettings, trainer: pl.Trainer, best: ModelCheckpoint, la
     return {
         "tasks": [i.name for i in datamodule.infos],
         "metrics": {k.removeprefix("test/"): round(v, 4) for k, v in module.test_results.items()},
-        "missing": missing_report(s),
+        "missing": missing_report(s, datamodule.infos[0].modalities),
         "limit_test": s.run.limit_test,
         "checkpoint": tested_path,
         "method": s.method.name,

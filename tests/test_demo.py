@@ -52,5 +52,5 @@ def demo_table(out: Path) -> list[str]:
 @pytest.mark.heavy
 def test_the_demo_prints_the_same_table_twice(tmp_path):
     first, second = demo_table(tmp_path / "a"), demo_table(tmp_path / "b")
-    assert [line.split()[0] for line in first] == ["test", "complete", "HSI", "LiDAR", "mixed"]
+    assert [line.split()[0] for line in first] == ["test", "complete", "hsi", "lidar", "both"]
     assert first == second

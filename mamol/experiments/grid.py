@@ -41,7 +41,7 @@ from mamol.experiments import plots, tables
 from mamol.experiments.predict import Predictor, task_infos
 from mamol.files import write_json
 from mamol.methods.budget import settle_run
-from mamol.metrics import TaskMetrics, class_metric_label, summary_metrics
+from mamol.metrics import TaskMetrics, class_metric_label, summary_metrics, warn_undefined
 from mamol.missing import parse_missing_type
 from mamol.runs import new_run_folder, write_run_record
 from mamol.settings import RunSettings, from_config
@@ -156,11 +156,23 @@ class GridResult:
                 "complete": self.complete(), **self.meta}
 
 
-def score(logits: Tensor, labels: Tensor, info: TaskInfo) -> dict[str, float]:
-    """Metric fractions of ``logits`` (N, K) against ``labels`` with the task's metrics (``the_metric`` too)."""
+def score(logits: Tensor, labels: Tensor, info: TaskInfo) -> tuple[dict[str, float], dict[str, str]]:
+    """Metric fractions of ``logits`` (N, K) against ``labels`` with the task's metrics (``the_metric`` too), and
+    the metrics undefined on these labels (NaN) with the reason (``TaskMetrics.undefined``)."""
     metrics = TaskMetrics(info.task_type, info.num_classes, sync=False)  # all samples are here, in one process
     metrics.update(logits, labels)
-    return {k: float(v) for k, v in metrics.compute().items()}
+    values = {k: float(v) for k, v in metrics.compute().items()}
+    return values, dict(metrics.undefined)
+
+
+def warn_undefined_points(undefined: Mapping[tuple[str, str, str], Sequence[str]], n_points: int) -> None:
+    """One warning per (metric key, reason) that left a metric NaN, naming the grid settings where it did
+    (:func:`mamol.metrics.warn_undefined`'s words: the same line training gives)."""
+    for (task, name, why), labels in undefined.items():
+        labels = list(dict.fromkeys(labels))  # the complete setting is ratio 0 of every type
+        where = (f"test/{task} at every grid setting ({n_points})" if len(labels) == n_points
+                 else f"test/{task} at grid setting{'s' if len(labels) > 1 else ''} {', '.join(labels)}")
+        warn_undefined(where, {name: why})
 
 
 def point_codes(s: RunSettings, config: Mapping[str, Any], points: Sequence[GridPoint],
@@ -204,13 +216,16 @@ def evaluate(s: RunSettings, config: Mapping[str, Any], options: GridOptions, pr
 
     headline = TaskMetrics(infos[0].task_type, infos[0].num_classes).the_metric if len(infos) == 1 else "the_metric"
     rows = []
+    undefined: dict[tuple[str, str, str], list[str]] = {}  # (task, metric, why) -> the settings where it is NaN
     for point, per_task in zip(tqdm(points, desc="grid: scoring", unit="setting", disable=disable), codes):
         values: dict[str, float] = {}
         the_metrics = []
         for t, info in enumerate(infos):
             position = torch.as_tensor(np.searchsorted(needed[t], per_task[t]))  # (N_t,) index into the codes
             chosen = stacked[t][position, torch.arange(len(position))]  # (N_t, K_t): each sample under its code
-            scores = score(chosen, labels[t], info)
+            scores, nan = score(chosen, labels[t], info)
+            for name, why in nan.items():
+                undefined.setdefault((info.name, name, why), []).append(point.label)
             prefix = "" if len(infos) == 1 else f"{info.name}/"
             values.update({prefix + k: v for k, v in scores.items() if k != "the_metric"})
             the_metrics.append(scores["the_metric"])
@@ -218,12 +233,16 @@ def evaluate(s: RunSettings, config: Mapping[str, Any], options: GridOptions, pr
         # x 100 and rounded as test_results.json writes them
         rows.append({"type": point.type, "ratio": point.ratio,
                      "metrics": {k: round(100.0 * v, 4) for k, v in values.items()}})
+    warn_undefined_points(undefined, len({p.label for p in points}))
     first = point_missing(config, points[0], modalities)
     meta = {"checkpoint": str(s.run.load_path), "method": s.method.name,
             "missing": {"both_ratio": first.test.both_ratio, "missing_seed": first.test.seed,
                         "missing_fill": first.fill, "pairs": "missing_ratio_2 = ratio"},
             "class_names": {i.name: list(i.class_names) for i in infos}, "notes": data_notes(infos),
-            "samples": {ds.name: len(ds) for ds in datasets}, "passes": {ds.name: n for ds, n in zip(datasets, needed)}}
+            "samples": {ds.name: len(ds) for ds in datasets}, "passes": {ds.name: n for ds, n in zip(datasets, needed)},
+            # metric key (as in rows) -> why it is NaN and where: what the figure's panel and the warning say
+            "undefined": {("" if len(infos) == 1 else f"{task}/") + name: {
+                "why": why, "settings": list(dict.fromkeys(at))} for (task, name, why), at in undefined.items()}}
     return GridResult(points, rows, headline, summary_metrics(list(rows[0]["metrics"]), headline),
                       list(s.data.datasets), list(modalities), meta)
 
@@ -258,8 +277,9 @@ def write(result: GridResult, folder: Path, title: str) -> dict[str, Path]:
                                                            if r["type"] == t]))
                   for t in dict.fromkeys(p.type for p in result.points)]
               for m in result.summary[:4]}
+    undefined = {m: u["why"] for m, u in result.meta.get("undefined", {}).items()}
     paths["png"] = plots.robustness_figure(panels, {m: complete[m] if complete else None for m in panels},
-                                           title, folder / "robustness.png")
+                                           title, folder / "robustness.png", undefined)
     return paths
 
 

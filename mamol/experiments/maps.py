@@ -14,8 +14,9 @@ setting the run folder receives
   names as tags (:mod:`mamol.experiments.geotiff`);
 
 plus ``ground_truth.npy`` (-1 = unlabelled) and ``maps.json``: per setting OA × 100 over every labelled
-pixel predicted and over the test split's pixels (which equals ``test_only``'s OA with that modality missing
-from every test sample), pixel counts and pixels per second.
+pixel predicted and each class's accuracy × 100 over them (by class name), OA over the test split's pixels (which
+equals ``test_only``'s OA with that modality missing from every test sample), pixel counts and pixels per second.
+Settings are named as the keys spell modalities (``no_hsi``; titles "hsi missing": :func:`plots.missing_label`).
 
 Each map is written as soon as it is predicted, and ``maps.json`` rewritten with it (``maps``: the finished ones,
 ``pending``: the settings still to draw, ``complete``). A command stopped by SIGTERM or SIGINT keeps the finished
@@ -79,8 +80,8 @@ class MapSetting:
 
     @property
     def title(self) -> str:
-        missing = "+".join(plots.MODALITY_LABELS.get(m, m) for m in self.missing)
-        return "complete data" if not self.missing else f"{missing} missing"
+        """"complete data" or "hsi missing" (:func:`mamol.experiments.plots.missing_label`)."""
+        return "complete data" if not self.missing else plots.missing_label(self.missing)
 
 
 def map_settings(options: MapOptions, modalities: Sequence[str]) -> list[MapSetting]:
@@ -116,13 +117,15 @@ class SceneMap:
     setting: MapSetting
     prediction: np.ndarray  # (H, W) int16, -1 = not predicted
     oa_labelled: float | None  # OA x 100 over the labelled pixels predicted
+    class_accuracy: dict[str, float | None]  # class name -> accuracy x 100 over its labelled pixels predicted
     oa_test: float | None  # OA x 100 over the test split's pixels
     pixels: int  # pixels predicted
     seconds: float  # wall time of the prediction (data and model)
 
     def record(self) -> dict[str, Any]:
         return {"setting": self.setting.name, "missing": list(self.setting.missing), "code": self.setting.code,
-                "OA_labelled": self.oa_labelled, "OA_test_pixels": self.oa_test, "pixels": self.pixels,
+                "OA_labelled": self.oa_labelled, "class_accuracy_labelled": dict(self.class_accuracy),
+                "OA_test_pixels": self.oa_test, "pixels": self.pixels,
                 "seconds": round(self.seconds, 3), "pixels_per_s": round(self.pixels / max(self.seconds, 1e-9), 1)}
 
 
@@ -130,6 +133,18 @@ def _oa(prediction: np.ndarray, truth: np.ndarray) -> float | None:
     """OA x 100 over the pixels that have both a label and a prediction (None when there are none)."""
     scored = (truth >= 0) & (prediction >= 0)
     return round(100.0 * float((prediction[scored] == truth[scored]).mean()), 4) if scored.any() else None
+
+
+def class_accuracy(prediction: np.ndarray, truth: np.ndarray, class_names: Sequence[str]
+                   ) -> dict[str, float | None]:
+    """Per class (by name), accuracy x 100 over its labelled pixels that have a prediction: the share predicted
+    as that class (None for a class with no such pixel)."""
+    scored = (truth >= 0) & (prediction >= 0)
+    out: dict[str, float | None] = {}
+    for k, name in enumerate(class_names):
+        mine = scored & (truth == k)
+        out[name] = round(100.0 * float((prediction[mine] == k).mean()), 4) if mine.any() else None
+    return out
 
 
 def _text(oa: float | None) -> str:
@@ -164,6 +179,7 @@ def predict_maps(s: RunSettings, options: MapOptions, predictor: Predictor, prog
             predictor.predict(loader, ("row", "col"), bar, each=put)  # batch by batch: nothing scene-sized kept
             seconds = time.perf_counter() - started
             maps.append(SceneMap(setting, prediction, _oa(prediction, truth),
+                                 class_accuracy(prediction, truth, info.class_names),
                                  _oa(prediction[test_rows, test_cols], truth[test_rows, test_cols]),
                                  len(scene), seconds))
             if done is not None:

@@ -7,10 +7,14 @@
 * :func:`bar_figure` — a report: each method's score at a test setting, bar = mean over seeds, error bar = standard
   deviation; one panel per (group, test setting).
 * :func:`map_figure` — a classification map beside the ground truth and an error mask, with a legend of the
-  scene's class names in a fixed palette (class k always has the same colour).
+  scene's class names in a fixed palette (class k always has the same colour) and one of the error mask's own
+  (correct white, wrong black: colours no class has).
 
-Every figure is saved at ``DPI`` with a size fixed by its content (no tight bounding box), so a caller can
-state the expected pixel size (:func:`map_figure_size`).
+Conventions (:mod:`mamol.figures`): score axes end at exactly 100 %, legends sit outside the data, a label has one
+colour in every panel, and a panel whose metric is undefined (NaN) says so in words. Missing settings are
+labelled by :func:`type_label` / :func:`missing_label` in the spelling of the config keys and file names (``hsi``,
+``lidar``, ``both``). Every figure is saved at ``DPI`` with a size fixed by its content (no tight bounding box),
+so a caller can state the expected pixel size (:func:`map_figure_size`).
 """
 from __future__ import annotations
 
@@ -25,36 +29,56 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from mamol import figures
 from mamol.files import FIGURE_DPI, write_png
 
 DPI = FIGURE_DPI
+# Modality acronyms as paper tables typeset them (setting_title); figures and files use the keys themselves.
 MODALITY_LABELS = {"hsi": "HSI", "lidar": "LiDAR", "sar": "SAR", "msi": "MSI", "text": "text", "image": "image"}
 NO_LABEL = (0.88, 0.88, 0.88)  # pixels without a label (ground truth) or without a prediction
-CORRECT, WRONG = (0.30, 0.69, 0.31), (0.86, 0.15, 0.15)
+# The error mask's colours: achromatic extremes, which no class colour of palette() comes near (a test checks it).
+CORRECT, WRONG = (1.0, 1.0, 1.0), (0.0, 0.0, 0.0)
+LEGEND_ROWS = 0.32  # inches a row of a figure legend under the panels takes
+
+
+def missing_label(missing: Sequence[str]) -> str:
+    """Display text of a set of missing modalities (canonical names): ``("hsi",)`` -> "hsi missing",
+    ``("hsi", "sar")`` -> "hsi+sar missing", ``()`` -> "complete". Spelled as the keys and file names are."""
+    return "+".join(missing) + " missing" if missing else "complete"
 
 
 def type_label(kind: str) -> str:
-    """Legend text of a canonical missing type: ``hsi`` -> "HSI missing", ``both`` -> "mixed" (each missing sample
-    lacks one of the two modalities), ``hsi_lidar_sar`` -> "HSI+LiDAR+SAR (any)"."""
+    """Display text of a canonical missing type (:func:`mamol.missing.parse_missing_type`): ``hsi`` -> "hsi
+    missing", ``hsi_sar`` -> "hsi+sar missing", ``both`` -> "both (mixed)", ``hsi_lidar_sar`` -> "hsi+lidar+sar
+    (any)"; figures, tables and ``grid.md`` use it, so they read as the ``test_type`` / ``grid_types`` keys do."""
     if kind == "both":
-        return "mixed"
+        return "both (mixed)"
     if kind == "none":
         return "complete"
     names = kind.split("_")
-    return "+".join(MODALITY_LABELS.get(n, n) for n in names) + (" missing" if len(names) <= 2 else " (any)")
+    return missing_label(names) if len(names) <= 2 else "+".join(names) + " (any)"
 
 
 def setting_title(kind: str, ratio: float) -> str:
-    """A test setting in tables: "Complete" (ratio 0 or type none), else the type's :func:`type_label` with the
-    share of test samples it applies to: "HSI missing (100 %)", "Mixed (70 %)"."""
+    """A test setting as a paper table typesets it: "Complete" (ratio 0 or type none), else the missing type with
+    the modalities as acronyms (the keys' words, case aside: keys are case-insensitive) and the share of test
+    samples it applies to: "HSI missing (100 %)", "HSI+SAR missing (100 %)", "Mixed (70 %)"."""
     if ratio == 0 or kind == "none":
         return "Complete"
-    label = type_label(kind)
-    return f"{label[0].upper()}{label[1:]} ({ratio * 100:g} %)"
+    names = kind.split("_")
+    if kind == "both":
+        label = "Mixed"
+    else:
+        label = "+".join(MODALITY_LABELS.get(n, n) for n in names) + (" missing" if len(names) <= 2 else " (any)")
+    return f"{label} ({ratio * 100:g} %)"
 
 
 def _save(fig: Figure, path: str | os.PathLike) -> Path:
     return write_png(fig, path, DPI)
+
+
+def _legend_height(n_entries: int, columns: int) -> float:
+    return LEGEND_ROWS * math.ceil(n_entries / max(columns, 1)) + 0.1
 
 
 # ------------------------------------------------------------------------------------------- robustness
@@ -69,56 +93,77 @@ class Curve:
 
 
 def robustness_figure(curves: Mapping[str, Sequence[Curve]], complete: Mapping[str, float | None], title: str,
-                      path: str | os.PathLike) -> Path:
+                      path: str | os.PathLike, undefined: Mapping[str, str] | None = None) -> Path:
     """One panel per metric (``curves`` in order, headline first): value (%) against the test missing ratio.
 
-    ``complete[metric]`` is the complete-data score (drawn as a dashed line and a star at ratio 0).
+    ``complete[metric]`` is the complete-data score (drawn as a dashed line and a star at ratio 0). A metric NaN
+    at every point gets a panel saying it is undefined, with ``undefined[metric]`` (why) where given. One legend
+    (the missing types, the same in every panel) sits under the panels.
     """
-    n = len(curves)
-    fig = Figure(figsize=(4.2 * n, 3.6))
+    n = max(len(curves), 1)
+    labels = [c.label for lines in curves.values() for c in lines]
+    colours = figures.label_colours(labels)
+    columns = 4
+    fig = Figure(figsize=(4.2 * n, 3.6 + _legend_height(len(colours) + 1, columns)), layout="constrained")
+    axes = []
     for i, (metric, lines) in enumerate(curves.items()):
         ax = fig.add_subplot(1, n, i + 1)
-        for curve in lines:
-            ax.plot(curve.x, curve.y, marker="o", markersize=3, linewidth=1.4, label=curve.label)
+        axes.append(ax)
+        ax.set_title(metric, fontsize=9)
         score = complete.get(metric)
-        if score is not None:
-            ax.axhline(score, color="0.4", linestyle="--", linewidth=1, label=f"complete data ({score:.1f})")
+        values = [v for c in lines for v in c.y] + ([] if score is None else [score])
+        if not figures.finite(values).size:
+            figures.undefined_panel(ax, figures.undefined_text(metric, (undefined or {}).get(metric)))
+            continue
+        for curve in lines:
+            ax.plot(curve.x, curve.y, marker="o", markersize=3, linewidth=1.4, label=curve.label,
+                    color=colours[curve.label])
+        if score is not None and math.isfinite(score):
+            ax.axhline(score, color="0.4", linestyle="--", linewidth=1, label="complete data")
             ax.plot([0.0], [score], marker="*", markersize=11, color="black", linestyle="none")
         ax.set_xlabel("missing ratio at test time")
         ax.set_ylabel(f"{metric} (%)")
         ax.set_xlim(-0.03, 1.03)
+        figures.percent_axis(ax, values)
         ax.grid(alpha=0.3)
-        if i == 0:
-            ax.legend(fontsize=8, loc="lower left")
+    figures.legend_below(fig, *figures.unique_handles(axes), columns)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     return _save(fig, path)
 
 
 # ------------------------------------------------------------------------------------------- comparison
 def comparison_figure(panels: Mapping[str, Sequence[Curve]], metric: str, title: str,
                       path: str | os.PathLike, columns: int = 3) -> Path:
-    """One panel per entry of ``panels`` (title -> one curve per method, mean with a ±std band)."""
+    """One panel per entry of ``panels`` (title -> one curve per method, mean with a ±std band); one legend of
+    the methods (one colour each, in every panel) under the panels."""
     n = max(len(panels), 1)
     cols = min(columns, n)
     rows = math.ceil(n / cols)
-    fig = Figure(figsize=(4.2 * cols, 3.4 * rows))
+    colours = figures.label_colours([c.label for lines in panels.values() for c in lines])
+    fig = Figure(figsize=(4.2 * cols, 3.4 * rows + _legend_height(len(colours), 4)), layout="constrained")
+    axes = []
     for i, (name, lines) in enumerate(panels.items()):
         ax = fig.add_subplot(rows, cols, i + 1)
+        axes.append(ax)
+        ax.set_title(name, fontsize=9)
+        values = [v for c in lines for v in c.y]
+        if not figures.finite(values).size:
+            figures.undefined_panel(ax, figures.undefined_text(metric))
+            continue
         for curve in lines:
             x, y = np.asarray(curve.x, float), np.asarray(curve.y, float)
-            (line,) = ax.plot(x, y, marker="o", markersize=3, linewidth=1.4, label=curve.label)
+            ax.plot(x, y, marker="o", markersize=3, linewidth=1.4, label=curve.label, color=colours[curve.label])
             if curve.band is not None:
                 band = np.nan_to_num(np.asarray(curve.band, float))
-                ax.fill_between(x, y - band, y + band, color=line.get_color(), alpha=0.2, linewidth=0)
-        ax.set_title(name, fontsize=9)
+                ax.fill_between(x, y - band, y + band, color=colours[curve.label], alpha=0.2, linewidth=0)
+                values += list(y - band)
         ax.set_xlabel("missing ratio at test time")
         ax.set_ylabel(f"{metric} (%)")
         ax.set_xlim(-0.03, 1.03)
+        figures.percent_axis(ax, values)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower left")
+    figures.legend_below(fig, *figures.unique_handles(axes), 4)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     return _save(fig, path)
 
 
@@ -134,33 +179,40 @@ class Bar:
 
 def bar_figure(panels: Mapping[str, Sequence[Bar]], metric: str, title: str, path: str | os.PathLike,
                columns: int = 3) -> Path:
-    """One panel per entry of ``panels`` (title -> one bar per method, with a ±std error bar and n under it)."""
+    """One panel per entry of ``panels`` (title -> one bar per method, with a ±std error bar and n under it); a
+    method has one colour in every panel, its name under its bar (no legend over the bars)."""
     n = max(len(panels), 1)
     cols = min(columns, n)
     rows = math.ceil(n / cols)
     most = max((len(bars) for bars in panels.values()), default=1)
-    fig = Figure(figsize=(max(3.6, 0.9 * most + 1.6) * cols, 3.6 * rows))
-    colours = colormaps["tab10"].colors
+    colours = figures.label_colours([b.label for bars in panels.values() for b in bars])
+    fig = Figure(figsize=(max(3.6, 0.9 * most + 1.6) * cols, 3.6 * rows), layout="constrained")
     for i, (name, bars) in enumerate(panels.items()):
         ax = fig.add_subplot(rows, cols, i + 1)
-        x = np.arange(len(bars))
-        means = np.asarray([b.mean for b in bars], float)
-        stds = np.nan_to_num(np.asarray([b.std for b in bars], float))  # one seed: no error bar
-        ax.bar(x, means, yerr=stds, capsize=4, color=[colours[k % len(colours)] for k in range(len(bars))],
-               edgecolor="0.2", linewidth=0.6)
-        ax.set_xticks(x, [f"{b.label}\n(n={b.n})" for b in bars], fontsize=8)
         ax.set_title(name, fontsize=9)
+        means = np.asarray([b.mean for b in bars], float)
+        if not figures.finite(means).size:
+            figures.undefined_panel(ax, figures.undefined_text(metric))
+            continue
+        x = np.arange(len(bars))
+        stds = np.nan_to_num(np.asarray([b.std for b in bars], float))  # one seed: no error bar
+        ax.bar(x, np.nan_to_num(means), yerr=stds, capsize=4, color=[colours[b.label] for b in bars],
+               edgecolor="0.2", linewidth=0.6)
+        for k in np.flatnonzero(~np.isfinite(means)):  # a method whose score is undefined here: said at its place
+            ax.text(x[k], 0.5, "undefined", rotation=90, ha="center", va="bottom", fontsize=7, color="0.25")
+        ax.set_xticks(x, [f"{b.label}\n(n={b.n})" for b in bars], fontsize=8)
         ax.set_ylabel(f"{metric} (%)")
+        figures.percent_axis(ax, [0.0, *(means - stds)])
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     return _save(fig, path)
 
 
 # ------------------------------------------------------------------------------------------- maps
 def palette(n_classes: int) -> np.ndarray:
     """(K, 3) RGB in [0, 1]: tab10 up to 10 classes, tab20's dark then light shades up to 20 (class k keeps its
-    colour whatever K is, within each range), evenly spaced hues beyond."""
+    colour whatever K is, within each range), evenly spaced saturated hues beyond. Never white or black, which
+    the error mask uses (:data:`CORRECT`, :data:`WRONG`)."""
     if n_classes <= 10:
         return np.asarray(colormaps["tab10"].colors)[:n_classes, :3]
     if n_classes <= 20:
@@ -178,6 +230,10 @@ def colourise(labels: np.ndarray, colours: np.ndarray) -> np.ndarray:
     return rgb
 
 
+ERROR_ENTRIES = ((CORRECT, "correct"), (WRONG, "wrong"), (NO_LABEL, "not scored (no label or no prediction)"))
+"""The error mask's legend: colour and text of each kind of pixel."""
+
+
 @dataclass(frozen=True)
 class MapLayout:
     """Pixel geometry of a map figure: panel size, arrangement and the legend strip (all in pixels)."""
@@ -186,8 +242,10 @@ class MapLayout:
     vertical: bool  # panels stacked (wide scenes) or side by side
     panel: tuple[int, int]  # (width, height) of one panel
     title: int  # height above each panel
-    legend: int  # height of the legend strip
+    legend: int  # height of the legend strip: the class legend, then the error mask's
     size: tuple[int, int]  # (width, height) of the whole figure
+    per_row: int = 1  # legend entries per row
+    errors: int = 0  # height of the error mask's legend, at the bottom of the strip
 
 
 def map_figure_size(height: int, width: int, n_classes: int) -> MapLayout:
@@ -203,13 +261,16 @@ def map_figure_size(height: int, width: int, n_classes: int) -> MapLayout:
         fig_w = 3 * panel[0] + 4 * margin
         body = panel[1] + title + margin
     per_row = max(1, fig_w // 150)
-    legend = 18 * math.ceil((n_classes + 1) / per_row) + 16  # the classes and the no-label entry
-    return MapLayout(scale, vertical, panel, title, legend, (fig_w, body + legend))
+    classes = 18 * math.ceil((n_classes + 1) / per_row) + 16  # the classes and the no-label entry
+    errors = 18 * math.ceil(len(ERROR_ENTRIES) / max(1, fig_w // 220)) + 20  # its title and entries
+    return MapLayout(scale, vertical, panel, title, classes + errors, (fig_w, body + classes + errors), per_row,
+                     errors)
 
 
 def map_figure(prediction: np.ndarray, truth: np.ndarray, class_names: Sequence[str], title: str,
                path: str | os.PathLike) -> Path:
-    """Prediction, ground truth and error mask of a (H, W) label raster (-1 = none), with a class legend."""
+    """Prediction, ground truth and error mask of a (H, W) label raster (-1 = none), with a class legend and the
+    error mask's own legend (correct / wrong / not scored)."""
     h, w = prediction.shape
     layout = map_figure_size(h, w, len(class_names))
     colours = palette(len(class_names))
@@ -222,7 +283,7 @@ def map_figure(prediction: np.ndarray, truth: np.ndarray, class_names: Sequence[
     wrong = int((scored & (prediction != truth)).sum())
     panels = [(colourise(prediction, colours), title),
               (colourise(truth, colours), "ground truth"),
-              (errors, f"errors: {wrong} of {n_scored} labelled pixels (red)")]
+              (errors, f"errors: {wrong} of {n_scored} labelled pixels wrong (black)")]
     fig_w, fig_h = layout.size
     fig = Figure(figsize=(fig_w / DPI, fig_h / DPI))
     pw, ph = layout.panel
@@ -234,11 +295,19 @@ def map_figure(prediction: np.ndarray, truth: np.ndarray, class_names: Sequence[
             left, top = margin + i * (pw + margin), layout.title
         ax = fig.add_axes((left / fig_w, 1 - (top + ph) / fig_h, pw / fig_w, ph / fig_h))
         ax.imshow(image, interpolation="nearest", aspect="auto")
-        ax.set_axis_off()
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():  # a thin frame: the white of correct pixels keeps an edge
+            spine.set_linewidth(0.5)
+            spine.set_color("0.5")
         ax.set_title(name, fontsize=8, pad=3)
     handles = [Patch(color=colours[k], label=f"{k + 1} {name}") for k, name in enumerate(class_names)]
     handles.append(Patch(color=NO_LABEL, label="no label / not predicted"))
-    per_row = max(1, fig_w // 150)
-    fig.legend(handles=handles, loc="lower center", ncol=per_row, fontsize=7, frameon=False,
-               handlelength=1.2, columnspacing=1.0, borderaxespad=0.2)
+    fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, layout.legend / fig_h),
+               ncol=layout.per_row, fontsize=7, frameon=False, handlelength=1.2, columnspacing=1.0,
+               borderaxespad=0.2)
+    marks = [Patch(facecolor=colour, edgecolor="0.4", linewidth=0.5, label=text) for colour, text in ERROR_ENTRIES]
+    fig.legend(handles=marks, loc="lower center", bbox_to_anchor=(0.5, 0.0), ncol=max(1, min(3, fig_w // 220)),
+               fontsize=7, frameon=False, handlelength=1.2, columnspacing=1.0, borderaxespad=0.3,
+               title="error mask", title_fontsize=7)
     return _save(fig, path)

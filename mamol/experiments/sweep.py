@@ -2,7 +2,8 @@
 
 ``python run.py sweep with <named config> ... 'seeds=[0,1,2]' 'methods=["mamol","lora"]'`` trains one run per
 combination, one after another, into the sweep folder ``<log_dir>/<exp_name>/``; each run is an ordinary
-run folder ``<sweep>/<run name>/version_<n>/`` (run name ``<method>-<datasets>-train_<type><ratio>-seed<k>``).
+run folder ``<sweep>/<run name>/version_<n>/`` (run name ``<method>-<datasets>-train_<type><ratio>-seed<k>``, the
+type as :func:`mamol.missing.spelling` writes it: ``train_hsi0.7`` for ``HS``).
 A ``methods`` entry is a registered method name (the ``method`` key) or a named variant — ``{"name":
 "mamol_r4", "method": "mamol", "adapter_rank": 4}`` trains MaMOL with those keys changed and reports it as
 ``mamol_r4``. With ``sweep_grid`` each trained checkpoint is also evaluated over
@@ -48,6 +49,7 @@ from mamol.experiments.records import PLAN_FILE
 from mamol.files import storage_errors, write_json
 from mamol.locks import held_or_refused
 from mamol.methods import METHODS, method_class
+from mamol.missing import spelling
 from mamol.runs import identity, identity_changes, write_command_record
 from mamol.settings import RunSettings, coerce, from_config
 from mamol.tasks import SPLITS
@@ -146,7 +148,7 @@ def plan(config: Mapping[str, Any], options: SweepOptions, s: RunSettings) -> li
                 raise ConfigError(f"sweep_train_missing[{i}]: ratio must be in [0, 1], found {ratio}")
             for seed in options.seeds:
                 for label, method, updates in methods:
-                    name = _tag(f"{label}-{'+'.join(names)}-train_{kind}{ratio:g}-seed{seed}")
+                    name = _tag(f"{label}-{'+'.join(names)}-train_{spelling(kind)}{ratio:g}-seed{seed}")
                     runs.append(SweepRun(name, label, method, int(seed), names, ratio, kind, dict(updates)))
     return runs
 

@@ -1,16 +1,19 @@
 """evaluate_grid: one checkpoint under every missing type x ratio, equal to test_only point by point."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
+from mamol.data.hateful_memes import prepare_hateful_memes
 from mamol.errors import CheckpointError, ConfigError
 from mamol.experiments.grid import GridOptions, default_types, grid_points
 from mamol.experiments.predict import task_infos
 from mamol.module import MaMOLModule
+from tests.fakes.natural import make_hateful_memes_raw
 from tests.helpers import convert_scene, read_csv, read_json, run_command, run_settings
 
 RATIOS = [0.0, 0.7, 1.0]
@@ -33,11 +36,15 @@ def test_grid_equals_test_only_and_writes_its_files(trained):
                                                    ("hsi", 0.0): ("both", 0.0)}.items():
         assert by_point[(kind, ratio)] == trained.test_only(test_ratio, test_type)["metrics"], (kind, ratio)
     assert by_point[("both", 1.0)] != by_point[("both", 0.0)]  # the grid measures something
+    # The release's spelling and the project's give the same setting; what is written says hsi.
+    release, canonical = trained.test_only(1.0, "HS"), trained.test_only(1.0, "hsi")
+    assert release["metrics"] == canonical["metrics"] and release["missing"] == canonical["missing"]
+    assert release["missing"]["missing_type"] == "hsi" and release["config"]["test_type"] == "HS"  # as given
     assert grid["passes"] == {"synthetic": [0, 1, 2]} and grid["samples"] == {"synthetic": 80}
     md = (folder / "grid.md").read_text()
-    assert "## OA" in md and "| HSI missing |" in md and (folder / "config.json").is_file()
+    assert "## OA" in md and "| hsi missing |" in md and (folder / "config.json").is_file()
     with Image.open(folder / "robustness.png") as image:
-        assert image.size == (3 * 420, 360)  # OA, AA, kappa panels of 4.2 x 3.6 in at 100 dpi
+        assert image.size == (3 * 420, 360 + 42)  # OA, AA, kappa panels of 4.2 x 3.6 in, a legend row under them
 
 
 def test_default_types_and_bad_grids():
@@ -110,3 +117,27 @@ def test_grid_is_never_refused_over_training_batch_keys(trained, tmp_path):
         load_path=trained.checkpoint, grid_types=["both"], grid_ratios=[0.7]))
     row = read_json(folder / "grid.json")["rows"][0]
     assert row["metrics"]["OA"] == trained.test_only(0.7, "both")["metrics"]["OA"]
+
+
+def test_grid_warns_like_training_when_auroc_is_undefined(tmp_path):
+    """A test split of one class leaves AUROC undefined: one warning naming the settings, a panel that says so."""
+    raw = make_hateful_memes_raw(tmp_path / "raw", counts=(6, 3, 4), seed=1)
+    test = raw.root / "test_seen.jsonl"
+    test.write_text("".join(json.dumps(dict(json.loads(line), label=0)) + "\n"
+                            for line in test.read_text().splitlines()))
+    arrow = tmp_path / "arrow"
+    prepare_hateful_memes(raw.root, arrow, progress=False)
+    updates = dict(missing_table_root=str(tmp_path / "tables"), log_dir=str(tmp_path / "runs"), batch_size=4,
+                   per_gpu_batchsize=4)
+    weights = _untrained_checkpoint(arrow, tmp_path / "hm.pt", "task_finetune_hatememes", **updates)
+    with pytest.warns(UserWarning, match="AUROC is undefined") as caught:
+        folder = run_command("evaluate_grid", "task_finetune_hatememes", data_root=str(arrow), **updates,
+                             exp_name="nan", load_path=str(weights), grid_types=["text"], grid_ratios=[0.0, 1.0])
+    lines = [str(w.message) for w in caught if "AUROC is undefined" in str(w.message)]
+    why = "all 4 samples are negative: AUROC needs both classes"
+    # The words training uses (mamol.metrics.warn_undefined), once, naming where.
+    assert lines == [f"test/hatememes at every grid setting (2): AUROC is undefined on this split and reported as "
+                     f"NaN ({why})"]
+    grid = read_json(folder / "grid.json")
+    assert grid["undefined"] == {"AUROC": {"why": why, "settings": ["complete", "text 1"]}}
+    assert all(r["metrics"]["AUROC"] != r["metrics"]["AUROC"] for r in grid["rows"])  # NaN

@@ -40,6 +40,13 @@ def test_maps_equal_the_model_on_test_patches(trained, small_scene_root, tmp_pat
     assert complete.dtype == np.int16 and complete.shape == (12, 16) and len(rows) == 24
     np.testing.assert_array_equal(complete[rows, cols], logits.argmax(1).numpy())
     assert ((complete >= 0) == (truth >= 0)).all()  # labelled pixels only, by default
+    # Per class, beside the OA over labelled pixels: the share of its labelled pixels predicted as it, by name.
+    for m in record["maps"]:
+        predicted = np.load(folder / f"map_{m['setting']}.npy")
+        by_hand = {name: round(100 * sum(int(predicted[r, c] == k) for r, c in zip(*np.nonzero(truth == k)))
+                               / int((truth == k).sum()), 4) for k, name in enumerate(record["class_names"])}
+        assert m["class_accuracy_labelled"] == pytest.approx(by_hand, abs=1e-4), m["setting"]
+    assert record["maps"][0]["OA_labelled"] == pytest.approx(100 * (complete == truth)[truth >= 0].mean(), abs=1e-4)
     # OA of the map over the test pixels is test_only's OA with that modality missing from every test sample.
     oa = {m["setting"]: m["OA_test_pixels"] for m in record["maps"]}
     for setting, (ratio, kind) in {"complete": (0.0, "both"), "no_hsi": (1.0, "HS")}.items():

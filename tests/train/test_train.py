@@ -74,7 +74,7 @@ def test_fit_checkpoints_and_test_only_cli_round_trip(remote_root, tmp_path):
     # Another missing setting at test time changes what is measured, not the weights.
     single = _run(remote_root, tmp_path, exp_name="hs", test_only=True, load_path=best, test_ratio=1.0,
                   test_type="HS")
-    assert single["missing"] == {**report["missing"], "missing_ratio": 1.0, "missing_type": "HS"}
+    assert single["missing"] == {**report["missing"], "missing_ratio": 1.0, "missing_type": "hsi"}
     assert report["method"] == "mamol" and report["settings"]["method"]["options"]["adapter_rank"] == 8
 
 
