@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from mamol.data.hateful_memes import prepare_hateful_memes
+from mamol.conversion.hateful_memes import prepare_hateful_memes
 from mamol.errors import CheckpointError, ConfigError
 from mamol.experiments.grid import GridOptions, default_types, grid_points
 from mamol.experiments.predict import task_infos
