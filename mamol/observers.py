@@ -54,6 +54,7 @@ from mamol import console, distributed
 from mamol.data import catalogue
 from mamol.experiment import ex
 from mamol.locks import FileLock
+from mamol.settings import from_config
 from mamol.tasks import SPLITS
 
 log = logging.getLogger(__name__)
@@ -193,6 +194,13 @@ def _read_json(path: Path) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+@dataclass(frozen=True)
+class ObserverOptions:
+    """What the observers store beyond the run's own files."""
+
+    observer_resources: bool  # the Arrow files themselves as resources (False: their paths and md5 in the info)
+
+
 def record_folder(run: Run, folder: Path | None, with_data: bool = True) -> float | None:
     """Give ``run`` what ``folder`` holds: its files as artifacts, its ``console.log`` as the captured output, the
     run folder, its checkpoints and its test metrics in the info, and (``with_data``) the Arrow files of the run's
@@ -210,7 +218,7 @@ def record_folder(run: Run, folder: Path | None, with_data: bool = True) -> floa
     if with_data:
         files = data_files(run.config)
         run.info["data_files"] = {str(p): get_digest(p) for p in files}
-        if run.config.get("observer_resources"):
+        if from_config(ObserverOptions, run.config).observer_resources:
             for path in files:
                 run.add_resource(str(path))
     for path in _artifacts(folder):
@@ -226,7 +234,7 @@ def record_folder(run: Run, folder: Path | None, with_data: bool = True) -> floa
 def observing(run: Run | None) -> Iterator[list[Logger]]:
     """``with observing(_run) as loggers:`` — the Lightning loggers that feed ``run`` (none when it has no
     observers, or outside rank 0); SQL observers get their metrics table."""
-    if run is None or not run.observers or run.unobserved or distributed.global_rank() != 0:
+    if not observed(run):
         yield []
         return
     _attach_sql_metrics(run)
@@ -234,8 +242,12 @@ def observing(run: Run | None) -> Iterator[list[Logger]]:
 
 
 def observed(run: Run | None) -> bool:
-    """Whether ``run`` records anything (observers, and this is rank 0)."""
-    return run is not None and bool(run.observers) and not run.unobserved and distributed.global_rank() == 0
+    """Whether ``run`` records anything (observers, and this is rank 0); its observer keys are checked first, so a
+    bad value fails before any training (ConfigError naming the key)."""
+    if run is None:
+        return False
+    from_config(ObserverOptions, run.config)
+    return bool(run.observers) and not run.unobserved and distributed.global_rank() == 0
 
 
 # ------------------------------------------------------------------------------------------- a sweep's runs

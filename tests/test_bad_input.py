@@ -34,6 +34,7 @@ from mamol.experiments.sweep import SweepOptions
 from mamol.methods import METHODS
 from mamol.missing import MissingSetting, load_or_make_missing_table
 from mamol.module import MaMOLModule
+from mamol.observers import ObserverOptions
 from mamol.plans import DryRunOptions
 from mamol.settings import from_config
 from tests.fakes.remote import SMALL_COUNTS, small_scene_dir
@@ -344,7 +345,8 @@ def test_bad_checkpoints(tmp_path, module_and_checkpoint, name):
         CKPT_CASES[name](tmp_path, build, good)
 
 
-COMMAND_OPTIONS = (GridOptions, SweepOptions, ReportOptions, TableOptions, MapOptions, LaunchOptions, DryRunOptions)
+COMMAND_OPTIONS = (GridOptions, SweepOptions, ReportOptions, TableOptions, MapOptions, LaunchOptions, DryRunOptions,
+                   ObserverOptions)
 """Options the experiment commands type themselves (the run settings do not read their keys)."""
 
 
