@@ -5,7 +5,7 @@ of its first modality, which the converter keeps in the Arrow metadata (``georef
 :meth:`mamol.conversion.rasters.Grid.as_metadata`). The GeoTIFF holds one band of class codes: 1..K for the
 classes (the order of ``class_names``), 0 where no prediction was made, declared as nodata; uint8 up to 254
 classes, uint16 beyond. Its colour table gives each class the colour of the PNG maps
-(:func:`mamol.experiments.plots.palette`), code 0 transparent; the class names are the band's tags
+(:func:`mamol.experiments.plots.palette_bytes`), code 0 transparent; the class names are the band's tags
 (``CLASS_<code>=<name>``, and ``class_names`` as JSON in the file's tags), the band description says what the
 codes are. A scene without georeference (converted from ``.mat``) gets no GeoTIFF.
 """
@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rasterio.crs import CRS
 from rasterio.io import MemoryFile
 from rasterio.transform import Affine
 
-from mamol.errors import DataError
-from mamol.experiments.plots import palette
+from mamol.experiments.georeference import Georeference
+from mamol.experiments.plots import palette_bytes
 from mamol.files import atomic_write
 
 __all__ = ["NODATA", "class_colours", "write_map_geotiff"]
@@ -34,7 +33,7 @@ NODATA = 0
 
 def class_colours(n_classes: int) -> dict[int, tuple[int, int, int, int]]:
     """GDAL colour table: code -> RGBA 0..255 (code 0 transparent, class k the palette's colour k)."""
-    rgb = np.round(np.asarray(palette(n_classes)) * 255).astype(int)  # (K, 3)
+    rgb = palette_bytes(n_classes)  # (K, 3)
     return {NODATA: (0, 0, 0, 0), **{k + 1: (*map(int, rgb[k]), 255) for k in range(n_classes)}}
 
 
@@ -47,15 +46,13 @@ def write_map_geotiff(prediction: np.ndarray, class_names: Sequence[str], georef
     """
     path = Path(path)
     height, width = prediction.shape
-    expected = (georeference["height"], georeference["width"])
-    if expected != (height, width):
-        raise DataError(f"{path.name}: the map is {height}×{width}, the scene's georeference describes "
-                        f"{expected[0]}×{expected[1]} pixels; re-create the Arrow files with datasets/make_arrow.py")
+    grid = Georeference.from_metadata(georeference)
+    grid.check_shape(prediction.shape, path.name)
     n_classes = len(class_names)
     dtype = np.uint8 if n_classes < 255 else np.uint16
     codes = np.where(prediction >= 0, prediction + 1, NODATA).astype(dtype)  # (H, W)
     profile = {"driver": "GTiff", "height": height, "width": width, "count": 1, "dtype": np.dtype(dtype).name,
-               "crs": CRS.from_wkt(georeference["crs"]), "transform": Affine(*georeference["transform"][:6]),
+               "crs": grid.crs, "transform": Affine(*grid.transform),
                "nodata": NODATA, "compress": "deflate"}
     if height >= 256 and width >= 256:
         profile.update(tiled=True, blockxsize=256, blockysize=256)

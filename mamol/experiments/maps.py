@@ -8,7 +8,8 @@ setting the run folder receives
 
 * ``map_<setting>.npy`` — the predicted label raster (H, W) int16: class 0..K-1, -1 = not predicted;
 * ``map_<setting>.png`` — the map, the ground truth and an error mask side by side, legend with the class
-  names (fixed palette, :func:`mamol.experiments.plots.palette`);
+  names (fixed palette, :func:`mamol.experiments.plots.palette`); with map coordinates and a scale bar when the
+  scene has a georeference;
 * ``map_<setting>.tif`` — when the scene has a georeference (converted from GeoTIFF / ENVI): class codes 1..K
   (0 = not predicted, nodata) with the scene's CRS and transform, the palette as colour table and the class
   names as tags (:mod:`mamol.experiments.geotiff`);
@@ -199,8 +200,8 @@ def write_map(m: SceneMap, truth: np.ndarray, class_names: Sequence[str], folder
     ``georeference`` (the Arrow metadata's; :mod:`mamol.experiments.geotiff`)."""
     title = f"{m.setting.title}: OA {_text(m.oa_labelled)} (labelled), {_text(m.oa_test)} (test pixels)"
     paths = {f"{m.setting.name}.npy": _save(folder / f"map_{m.setting.name}.npy", m.prediction),
-             f"{m.setting.name}.png": plots.map_figure(m.prediction.astype(np.int64), truth, class_names, title,
-                                                       folder / f"map_{m.setting.name}.png")}
+             f"{m.setting.name}.png": plots.map_figure(m.prediction, truth, class_names, title,
+                                                       folder / f"map_{m.setting.name}.png", georeference)}
     if georeference is not None:
         paths[f"{m.setting.name}.tif"] = write_map_geotiff(m.prediction, class_names, georeference,
                                                            folder / f"map_{m.setting.name}.tif")

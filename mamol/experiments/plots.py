@@ -8,7 +8,8 @@
   deviation; one panel per (group, test setting).
 * :func:`map_figure` — a classification map beside the ground truth and an error mask, with a legend of the
   scene's class names in a fixed palette (class k always has the same colour) and one of the error mask's own
-  (correct white, wrong black: colours no class has).
+  (correct white, wrong black: colours no class has). A georeferenced scene gets map coordinates on its axes and a
+  scale bar; a scene over :data:`MAX_PANEL` pixels a side is drawn from every few pixels (bounded memory).
 
 Conventions (:mod:`mamol.figures`): score axes end at exactly 100 %, legends sit outside the data, a label has one
 colour in every panel, and a panel whose metric is undefined (NaN) says so in words. Missing settings are
@@ -23,13 +24,17 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib import colormaps
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
+from matplotlib.offsetbox import AnchoredOffsetbox, AuxTransformBox, TextArea, VPacker
+from matplotlib.patches import Patch, Rectangle
 
 from mamol import figures
+from mamol.experiments.georeference import Georeference
 from mamol.files import FIGURE_DPI, write_png
 
 DPI = FIGURE_DPI
@@ -209,6 +214,15 @@ def bar_figure(panels: Mapping[str, Sequence[Bar]], metric: str, title: str, pat
 
 
 # ------------------------------------------------------------------------------------------- maps
+MAX_PANEL = 2048
+"""Longest side of a map panel, in figure pixels. A larger scene is drawn from every ``step``-th pixel of every
+``step``-th row (nearest neighbour, so class colours stay exact): a map's memory and PNG stay bounded whatever the
+scene's size (2,000 × 8,000 pixels: step 4, panels of 500 × 2,000)."""
+COORDINATE_MARGIN = (40, 34)  # figure pixels left of and under each panel of a georeferenced map: ticks, axis label
+TICK_CHAR = 4  # figure pixels a character of a tick label (6 pt) takes along its axis
+NOTE = 16  # height of the line naming a georeferenced map's CRS, above the legends
+
+
 def palette(n_classes: int) -> np.ndarray:
     """(K, 3) RGB in [0, 1]: tab10 up to 10 classes, tab20's dark then light shades up to 20 (class k keeps its
     colour whatever K is, within each range), evenly spaced saturated hues beyond. Never white or black, which
@@ -221,10 +235,21 @@ def palette(n_classes: int) -> np.ndarray:
     return colormaps["hsv"](np.linspace(0, 1, n_classes, endpoint=False))[:, :3]
 
 
+def rgb_bytes(rgb: Sequence[float] | np.ndarray) -> np.ndarray:
+    """RGB in [0, 1] -> uint8 0..255 (rounded), any leading shape."""
+    return np.round(np.asarray(rgb, dtype=np.float64) * 255).astype(np.uint8)
+
+
+def palette_bytes(n_classes: int) -> np.ndarray:
+    """(K, 3) uint8: :func:`palette` in 0..255, the colours of the PNG maps' pixels and of the GeoTIFF maps'
+    colour table alike."""
+    return rgb_bytes(palette(n_classes))
+
+
 def colourise(labels: np.ndarray, colours: np.ndarray) -> np.ndarray:
-    """(H, W) labels (-1 = none) -> (H, W, 3) RGB."""
-    rgb = np.empty((*labels.shape, 3))
-    rgb[:] = NO_LABEL
+    """(H, W) labels (-1 = none) -> (H, W, 3) uint8 RGB; ``colours`` (K, 3) uint8 (:func:`palette_bytes`)."""
+    rgb = np.empty((*labels.shape, 3), dtype=np.uint8)
+    rgb[:] = rgb_bytes(NO_LABEL)
     known = labels >= 0
     rgb[known] = colours[labels[known]]
     return rgb
@@ -246,62 +271,181 @@ class MapLayout:
     size: tuple[int, int]  # (width, height) of the whole figure
     per_row: int = 1  # legend entries per row
     errors: int = 0  # height of the error mask's legend, at the bottom of the strip
+    step: int = 1  # every step-th scene pixel is drawn (scenes over MAX_PANEL pixels a side)
+    axes: tuple[int, int] = (0, 0)  # (left, under) each panel: its coordinate ticks and labels
+    note: int = 0  # height of the CRS line between the panels and the legend strip
 
 
-def map_figure_size(height: int, width: int, n_classes: int) -> MapLayout:
-    """The layout (and so the PNG size) of :func:`map_figure` for a ``height`` × ``width`` scene."""
-    scale = max(1, 320 // max(height, width))
-    panel = (width * scale, height * scale)
+def map_figure_size(height: int, width: int, n_classes: int, coordinates: bool = False) -> MapLayout:
+    """The layout (and so the PNG size) of :func:`map_figure` for a ``height`` × ``width`` scene; ``coordinates``:
+    with map-coordinate axes (a north-up georeference)."""
+    longest = max(height, width)
+    step = math.ceil(longest / MAX_PANEL)
+    scale = max(1, 320 // longest)
+    panel = (math.ceil(width / step) * scale, math.ceil(height / step) * scale)
     vertical = width >= 1.5 * height
     title, margin = 24, 8
+    left, under = COORDINATE_MARGIN if coordinates else (0, 0)
     if vertical:
-        fig_w = panel[0] + 2 * margin
-        body = 3 * (panel[1] + title) + margin
+        fig_w = left + panel[0] + 2 * margin
+        body = 3 * (panel[1] + title + under) + margin
     else:
-        fig_w = 3 * panel[0] + 4 * margin
-        body = panel[1] + title + margin
+        fig_w = 3 * (left + panel[0]) + 4 * margin
+        body = panel[1] + title + under + margin
+    note = NOTE if coordinates else 0
     per_row = max(1, fig_w // 150)
     classes = 18 * math.ceil((n_classes + 1) / per_row) + 16  # the classes and the no-label entry
     errors = 18 * math.ceil(len(ERROR_ENTRIES) / max(1, fig_w // 220)) + 20  # its title and entries
-    return MapLayout(scale, vertical, panel, title, classes + errors, (fig_w, body + classes + errors), per_row,
-                     errors)
+    return MapLayout(scale, vertical, panel, title, classes + errors, (fig_w, body + note + classes + errors),
+                     per_row, errors, step, (left, under), note)
+
+
+def scale_bar_length(width_m: float) -> float:
+    """Length in metres of a map's scale bar: 1, 2 or 5 × 10^k, the nearest (by ratio) to a fifth of the
+    map's width ``width_m``."""
+    target = width_m / 5
+    k = math.floor(math.log10(target))
+    lengths = [float(f"{m}e{j}") for j in (k, k + 1) for m in (1, 2, 5)]
+    return min(lengths, key=lambda length: abs(math.log(length / target)))
+
+
+def _length_text(metres: float) -> str:
+    return f"{metres / 1000:g} km" if metres >= 1000 else f"{metres:g} m"
+
+
+def _ticks(low: float, high: float, room: int) -> tuple[list[float], list[str]]:
+    """Tick values between ``low`` and ``high`` (map units) over ``room`` figure pixels: multiples of the
+    smallest 1, 2, 2.5 or 5 × 10^k whose labels do not touch, labelled with the decimals they need; none whose
+    label would stick out past an end (into the next panel's title or off the figure)."""
+    low, high = min(low, high), max(low, high)
+    span, top = high - low, math.floor(math.log10(high - low))
+    for spacing, decimals in ((float(f"{m}e{k}"), max(0, -k + (m == 2.5))) for k in range(top - 3, top + 2)
+                              for m in (1, 2, 2.5, 5)):
+        longest = max(len(f"{v:.{decimals}f}") for v in (low, high))
+        if spacing / span * room >= TICK_CHAR * longest + 8:
+            break
+    values = [spacing * i for i in range(math.ceil(low / spacing), math.floor(high / spacing) + 1)]
+    labels = {v: f"{v:.{decimals}f}" for v in values}
+    half = {v: TICK_CHAR * len(text) / 2 for v, text in labels.items()}  # figure pixels
+    inside = [v for v in values if half[v] <= (v - low) / span * room <= room - half[v]]
+    return inside, [labels[v] for v in inside]
+
+
+def _coordinate_axes(ax: Axes, grid: Georeference, layout: MapLayout) -> None:
+    """Easting / northing (projected CRS) or longitude / latitude (geographic) ticks and labels on a panel whose
+    data coordinates are the CRS's (the image's ``extent``)."""
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    pw, ph = layout.panel
+    if grid.unit_metres is None:
+        names = ("longitude (°)", "latitude (°)")
+    else:
+        unit = grid.crs.linear_units
+        unit = "m" if unit in ("metre", "meter") else unit
+        names = (f"easting ({unit})", f"northing ({unit})")
+    ax.set_xticks(*_ticks(x0, x1, pw), fontsize=6)
+    ax.set_yticks(*_ticks(y0, y1, ph), fontsize=6, rotation=90, va="center")
+    ax.tick_params(length=2, pad=1.5)
+    ax.set_xlabel(names[0], fontsize=7, labelpad=1)
+    ax.set_ylabel(names[1], fontsize=7, labelpad=1)
+
+
+def _scale_bar(ax: Axes, grid: Georeference, layout: MapLayout) -> None:
+    """A black-and-white bar of :func:`scale_bar_length` in the panel's lower right corner, with its length, in
+    a white box (it reads over any class colour). Projected CRSs only (:attr:`Georeference.unit_metres`)."""
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    metres = scale_bar_length(abs(x1 - x0) * grid.unit_metres)
+    length = metres / grid.unit_metres  # in CRS units: the axes' data units
+    parts = 5 if f"{metres:e}".startswith("5") else 4
+    thick = 4 * abs(y1 - y0) / layout.panel[1]  # 4 figure pixels, in data units
+    bar = AuxTransformBox(ax.transData)
+    for i in range(parts):
+        bar.add_artist(Rectangle((i * length / parts, 0.0), length / parts, thick, linewidth=0.5,
+                                 facecolor="black" if i % 2 == 0 else "white", edgecolor="black"))
+    text = TextArea(_length_text(metres), textprops={"fontsize": 6})
+    box = AnchoredOffsetbox("lower right", child=VPacker(children=[text, bar], align="center", pad=0, sep=1.5),
+                            pad=0.25, borderpad=0.4, frameon=True)
+    box.patch.set(facecolor="white", edgecolor="0.4", linewidth=0.5, alpha=0.9)
+    box.set_label("scale bar")
+    ax.add_artist(box)
+
+
+def _error_counts(prediction: np.ndarray, truth: np.ndarray) -> tuple[int, int]:
+    """(labelled pixels with a prediction, those predicted wrong), a block of rows at a time (bounded memory)."""
+    rows = max(1, 2 ** 20 // max(prediction.shape[1], 1))
+    scored = wrong = 0
+    for start in range(0, prediction.shape[0], rows):
+        p, t = prediction[start:start + rows], truth[start:start + rows]
+        mine = (t >= 0) & (p >= 0)
+        scored += int(np.count_nonzero(mine))
+        wrong += int(np.count_nonzero(mine & (p != t)))
+    return scored, wrong
 
 
 def map_figure(prediction: np.ndarray, truth: np.ndarray, class_names: Sequence[str], title: str,
-               path: str | os.PathLike) -> Path:
+               path: str | os.PathLike, georeference: Mapping[str, Any] | None = None) -> Path:
     """Prediction, ground truth and error mask of a (H, W) label raster (-1 = none), with a class legend and the
-    error mask's own legend (correct / wrong / not scored)."""
+    error mask's own legend (correct / wrong / not scored).
+
+    Scenes over :data:`MAX_PANEL` pixels a side are drawn from every ``step``-th pixel (uint8 colours, never a
+    full-resolution array), so memory stays bounded; the error count in the title is over every pixel.
+
+    With a ``georeference`` (the Arrow metadata's, :class:`~mamol.experiments.georeference.Georeference`) of a
+    north-up grid, each panel's axes carry map coordinates and a line under the panels names the CRS. A projected
+    CRS gives easting / northing in its unit and a scale bar in each panel; a geographic CRS gives longitude /
+    latitude and no scale bar, since a degree of longitude has no fixed length in metres (111 km at the
+    equator, shrinking with the cosine of latitude). A rotated or sheared grid is drawn as without one
+    (pixel axes off); a georeference of another size than the map is refused (DataError).
+    """
     h, w = prediction.shape
-    layout = map_figure_size(h, w, len(class_names))
-    colours = palette(len(class_names))
-    errors = np.empty((h, w, 3))
-    errors[:] = NO_LABEL
-    scored = (truth >= 0) & (prediction >= 0)
-    errors[scored & (prediction == truth)] = CORRECT
-    errors[scored & (prediction != truth)] = WRONG
-    n_scored = int(scored.sum())
-    wrong = int((scored & (prediction != truth)).sum())
-    panels = [(colourise(prediction, colours), title),
-              (colourise(truth, colours), "ground truth"),
+    grid = None if georeference is None else Georeference.from_metadata(georeference)
+    if grid is not None:
+        grid.check_shape(prediction.shape, Path(path).name)
+    coordinates = grid is not None and grid.north_up
+    layout = map_figure_size(h, w, len(class_names), coordinates)
+    step = layout.step
+    shown, known = prediction[::step, ::step], truth[::step, ::step]  # views: nearest neighbour, exact colours
+    colours = palette_bytes(len(class_names))
+    errors = np.empty((*shown.shape, 3), dtype=np.uint8)
+    errors[:] = rgb_bytes(NO_LABEL)
+    scored = (known >= 0) & (shown >= 0)
+    errors[scored & (shown == known)] = rgb_bytes(CORRECT)
+    errors[scored & (shown != known)] = rgb_bytes(WRONG)
+    n_scored, wrong = _error_counts(prediction, truth)
+    panels = [(colourise(shown, colours), title),
+              (colourise(known, colours), "ground truth"),
               (errors, f"errors: {wrong} of {n_scored} labelled pixels wrong (black)")]
     fig_w, fig_h = layout.size
     fig = Figure(figsize=(fig_w / DPI, fig_h / DPI))
     pw, ph = layout.panel
-    margin = 8
+    margin, (left_of, under) = 8, layout.axes
     for i, (image, name) in enumerate(panels):
         if layout.vertical:
-            left, top = margin, layout.title + i * (ph + layout.title)
+            left, top = margin + left_of, layout.title + i * (ph + layout.title + under)
         else:
-            left, top = margin + i * (pw + margin), layout.title
+            left, top = margin + left_of + i * (pw + left_of + margin), layout.title
         ax = fig.add_axes((left / fig_w, 1 - (top + ph) / fig_h, pw / fig_w, ph / fig_h))
-        ax.imshow(image, interpolation="nearest", aspect="auto")
-        ax.set_xticks([])
-        ax.set_yticks([])
+        if coordinates:
+            # The drawn image covers whole blocks of step pixels: its extent is theirs (up to step - 1 pixels past
+            # the scene's edge), so a figure pixel is a block and the coordinates stay exact.
+            a, _, c, _, e, f = grid.transform
+            ax.imshow(image, interpolation="nearest", aspect="auto",
+                      extent=(c, c + a * image.shape[1] * step, f + e * image.shape[0] * step, f))
+            _coordinate_axes(ax, grid, layout)
+            if grid.unit_metres is not None:
+                _scale_bar(ax, grid, layout)
+        else:
+            ax.imshow(image, interpolation="nearest", aspect="auto")
+            ax.set_xticks([])
+            ax.set_yticks([])
         for spine in ax.spines.values():  # a thin frame: the white of correct pixels keeps an edge
             spine.set_linewidth(0.5)
             spine.set_color("0.5")
         ax.set_title(name, fontsize=8, pad=3)
-    handles = [Patch(color=colours[k], label=f"{k + 1} {name}") for k, name in enumerate(class_names)]
+    if coordinates:
+        why = "" if grid.unit_metres is not None else "; no scale bar: a degree of longitude has no fixed length"
+        fig.text(margin / fig_w, (layout.legend + layout.note - 3) / fig_h, f"coordinates: {grid.crs_name}{why}",
+                 fontsize=7, va="top", ha="left", color="0.2")
+    handles = [Patch(color=colours[k] / 255, label=f"{k + 1} {name}") for k, name in enumerate(class_names)]
     handles.append(Patch(color=NO_LABEL, label="no label / not predicted"))
     fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, layout.legend / fig_h),
                ncol=layout.per_row, fontsize=7, frameon=False, handlelength=1.2, columnspacing=1.0,

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import rasterio
+from PIL import Image
 from rasterio.crs import CRS
 
 from mamol.conversion import remote
@@ -15,7 +16,7 @@ from mamol.conversion.synthetic import SCENE_CRS, generate_scene, raster_transfo
 from mamol.data.arrow import read_metadata
 from mamol.errors import DataError
 from mamol.experiments.geotiff import write_map_geotiff
-from mamol.experiments.plots import palette
+from mamol.experiments.plots import map_figure_size, palette
 from tests.experiments.conftest import BANDS
 from tests.helpers import run_command
 
@@ -75,5 +76,7 @@ def test_predict_map_of_a_georeferenced_scene_writes_geotiffs(trained, tmp_path,
                 assert src.crs == CRS.from_wkt(geo["crs"]) and tuple(src.transform)[:6] == tuple(geo["transform"])
                 np.testing.assert_array_equal(src.read(1), prediction + 1)
                 assert src.nodata == 0 and len(src.tags(1)) == 4
+            with Image.open(folder / f"map_{setting}.png") as image:  # the PNG has room for map coordinates
+                assert image.size == map_figure_size(12, 16, 4, coordinates=True).size
     for setting in ("complete", "no_lidar"):
         np.testing.assert_array_equal(maps["many", setting], maps["one", setting])
