@@ -82,7 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="food101: skip (with a warning) images without a title instead of failing")
     n.add_argument("--allow-missing-test", action="store_true",
                    help="hateful_memes: without a labelled test file write only train and dev instead of failing")
-    p.add_argument("-q", "--quiet", action="store_true", help="warnings only, no progress bars")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings only (bars show on a terminal only anyway)")
     p.add_argument("--debug", action="store_true", help="show the traceback of an input error (default: one line)")
     args = p.parse_args(argv)
     dataset = catalogue.canonical_name(args.dataset or "")
@@ -96,16 +96,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def convert(args: argparse.Namespace, dataset: str, root: Path) -> dict[str, Path]:
     """Run the registered converter of ``dataset`` with the CLI options; {split or "scene": file}."""
     entry = converter(dataset)
+    progress = not args.quiet and sys.stderr.isatty()  # a bar redrawn with "\r" is unreadable in a log file
     if entry.kind == "remote":
         return entry.convert(
             root, args.target, modalities=args.modalities, patch_size=args.patch_size, normalize=args.normalize,
             split=args.split or default_split(entry.name), train_per_class=args.train_per_class,
             val_per_class=args.val_per_class,
             test_per_class=args.test_per_class, seed=args.seed, nan=args.nan, write_scene=not args.no_scene,
-            progress=not args.quiet, strict_counts=args.strict_counts, resample=args.resample,
+            progress=progress, strict_counts=args.strict_counts, resample=args.resample,
             windowed=args.windowed)
     options = {dest: getattr(args, dest) for dest in entry.options}
-    written = entry.convert(root, args.target, progress=not args.quiet, **options)
+    written = entry.convert(root, args.target, progress=progress, **options)
     return {path.stem.rsplit("_", 1)[1]: path for path in written}  # mmimdb_dev.arrow -> "dev"
 
 

@@ -297,15 +297,13 @@ def _abandon(run_dir: Path, err: BaseException) -> None:
 def summarise(results: dict[str, float], class_names: list[list[str]], setting: str) -> str:
     """A readable summary of test metrics (already x100): headline metrics first, then per-class accuracies."""
     names = sorted(results, key=lambda k: (k.rsplit("/", 1)[-1] not in ("OA", "AA", "kappa"), k))
-    lines = [f"Test results ({setting}):"]
-    for key in summary_metrics(names, names[0]):
-        lines.append(f"  {key:<30s} {results[key]:7.2f}")
-    names = class_names[0] if len(class_names) == 1 else []
+    per_class = class_names[0] if len(class_names) == 1 else []
+    rows = [(key, results[key]) for key in summary_metrics(names, names[0])]
     for key, value in ((k, v) for k, v in results.items() if is_class_metric(k)):
         index = int(key.rsplit(CLASS_PREFIX, 1)[1])
-        label = names[index] if index < len(names) else key
-        lines.append(f"  accuracy of {label:<18s} {value:7.2f}")
-    return "\n".join(lines)
+        rows.append((f"accuracy of {per_class[index] if index < len(per_class) else key}", value))
+    width = max([30, *(len(label) for label, _ in rows)])  # long class names keep the values in one column
+    return "\n".join([f"Test results ({setting}):", *(f"  {label:<{width}s} {value:7.2f}" for label, value in rows)])
 
 
 def missing_report(s: RunSettings, modalities: Sequence[str], split: str = "test") -> dict[str, Any]:
