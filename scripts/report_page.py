@@ -22,7 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 PREAMBLE = r"""\documentclass[10pt]{article}
 \usepackage[margin=1.6cm]{geometry}
-\usepackage{booktabs}
+\usepackage{booktabs,graphicx}
 \begin{document}
 """
 

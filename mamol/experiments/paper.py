@@ -39,6 +39,8 @@ METRIC_TITLES = {"OA": "OA", "AA": "AA", "kappa": "κ", "F1_macro": "F1 (macro)"
                  "F1_weighted": "F1 (weighted)", "F1_samples": "F1 (samples)", "AUROC": "AUROC",
                  "accuracy": "Accuracy", "the_metric": "mean of the tasks' headline metrics"}
 ABSENT = "–"  # a method without a value at a setting
+PM_LATEX = r"\pm"
+UNDEFINED = "undefined"  # a score NaN over the seeds (AUROC on one class, precision of a class never predicted)
 
 
 class Summary(Protocol):
@@ -80,6 +82,11 @@ def dataset_title(name: str) -> str:
     """A dataset in prose: the catalogue's title (``hatememes`` -> "Hateful Memes"), else its name capitalised."""
     entry = catalogue.CATALOGUE.get(name)
     return entry.title if entry is not None and entry.title else name[:1].upper() + name[1:]
+
+
+def datasets_title(datasets: str) -> str:
+    """A report group's datasets (``houston2013+trento``) in prose: "Houston2013 + Trento" (:func:`dataset_title`)."""
+    return " + ".join(dataset_title(d) for d in datasets.split("+"))
 
 
 # ------------------------------------------------------------------------------------------- settings
@@ -187,17 +194,30 @@ def ranks(means: Sequence[float | None]) -> list[int | None]:
     return [None if v is None else order.get(v) for v in shown]
 
 
+def score(mean: float, std: float | None, latex: bool = False, digits: int = DIGITS) -> str:
+    """mean ± std (one seed, ``std`` None: the mean) with ``digits`` decimals, as a cell shows it; a NaN value is
+    "undefined" (the whole score when the mean is). ``latex``: the body of a math cell (no ``$``)."""
+    def number(value: float) -> str:
+        if math.isnan(value):
+            return rf"\mbox{{{UNDEFINED}}}" if latex else UNDEFINED
+        return f"{value:.{digits}f}"
+
+    if std is None or math.isnan(mean):
+        return number(mean)
+    return f"{number(mean)} {PM_LATEX if latex else '±'} {number(std)}"
+
+
 def cell(stat: Summary | None, rank: int | None, latex: bool, with_n: bool, mark: str = "") -> str:
-    """A score: mean ± std (one seed: the mean), bold when ranked best, underlined when second, n when asked, and a
-    significance mark (``†``, ``‡``)."""
+    """A score: mean ± std (one seed: the mean; NaN: "undefined", :func:`score`), bold when ranked best, underlined
+    when second, n when asked, and a significance mark (``†``, ``‡``)."""
     if stat is None:
         return ABSENT
     if latex:
-        body = f"{stat.mean:.{DIGITS}f}" + ("" if stat.std is None else rf" \pm {stat.std:.{DIGITS}f}")
+        body = score(stat.mean, stat.std, latex=True)
         body = rf"\mathbf{{{body}}}" if rank == 0 else rf"\underline{{{body}}}" if rank == 1 else body
         sign = {"†": r"^{\dagger}", "‡": r"^{\ddagger}"}.get(mark, "")
         return Latex(f"${body}{sign}" + (rf"\;(n={stat.n})" if with_n else "") + "$")
-    body = f"{stat.mean:.{DIGITS}f}" + ("" if stat.std is None else f" ± {stat.std:.{DIGITS}f}")
+    body = score(stat.mean, stat.std)
     body = f"**{body}**" if rank == 0 else f"<ins>{body}</ins>" if rank == 1 else body
     return body + (f" (n={stat.n})" if with_n else "") + (f" {mark}" if mark else "")
 
@@ -392,10 +412,8 @@ def cost_rows(costs: Sequence[tuple[str, Summary | None, Summary | None]], lead:
     def seconds(stat: Summary | None) -> str:
         if stat is None:
             return "n/a"
-        text = f"{stat.mean:.1f}" + ("" if stat.std is None else f" ± {stat.std:.1f}")
-        if latex:
-            return Latex("$" + text.replace("±", r"\pm") + "$")
-        return text
+        text = score(stat.mean, stat.std, latex, digits=1)
+        return Latex(f"${text}$") if latex else text
 
     pad = [""] * (lead - 1)
     return [["Trainable parameters", *pad, *[c[0] for c in costs]],

@@ -209,13 +209,12 @@ class Stat:
         return cls(len(array), float(array.mean()), std, tuple(seeds))
 
     def text(self, digits: int = 2) -> str:
-        return f"{self.mean:.{digits}f}" if self.std is None else f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
+        """mean ± std as a cell shows it ("undefined" where NaN; :func:`mamol.experiments.paper.score`)."""
+        return paper.score(self.mean, self.std, digits=digits)
 
     def latex(self, digits: int = 2, n: bool = False) -> str:
         count = f"\\;(n={self.n})" if n else ""
-        if self.std is None:
-            return f"${self.mean:.{digits}f}{count}$"
-        return f"${self.mean:.{digits}f} \\pm {self.std:.{digits}f}{count}$"
+        return f"${paper.score(self.mean, self.std, latex=True, digits=digits)}{count}$"
 
 
 def _times(runs: Sequence[RunRecord], which: str) -> Stat | None:
@@ -320,8 +319,7 @@ class Group:
     @property
     def plain_title(self) -> str:
         """The group in captions: "Houston2013, training setting Mixed (70 %)"."""
-        data = " + ".join(paper.dataset_title(d) for d in self.datasets.split("+"))
-        return f"{data}, training setting {paper.setting_name(self.train)}"
+        return f"{paper.datasets_title(self.datasets)}, training setting {paper.setting_name(self.train)}"
 
 
 def order_settings(records: Sequence[RunRecord]) -> list[str]:

@@ -97,12 +97,8 @@ Marks = Mapping[tuple[str, str], str]  # (test setting, method label) -> signifi
 
 
 def _cell(stat: Stat | None, latex: bool, mark: str = "") -> str:
-    if stat is None:
-        return ""
-    if latex:
-        sign = {"†": r"^{\dagger}", "‡": r"^{\ddagger}"}.get(mark, "")
-        return stat.latex(n=True)[:-1] + sign + "$"
-    return f"{stat.text()} (n={stat.n})" + (f" {mark}" if mark else "")
+    """A full-grid or training × test cell: unranked, n in the cell, empty where the method has no value."""
+    return "" if stat is None else paper.cell(stat, None, latex, with_n=True, mark=mark)
 
 
 def _pivot(group: Group, metric: str, latex: bool = False, marks: Marks | None = None,
@@ -219,8 +215,9 @@ def _classes_csv(groups: Sequence[Group]) -> tuple[list[str], list[list[Any]]]:
 
 
 def _cross_tables(groups: Sequence[Group], latex: bool = False) -> list[tuple[str, str, list[str], list[list[str]]]]:
-    """(datasets, method, header, rows) per method trained under several training settings on the same datasets:
-    rows = training setting, columns = test settings, cells = the headline metric (mean ± std over seeds)."""
+    """(datasets, method label, header, rows) per method trained under several training settings on the same
+    datasets: rows = training setting, columns = test settings (both by name, :func:`paper.setting_name`), cells =
+    the headline metric (mean ± std over seeds)."""
     by_key: dict[tuple[str, str], list[Group]] = {}
     for g in groups:
         for label in g.methods:
@@ -230,8 +227,9 @@ def _cross_tables(groups: Sequence[Group], latex: bool = False) -> list[tuple[st
         if len({g.train for g in gs}) < 2:
             continue
         settings = order_settings([r for g in gs for r in g.methods[label]])
-        rows = [[g.train, *[_cell(g.stat(label, s, g.headline), latex) for s in settings]] for g in gs]
-        out.append((datasets, label, ["train / test", *settings], rows))
+        rows = [[paper.setting_name(g.train), *[_cell(g.stat(label, s, g.headline), latex) for s in settings]]
+                for g in gs]
+        out.append((datasets, label, ["Training / test", *map(paper.setting_name, settings)], rows))
     return out
 
 
@@ -263,7 +261,7 @@ def _runs_table(records: Sequence[RunRecord]) -> tuple[list[str], list[list[Any]
         rows.append([r.name, r.label, "+".join(r.datasets), r.train, r.seed,
                      "" if r.parameters is None else f"{r.parameters:,}",
                      *["n/a" if t is None else f"{t:.1f}" for t in times],
-                     "" if value is None else f"{r.headline} {value:.2f} ({r.tested})"])
+                     "" if value is None else f"{r.headline} {paper.score(value, None)} ({r.tested})"])
     return header, rows
 
 
@@ -349,8 +347,9 @@ def _sections(g: Group, i: int, choice: str | tuple[str, ...], prefix: str, refe
     titles, context = g.titles, g.caption_context(shown)
     comparisons = g.comparisons(reference)
     marks = _marks(comparisons)
-    rule = (significance.MARKER_RULE.format(reference=comparisons[0][1].reference) + "; McNemar needs the runs' "
-            "test_predictions.npz, so only the settings runs were tested at (not grid points) can be marked."
+    names = dict(zip(g.methods, titles))  # method label -> display name
+    rule = (significance.MARKER_RULE.format(reference=names[comparisons[0][1].reference]) + "; McNemar needs the "
+            "runs' test_predictions.npz, so only the settings runs were tested at (not grid points) can be marked."
             if comparisons else "")
     notes = paper.absent_note(absent) + ([rule] if rule else [])
     results = f"tab:{prefix}:results-{i + 1}"
@@ -382,17 +381,16 @@ def _sections(g: Group, i: int, choice: str | tuple[str, ...], prefix: str, refe
                 out.md += [f"\n### {what}\n\n{paper.statistics_sentence(n)}\n\n",
                            tables.markdown(header, rows + summary)]
     if comparisons:
-        ref = comparisons[0][1].reference
-        head, sig_rows, sig_notes = significance.table(comparisons)
-        out.md += [f"\n### Significance against {ref} ({g.headline})\n\n",
+        ref = names[comparisons[0][1].reference]
+        head, sig_rows, sig_notes = significance.table(comparisons, names, paper.setting_name)
+        out.md += [f"\n### Significance against {ref} ({paper.metric_title(g.headline)})\n\n",
                    tables.markdown(head, sig_rows, align_right_from=3)]
         out.md += ["\n" + "".join(f"- {n}\n" for n in sig_notes)] if sig_notes else []
-        names = dict(zip(g.methods, titles))
         out.tex.append(tables.latex_booktabs(  # without the per-seed McNemar column (report.md has it): narrower
             ["Test setting", "Method", "Seeds", "McNemar p (b/c)", "Wilcoxon p", "Paired t p"],
-            [[paper.setting_name(row[0]), names.get(row[1], row[1]), *row[3:4], *row[5:]] for row in sig_rows],
-            caption=f"p-values against {names.get(ref, ref)}, {g.plain_title}: McNemar (exact, on the test samples "
-            f"of all seeds, paired seed by seed; b/c = samples only {names.get(ref, ref)} / only the method gets "
+            [[*row[:2], *row[3:4], *row[5:]] for row in sig_rows],
+            caption=f"p-values against {ref}, {g.plain_title}: McNemar (exact, on the test samples "
+            f"of all seeds, paired seed by seed; b/c = samples only {ref} / only the method gets "
             f"right; per seed in report.md), Wilcoxon signed-rank and paired t over seeds on "
             f"{paper.metric_title(g.headline)}.", label=f"tab:{prefix}:significance-{i + 1}", align_right_from=2,
             notes=sig_notes))
@@ -445,7 +443,8 @@ def write_report(dirs: Sequence[Path], folder: Path, reference: str | None = Non
           tables.markdown(*_runs_table(records), align_right_from=4), "\n## Methods\n\n",
           tables.markdown(*_methods_table(groups), align_right_from=3)]
     tex = [f"% {len(records)} runs from {', '.join(str(d) for d in dirs)}; labels tab:{prefix}:...\n"
-           f"% needs \\usepackage{{booktabs}} only; \\input it (labels are unique per report); written by "
+           f"% needs \\usepackage{{booktabs,graphicx}} only (graphicx shrinks a tabular wider than the text); "
+           f"\\input it (labels are unique per report); written by "
            f"`run.py report` or `run.py sweep`\n"]
     appendix = [f"% Appendix of report {prefix}: the hyper-parameters, every evaluated test setting and the "
                 f"per-class scores\n"]
@@ -472,11 +471,13 @@ def write_report(dirs: Sequence[Path], folder: Path, reference: str | None = Non
                   "setting (rows) at each test setting (columns).\n")
         latex_cross = _cross_tables(groups, latex=True)
         for k, ((datasets, label, header, rows), (*_, latex_rows)) in enumerate(zip(cross, latex_cross)):
-            md += [f"\n### {datasets}: {label}\n\n", tables.markdown(header, rows)]
+            data = paper.datasets_title(datasets)
+            md += [f"\n### {data}: {titles[label]}\n\n", tables.markdown(header, rows)]
+            headline = {paper.metric_title(g.headline) for g in groups if g.datasets == datasets and label in g.methods}
+            metric = headline.pop() if len(headline) == 1 else "the headline metric"
             tex.append(tables.latex_booktabs(
-                header, latex_rows, caption=f"{label} on {datasets}: the headline metric by training setting (rows) "
-                f"and test setting (columns), mean and standard deviation over seeds.",
-                label=f"tab:{prefix}:cross-{k + 1}"))
+                header, latex_rows, caption=f"{titles[label]} on {data}: {metric} by training setting (rows) and test "
+                f"setting (columns), mean and standard deviation over seeds.", label=f"tab:{prefix}:cross-{k + 1}"))
     md.append("\n## Full grid\n\nEvery evaluated test setting, every metric (also in `report.csv`).\n")
     md += [part for sec in sections for part in sec.grid_md]
     figure = _comparison(groups, folder / "comparison.png")

@@ -28,7 +28,7 @@ combined McNemar p: ``†`` below 0.05, ``‡`` below 0.01 (:func:`marker`).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -223,18 +223,24 @@ def compare(label: str, runs: Sequence[SeedRun], reference: str, reference_runs:
     return Comparison(label, reference, seeds, per_seed, paired)
 
 
-def table(rows: Sequence[tuple[str, Comparison]]) -> tuple[list[str], list[list[str]], list[str]]:
-    """(header, rows, footnotes) of the p-value table for ``(test setting, comparison)`` rows."""
+def table(rows: Sequence[tuple[str, Comparison]], names: Mapping[str, str] | None = None,
+          setting_name: Callable[[str], str] = str) -> tuple[list[str], list[list[str]], list[str]]:
+    """(header, rows, footnotes) of the p-value table for ``(test setting, comparison)`` rows; methods as ``names``
+    shows them (method label -> display name; absent: the label), settings as ``setting_name`` does."""
+    def name(label: str) -> str:
+        return (names or {}).get(label, label)
+
     header = ["test setting", "method", "vs", "seeds", "McNemar p per seed (b/c)", "McNemar p combined (b/c)",
               "Wilcoxon p", "paired t p"]
     out, notes = [], []
     for setting, c in rows:
         per_seed, combined = c.mcnemar_text()
-        out.append([setting, c.label, c.reference, " ".join(map(str, c.seeds)), per_seed, combined,
-                    format_p(c.paired.wilcoxon), format_p(c.paired.ttest)])
+        out.append([setting_name(setting), name(c.label), name(c.reference), " ".join(map(str, c.seeds)), per_seed,
+                    combined, format_p(c.paired.wilcoxon), format_p(c.paired.ttest)])
         if c.paired.why:
             which = "Wilcoxon and t" if c.paired.wilcoxon is None else "t"
-            notes.append(f"{c.label} vs {c.reference} at {setting}: {which} empty, {c.paired.why}.")
+            notes.append(f"{name(c.label)} vs {name(c.reference)} at {setting_name(setting)}: {which} empty, "
+                         f"{c.paired.why}.")
     return header, out, notes
 
 

@@ -1,4 +1,5 @@
-"""Tables as files: Markdown (readable), CSV (machine-readable) and LaTeX ``booktabs`` (ready for a paper).
+"""Tables as files: Markdown (readable), CSV (machine-readable) and LaTeX ``booktabs`` (ready for a paper; a tabular
+wider than the text is shrunk to ``\\linewidth``, never enlarged: ``\\usepackage{booktabs,graphicx}``).
 
 A table is a header (column names) and rows of cells; cells are written as given (``str``), numbers by the
 caller's formatting. Writes are atomic (:func:`mamol.files.atomic_write`).
@@ -63,10 +64,17 @@ def latex_escape(text: str) -> str:
     return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
 
 
+FIT_OPEN = r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%"
+"""Opens the box around every tabular: shrunk to the line's width when wider, else its natural size (graphicx)."""
+FIT_CLOSE = "}"
+
+
 def latex_booktabs(header: Sequence[str], rows: Sequence[Row], caption: str, label: str,
                    align_right_from: int = 1, footer: Sequence[Row] = (), notes: Sequence[str] = (),
                    spaced: Sequence[int] = ()) -> str:
-    """A ``table`` environment with a ``booktabs`` tabular (needs ``\\usepackage{booktabs}``), placed ``[tbp]``.
+    """A ``table`` environment with a ``booktabs`` tabular, placed ``[tbp]`` (needs
+    ``\\usepackage{booktabs,graphicx}``): a tabular wider than ``\\linewidth`` (many methods) is scaled down to it,
+    a narrower one keeps its size (:data:`FIT_OPEN`).
 
     Cells, the caption and notes are escaped, except :class:`Latex` ones and those already written as LaTeX math
     (starting and ending with ``$``). ``footer`` rows follow a ``\\midrule`` (e.g. each method's cost under its
@@ -84,12 +92,12 @@ def latex_booktabs(header: Sequence[str], rows: Sequence[Row], caption: str, lab
 
     spec = "".join("r" if i >= align_right_from else "l" for i in range(len(header)))
     lines = [r"\begin{table}[tbp]", r"\centering", rf"\caption{{{cell(caption)}}}", rf"\label{{{label}}}",
-             rf"\begin{{tabular}}{{{spec}}}", r"\toprule", line(header), r"\midrule"]
+             FIT_OPEN, rf"\begin{{tabular}}{{{spec}}}", r"\toprule", line(header), r"\midrule"]
     for i, row in enumerate(rows):
         lines += [r"\addlinespace"] * (i in spaced) + [line(row)]
     if footer:
         lines += [r"\midrule"] + [line(row) for row in footer]
-    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines += [r"\bottomrule", r"\end{tabular}" + FIT_CLOSE]  # no space between them: it would widen the box
     lines += [rf"\par\smallskip{{\footnotesize {cell(note)}}}" for note in notes]
     lines += [r"\end{table}"]
     return "\n".join(lines) + "\n"

@@ -101,6 +101,32 @@ def test_best_bold_second_underlined_with_ties():
     assert paper.cell(None, None, latex=True, with_n=False) == paper.ABSENT
 
 
+def test_an_undefined_score_is_written_as_such_and_never_ranked(runs, tmp_path):
+    """A metric NaN over the seeds (AUROC on one class, precision of a class never predicted) reads "undefined" in
+    report.md and report.tex, never "nan", and the other methods are ranked without it."""
+    class S:
+        def __init__(self, mean: float, std: float | None = 1.0):
+            self.n, self.mean, self.std = 2, mean, std
+
+    rows = paper.ranked_rows([(["AA"], [S(float("nan")), S(70.0), S(80.0)])], latex=False, n=2)
+    assert rows == [["AA", paper.UNDEFINED, "<ins>70.00 ± 1.00</ins>", "**80.00 ± 1.00**"]]
+    tex_rows = paper.ranked_rows([(["AA"], [S(80.0), S(float("nan"), None), S(70.0)])], latex=True, n=None)
+    assert tex_rows == [["AA", r"$\mathbf{80.00 \pm 1.00}\;(n=2)$", r"$\mbox{undefined}\;(n=2)$",
+                         r"$\underline{70.00 \pm 1.00}\;(n=2)$"]]
+    assert paper.score(5.0, float("nan")) == "5.00 ± undefined"
+
+    path = runs / "1-lora-0" / "version_0" / "test_results.json"  # lora's AA undefined in one seed
+    tested = json.loads(path.read_text())
+    tested["metrics"]["AA"] = float("nan")
+    path.write_text(json.dumps(tested))
+    folder = tmp_path / "out"
+    write_report([runs], folder)
+    md, tex = (folder / "report.md").read_text(), (folder / "report.tex").read_text()
+    assert "|  | AA | 80.00 ± 1.41 | undefined |" in md  # one defined value: nothing to rank against
+    assert r" & AA & $80.00 \pm 1.41$ & $\mbox{undefined}$ \\" in _table(tex, "tab:out:results-1")
+    assert not re.search(r"\bnan\b", md + tex, re.IGNORECASE)
+
+
 def test_display_names_of_methods_settings_and_metrics():
     assert display_name("mamol", "mamol") == "MaMOL" and display_name("moe_lora", "moe_lora") == "MoE-LoRA"
     assert display_name("mamol_r4", "mamol") == "MaMOL (mamol_r4)"

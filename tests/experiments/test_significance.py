@@ -172,7 +172,10 @@ def test_report_tables_of_significance_cost_classes_and_training_settings(tmp_pa
     # lora: p < 0.01, second best (underlined); n = 2 for the whole table, so in the caption
     assert "<ins>70.50 ± 0.71</ins> ‡" in md and r"$\underline{70.50 \pm 0.71}^{\ddagger}$" in tex
     assert "| 59.00 ± 1.41 |" in md  # mmp: no McNemar, no marker, third
-    assert "† / ‡: combined McNemar test against mamol" in md and r"\textdagger{} / \textdaggerdbl{}" in tex
+    # Methods and settings by name in the rule and the p-value tables (significance.csv keeps the labels).
+    assert "† / ‡: combined McNemar test against MaMOL (" in md and "against mamol" not in md
+    assert r"\textdagger{} / \textdaggerdbl{}: combined McNemar test against MaMOL (" in tex
+    assert "### Significance against MaMOL (OA)" in md and "| Mixed (70 %) | LoRA | MaMOL | 0 1 |" in md
     assert "| Trainable parameters |  | 1,004 | 1,005 | 1,003 |" in md and "| Fit wall time (s) |  | 10.5 ± 0.7 |" in md
     assert "s0: 4.9e-04 (12/0); s1: 4.9e-04 (12/0)" in md and "1.2e-07 (24/0)" in md
     assert "n/a (no predictions saved)" in md
@@ -190,9 +193,10 @@ def test_report_tables_of_significance_cost_classes_and_training_settings(tmp_pa
     water = classes[("both 0.7", "mamol", "water")]
     assert (water["accuracy_mean"], water["recall_mean"], water["precision_mean"], water["n"]) == (
         "90.5", "100.0", "100.0", "2")  # made-up acc_0 beside the scores counted from the predictions
-    # Training x test settings of mamol, the only method trained under both.
-    assert "### synthetic: mamol" in md and "| both 0.3 | 66.50 ± 0.71 (n=2) |" in md
-    assert "| both 0.7 | 82.00 ± 2.83 (n=2) |" in md
+    # Training x test settings of mamol, the only method trained under both, by display names.
+    assert "### Synthetic: MaMOL" in md and "| Mixed (30 %) | 66.50 ± 0.71 (n=2) |" in md
+    assert "| Mixed (70 %) | 82.00 ± 2.83 (n=2) |" in md and "| Training / test | Mixed (70 %) |" in md
+    assert r"MaMOL on Synthetic: OA by training setting" in tex and r"Mixed (70 \%) & $82.00 \pm 2.83\;(n=2)$" in tex
     assert (out / "comparison_bars.png").stat().st_size > 0
 
     write_report([runs], tmp_path / "vs_lora", reference="lora")
