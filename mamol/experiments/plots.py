@@ -225,12 +225,14 @@ NOTE = 16  # height of the line naming a georeferenced map's CRS, above the lege
 
 def palette(n_classes: int) -> np.ndarray:
     """(K, 3) RGB in [0, 1]: tab10 up to 10 classes, tab20's dark then light shades up to 20 (class k keeps its
-    colour whatever K is, within each range), evenly spaced saturated hues beyond. Never white or black, which
-    the error mask uses (:data:`CORRECT`, :data:`WRONG`)."""
+    colour whatever K is, within each range; tab20's light grey swapped for a rose of tab20b), evenly spaced saturated
+    hues beyond. Never white or black, which the error mask uses (:data:`CORRECT`, :data:`WRONG`), nor near the grey
+    of unlabelled pixels (:data:`NO_LABEL`)."""
     if n_classes <= 10:
         return np.asarray(colormaps["tab10"].colors)[:n_classes, :3]
     if n_classes <= 20:
-        shades = np.asarray(colormaps["tab20"].colors)[:, :3]
+        shades = np.asarray(colormaps["tab20"].colors)[:, :3].copy()
+        shades[15] = colormaps["tab20b"].colors[14][:3]  # tab20's light grey reads as "no label" (NO_LABEL)
         return np.concatenate([shades[0::2], shades[1::2]])[:n_classes]
     return colormaps["hsv"](np.linspace(0, 1, n_classes, endpoint=False))[:, :3]
 

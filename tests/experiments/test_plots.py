@@ -39,6 +39,10 @@ def test_error_mask_colours_are_no_class_colour(n_classes):
         distance = np.linalg.norm(colours - np.asarray(mark), axis=1)
         assert distance.min() > 0.3, (mark, n_classes)  # far from every class colour, not merely unequal
     assert np.linalg.norm(np.asarray(plots.CORRECT) - plots.WRONG) > 1.5  # correct and wrong: opposite ends
+    # unlabelled pixels are light grey on maps: a class colour near that grey must be visibly coloured (tab20's
+    # light grey, 0.17 from it and without any hue, once passed for "no label")
+    near = np.linalg.norm(colours - np.asarray(plots.NO_LABEL), axis=1) < 0.3
+    assert (np.ptp(colours[near], axis=1) > 0.1).all(), n_classes
 
 
 def test_map_has_an_error_legend_of_its_own(tmp_path, drawn):
