@@ -55,7 +55,14 @@ def _sacred_logger() -> logging.Logger:
 def main(_config: dict, _run) -> float | None:
     """Train (then test the best checkpoint), or with test_only=True evaluate load_path."""
     with observers.observing(_run) as loggers:
-        report = run(copy.deepcopy(dict(_config)), loggers=loggers)
+        try:
+            report = run(copy.deepcopy(dict(_config)), loggers=loggers)
+        except BaseException:  # a run that kept its folder (failed.json, console.log) is recorded as it stands
+            try:
+                _observed(_run, console.folder())
+            except Exception as err:  # recording must not hide why the run failed
+                logging.getLogger(__name__).warning("the observers did not get the failed run's folder: %s", err)
+            raise
     print(report["summary"], flush=True)
     return _observed(_run, Path(report["run_dir"]))
 

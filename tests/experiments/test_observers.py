@@ -10,13 +10,14 @@ import os
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import sqlalchemy as sa
 from sacred.observers.sql_bases import Run as SqlRun
 from sqlalchemy.orm import Session
 
 from mamol.observers import read_metrics
 from run import ex
-from tests.helpers import TINY, read_csv, read_json, short_run
+from tests.helpers import TINY, add_callbacks, read_csv, read_json, short_run
 
 RUN = "mamol-synthetic-train_both0.7-seed{}"
 
@@ -165,3 +166,29 @@ def test_a_local_sweep_is_recorded_in_postgresql(small_scene_root, tmp_path):
         pytest.skip("MAMOL_POSTGRES_URL is not set: run `make test-postgres` (root)")
     sweep = _sweep(small_scene_root, tmp_path, {"--sql": url}, launcher="local", max_parallel=2)
     check_sql_runs(url, sweep)
+
+
+def test_a_failed_run_still_gives_the_observers_its_folder_and_console(small_scene_root, tmp_path, monkeypatch):
+    """A run that fails once it has a checkpoint keeps its folder: the observers get failed.json, console.log as
+    the run's output and what it logged, beside Sacred's FAILED status and traceback."""
+    class Fail(pl.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.current_epoch == 1:
+                print("second epoch: breaking now", flush=True)  # noqa: T201 (output of the run before it fails)
+                raise RuntimeError("broken in the second epoch")
+
+    add_callbacks(monkeypatch, Fail())
+    observer = tmp_path / "observed"
+    with pytest.raises(RuntimeError, match="broken in the second epoch"):
+        _observed("main", {"--file_storage": str(observer)},
+                  **short_run(small_scene_root, tmp_path, max_epoch=2, exp_name="failing"))
+    (run_dir,) = (tmp_path / "runs" / "failing").glob("version_*")
+    (record,) = [p.parent for p in observer.glob("*/run.json")]
+    run = read_json(record / "run.json")
+    assert run["status"] == "FAILED" and "broken in the second epoch" in "".join(run["fail_trace"])
+    assert {"failed.json", "console.log", "metrics.csv"} <= set(run["artifacts"])
+    assert read_json(record / "failed.json") == read_json(run_dir / "failed.json")
+    assert (record / "cout.txt").read_text() == (run_dir / "console.log").read_text()
+    assert "second epoch: breaking now" in (record / "cout.txt").read_text()
+    assert [s for s, _ in _csv_metrics(run_dir / "metrics.csv")["train/loss"]][0] == 0
+    assert "train/loss" in read_json(record / "metrics.json")
