@@ -33,7 +33,6 @@ a repeated sweep skips as complete records nothing.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import warnings
@@ -53,6 +52,7 @@ from sacred.run import Run
 from mamol import console, distributed
 from mamol.data import catalogue
 from mamol.experiment import ex
+from mamol.experiments.observed import read_record
 from mamol.locks import FileLock
 from mamol.settings import from_config
 from mamol.tasks import SPLITS
@@ -186,14 +186,6 @@ def data_files(config: Mapping[str, Any]) -> list[Path]:
     return out
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 @dataclass(frozen=True)
 class ObserverOptions:
     """What the observers store beyond the run's own files."""
@@ -209,7 +201,7 @@ def record_folder(run: Run, folder: Path | None, with_data: bool = True) -> floa
         return None
     folder = Path(folder).resolve()
     run.info["run_dir"] = str(folder)
-    tested = _read_json(folder / "test_results.json")
+    tested = read_record(folder / "test_results.json")
     checkpoints = sorted((folder / "checkpoints").glob("*.ckpt")) if (folder / "checkpoints").is_dir() else []
     if checkpoints or tested.get("checkpoint"):
         run.info["checkpoints"] = {"tested": tested.get("checkpoint"), **{p.name: str(p) for p in checkpoints}}

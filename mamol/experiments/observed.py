@@ -13,15 +13,25 @@ import json
 from pathlib import Path
 from typing import Any
 
+from mamol.errors import DataError
+
 RESULTS = "test_results.json"
 
 
-def _read(path: Path) -> dict[str, Any]:
+def read_record(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; ``{}`` when there is no such file. A file that is there but unreadable, cut
+    short or not an object is a DataError naming it: a run record skipped without a word would change a report's
+    means without a word."""
+    if not path.is_file():
+        return {}
     try:
         value = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: unreadable run record ({type(err).__name__}: {err}); if its run is still going, "
+                        f"report again once it ends, else mend or remove the file") from err
+    if not isinstance(value, dict):
+        raise DataError(f"{path}: expected a JSON object, found {type(value).__name__}")
+    return value
 
 
 def run_folders(root: Path) -> list[Path]:
@@ -32,10 +42,10 @@ def run_folders(root: Path) -> list[Path]:
                      key=lambda p: int(p.parent.name))
     found: dict[str, Path] = {}  # a run's folder -> where to read it (a later record of the same run wins)
     for path in records:
-        record = _read(path)
+        record = read_record(path)
         if record.get("status") != "COMPLETED" or RESULTS not in record.get("artifacts", []):
             continue
-        real = _read(path.parent / "info.json").get("run_dir")
+        real = read_record(path.parent / "info.json").get("run_dir")
         key = str(real or path.parent)
         found[key] = Path(real) if real and (Path(real) / RESULTS).is_file() else path.parent
     return list(found.values())

@@ -15,6 +15,8 @@ import sqlalchemy as sa
 from sacred.observers.sql_bases import Run as SqlRun
 from sqlalchemy.orm import Session
 
+from mamol.errors import DataError
+from mamol.experiments.observed import run_folders
 from mamol.observers import read_metrics
 from run import ex
 from tests.helpers import TINY, add_callbacks, read_csv, read_json, short_run
@@ -192,3 +194,14 @@ def test_a_failed_run_still_gives_the_observers_its_folder_and_console(small_sce
     assert "second epoch: breaking now" in (record / "cout.txt").read_text()
     assert [s for s, _ in _csv_metrics(run_dir / "metrics.csv")["train/loss"]][0] == 0
     assert "train/loss" in read_json(record / "metrics.json")
+
+
+def test_a_cut_short_observer_record_is_refused_not_skipped(tmp_path):
+    """A report from a -F folder never drops a run whose record it cannot read: that would change its means."""
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "run.json").write_text(json.dumps({"status": "COMPLETED", "artifacts": ["test_results.json"]}))
+    assert run_folders(tmp_path) == [tmp_path / "1"]  # no info.json: the observer's copy is read
+    (tmp_path / "2").mkdir()
+    (tmp_path / "2" / "run.json").write_text('{"status": "COMPL')
+    with pytest.raises(DataError, match=r"2/run\.json: unreadable run record"):
+        run_folders(tmp_path)
