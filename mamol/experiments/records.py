@@ -22,6 +22,7 @@ import numpy as np
 
 from mamol import confusion
 from mamol.data import catalogue
+from mamol.data.formats import CONVERSION_KEY
 from mamol.errors import ConfigError, DataError, MissingFileError
 from mamol.experiments import observed, paper, significance
 from mamol.experiments.paper import RunFacts
@@ -189,7 +190,25 @@ def collect(dirs: Sequence[Path]) -> list[RunRecord]:
         for run in sorted((read_run(f) for f in found if f.resolve() not in seen), key=lambda r: r.order):
             seen.add(run.folder.resolve())
             records.append(run)
+    refuse_mixed_conversions(records)
     return records
+
+
+def refuse_mixed_conversions(records: Sequence[RunRecord]) -> None:
+    """Refuse runs of one dataset made on different conversions of it (another split, seed or normalisation
+    written to the same name): their cells would average, and their tests pair, different test sets. DataError
+    naming the dataset and one run of each conversion; runs recorded without the data's metadata are let through."""
+    made_on: dict[str, dict[str, Path]] = {}  # dataset -> conversion id -> first run folder
+    for r in records:
+        for task, meta in (r.facts.data if r.facts else {}).items():
+            conversion = (meta or {}).get(CONVERSION_KEY)
+            if conversion is not None:
+                made_on.setdefault(task, {}).setdefault(str(conversion), r.folder)
+    for task, folders in made_on.items():
+        if len(folders) > 1:
+            runs = "; ".join(f"{conversion[:12]}: {folder}" for conversion, folder in folders.items())
+            raise DataError(f"report: runs on {task!r} come from {len(folders)} different conversions of it ({runs}); "
+                            f"report each conversion's runs apart")
 
 
 # ------------------------------------------------------------------------------------------- statistics

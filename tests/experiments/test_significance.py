@@ -143,6 +143,21 @@ def test_report_carries_the_notes_of_the_runs_data(tmp_path):
     assert (tmp_path / "out" / "report.md").read_text().count(f"**Note: {note}.**") == 1
 
 
+def test_runs_on_two_conversions_of_a_dataset_are_refused(tmp_path):
+    """Runs made on different conversions of one dataset (data re-converted with another split under the same name)
+    test on different test sets: the report refuses to average or pair them, naming both, instead of mixing them."""
+    for seed, conversion in ((0, "aaaa"), (1, "aaaa"), (2, "bbbb")):
+        folder = tmp_path / "runs" / f"mamol{seed}"
+        _run(folder, "mamol", seed, 80.0)
+        path = folder / "test_results.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()),
+                                    "dataset": {"synthetic": {"conversion_id": conversion}}}))
+    with pytest.raises(DataError, match=r"runs on 'synthetic' come from 2 different conversions .*aaaa: .*mamol0.*"
+                                        r"bbbb: .*mamol2"):
+        write_report([tmp_path / "runs"], tmp_path / "out")
+    write_report([tmp_path / "runs" / "mamol0", tmp_path / "runs" / "mamol1"], tmp_path / "one")  # one conversion
+
+
 def test_report_tables_of_significance_cost_classes_and_training_settings(tmp_path):
     label = np.arange(20) % 2
     right, wrong = label.copy(), 1 - label
